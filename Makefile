@@ -1,0 +1,34 @@
+# tokenmill: the two commands of the README, plus the install step they share.
+#   make demo   set up .venv and run the pipeline on the embedded sample corpus
+#   make test   set up .venv and run the whole test suite
+# GPU machines: create .venv with your own CUDA build of torch in it, then pass TORCH=skip.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+# torch first and pinned (an unpinned torch pulls a multi-GB CUDA build); DeepSpeed is a source
+# distribution that imports torch while building, so it comes next, without build isolation.
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet pip==26.3
+	if [ "$(TORCH)" != skip ]; then $(PIP) install --quiet "$(TORCH)"; fi
+	DS_BUILD_OPS=0 $(PIP) install --quiet --no-build-isolation -c requirements/constraints.txt deepspeed
+	$(PIP) install --quiet -c requirements/constraints.txt -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/tokenmill run --config conf/demo.yaml
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs .tokenmill .pytest_cache

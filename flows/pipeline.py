@@ -1,0 +1,140 @@
+"""``pretrain-pipeline``: raw crawl → clean shards (Spark) → tokens → GPT (DeepSpeed) → MLflow.
+
+The flow orchestrates; the work runs in the Spark job and in the DeepSpeed processes.
+Stages hand off through manifest files, and the MLflow run id travels with them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from tokenmill import tracking
+from tokenmill.config import Config, dump_config, load_config, resolve_paths
+from tokenmill.env import REPO_ROOT
+from tokenmill.manifest import read_manifest
+
+
+@task(name="clean-corpus", retries=1, retry_delay_seconds=5)
+def clean_corpus(cfg: Config, out_dir: Path) -> Path:
+    """Spark job: WARC → extracted, filtered, deduplicated Parquet shards. Returns the data manifest path."""
+    from spark_jobs.clean import run_clean_job
+
+    manifest = run_clean_job(cfg.data, out_dir)
+    counts = manifest["counts"]
+    rows = [{"stage": "read", "documents": counts["read"]}]
+    rows += [{"stage": f"dropped: {r}", "documents": n} for r, n in sorted(counts["dropped"].items())]
+    rows += [{"stage": f"quarantined: {r}", "documents": n} for r, n in sorted(counts["quarantined"].items())]
+    rows.append({"stage": "kept", "documents": counts["kept"]})
+    create_table_artifact(key="data-funnel", table=rows, description="Documents at each stage of the data job")
+    return out_dir / "manifest.json"
+
+
+@task(name="tokenize-corpus", retries=1, retry_delay_seconds=5)
+def tokenize_corpus(cfg: Config, data_manifest: Path, out_dir: Path) -> Path:
+    """Byte-level BPE on the kept shards, then train/validation token shards. Returns the tokens manifest path."""
+    from training.tokenizer import run_tokenize
+
+    run_tokenize(data_manifest, out_dir, cfg.tokenizer)
+    return out_dir / "manifest.json"
+
+
+@task(name="open-tracking-run")
+def open_tracking_run(cfg: Config, config_file: Path, data_manifest: Path, tokens_manifest: Path) -> str:
+    """Create the MLflow run and log what is known before training: config, params, manifests, tokenizer."""
+    run_id = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, cfg.run.name,
+                               tags={"tokenmill.stage": "pipeline", "tokenmill.model_family": cfg.model.family})
+    mlf = tracking.MlflowLogger(cfg.tracking_uri, run_id)
+    mlf.log_params(cfg.flat())
+    mlf.log_artifact(config_file, "config")
+    mlf.log_artifact(data_manifest, "data")
+    mlf.log_artifact(tokens_manifest, "tokens")
+    tokens = read_manifest(tokens_manifest, stage="tokenize")
+    mlf.log_artifact(tokens["tokenizer"]["path"], "tokenizer")
+    data = read_manifest(data_manifest, stage="data")
+    counts = data["counts"]
+    mlf.log_metrics({"data/read": counts["read"], "data/kept": counts["kept"],
+                     "data/dropped": sum(counts["dropped"].values()),
+                     "data/quarantined": sum(counts["quarantined"].values()),
+                     "tokens/train": tokens["splits"]["train"]["tokens"],
+                     "tokens/validation": tokens["splits"]["validation"]["tokens"]}, step=0)
+    return run_id
+
+
+@task(name="train-model", retries=0, timeout_seconds=6 * 3600)
+def train_model(cfg: Config, config_file: Path, tokens_manifest: Path, out_dir: Path, run_id: str) -> Path:
+    """Launch ``training.train`` on ``train.nproc`` processes with torchrun; stream its log. Returns its manifest."""
+    logger = get_run_logger()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={cfg.train.nproc}",
+           "-m", "training.train", "--run-config", str(config_file), "--tokens-manifest", str(tokens_manifest),
+           "--out-dir", str(out_dir), "--mlflow-run-id", run_id]
+    logger.info("launching: %s", " ".join(cmd))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    tail: deque[str] = deque(maxlen=40)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          cwd=REPO_ROOT) as proc:
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail.append(line)
+            if "[rank " in line or "Error" in line:
+                logger.info(line)
+    if proc.returncode != 0:
+        raise RuntimeError(f"training exited with code {proc.returncode}; last output:\n" + "\n".join(tail))
+    return out_dir / "manifest.json"
+
+
+@task(name="close-tracking-run")
+def close_tracking_run(cfg: Config, run_id: str, train_manifest: Path) -> dict[str, Any]:
+    """Attach the training manifest, publish the summary to the Prefect UI and end the MLflow run FINISHED."""
+    result = read_manifest(train_manifest, stage="train")
+    mlf = tracking.MlflowLogger(cfg.tracking_uri, run_id)
+    mlf.log_artifact(train_manifest, "train")
+    tracking.close_run(cfg.tracking_uri, run_id)
+    create_table_artifact(key="final-metrics", description="Validation loss (nats/token) of the trained model", table=[
+        {"metric": "validation loss", "value": round(result["val_loss"], 4)},
+        {"metric": "unigram baseline", "value": round(result["unigram_baseline_loss"], 4)},
+        {"metric": "parameters", "value": result["model"]["num_params"]},
+        {"metric": "tokens seen", "value": result["tokens_seen"]},
+    ])
+    create_markdown_artifact(key="mlflow-run", markdown=(
+        f"**MLflow run** `{run_id}` in experiment `{cfg.tracking.experiment}` at `{cfg.tracking_uri}`\n\n"
+        f"Sample: {result['sample']!r}"))
+    return result
+
+
+@flow(name="pretrain-pipeline", log_prints=True)
+def pretrain_pipeline(config_path: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run every stage on the configured corpus; returns paths, the MLflow run id and the final losses."""
+    cfg = resolve_paths(load_config(config_path, overrides), REPO_ROOT)
+    run_dir = cfg.run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_file = run_dir / "config.yaml"
+    dump_config(cfg, config_file)
+
+    data_manifest = clean_corpus(cfg, run_dir / "data")
+    tokens_manifest = tokenize_corpus(cfg, data_manifest, run_dir / "tokens")
+    run_id = open_tracking_run(cfg, config_file, data_manifest, tokens_manifest)
+    try:
+        train_manifest = train_model(cfg, config_file, tokens_manifest, run_dir / "train", run_id)
+        result = close_tracking_run(cfg, run_id, train_manifest)
+    except BaseException as e:
+        tracking.close_run(cfg.tracking_uri, run_id, error=e)
+        raise
+    return {
+        "run_dir": str(run_dir),
+        "mlflow_run_id": run_id,
+        "tracking_uri": cfg.tracking_uri,
+        "data_manifest": str(data_manifest),
+        "tokens_manifest": str(tokens_manifest),
+        "train_manifest": str(train_manifest),
+        "val_loss": result["val_loss"],
+        "unigram_baseline_loss": result["unigram_baseline_loss"],
+    }

@@ -1,0 +1,1 @@
+"""PySpark jobs that turn raw crawls into clean Parquet shards."""

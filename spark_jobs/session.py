@@ -1,0 +1,23 @@
+"""One place that builds the SparkSession every job uses."""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+
+def spark_session(master: str, driver_memory: str, app_name: str = "tokenmill") -> SparkSession:
+    """Start (or reuse) a session on ``master``: ``local[*]`` by default, a ``spark://`` URL for a cluster.
+
+    ``driver_memory`` only takes effect if no session has started in this process yet.
+    """
+    spark = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark

@@ -1,0 +1,1 @@
+"""Tokenizer, model families, data loading and the DeepSpeed training loop."""
