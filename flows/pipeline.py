@@ -7,11 +7,14 @@ Stages hand off through manifest files, and the MLflow run id travels with them.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections import deque
 from pathlib import Path
 from typing import Any
+
+import logging
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -20,6 +23,9 @@ from tokenmill import tracking
 from tokenmill.config import Config, dump_config, load_config, resolve_paths
 from tokenmill.env import REPO_ROOT
 from tokenmill.manifest import read_manifest
+
+# The stages log through "tokenmill.*" loggers; Prefect forwards them (PREFECT_LOGGING_EXTRA_LOGGERS).
+logging.getLogger("tokenmill").setLevel(logging.INFO)
 
 
 @task(name="clean-corpus", retries=1, retry_delay_seconds=5)
@@ -78,7 +84,7 @@ def train_model(cfg: Config, config_file: Path, tokens_manifest: Path, out_dir: 
     logger.info("launching: %s", " ".join(cmd))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
         filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    tail: deque[str] = deque(maxlen=40)
+    tail: deque[str] = deque(maxlen=60)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                           cwd=REPO_ROOT) as proc:
         for line in proc.stdout:
@@ -87,8 +93,18 @@ def train_model(cfg: Config, config_file: Path, tokens_manifest: Path, out_dir: 
             if "[rank " in line or "Error" in line:
                 logger.info(line)
     if proc.returncode != 0:
-        raise RuntimeError(f"training exited with code {proc.returncode}; last output:\n" + "\n".join(tail))
+        raise RuntimeError(f"training exited with code {proc.returncode}: {_root_cause(tail)}\n"
+                           "last output:\n" + "\n".join(tail))
     return out_dir / "manifest.json"
+
+
+_EXCEPTION_LINE = re.compile(r"^\s*([\w.]+(Error|Exception|Interrupt|Exit)\b.*)$")
+
+
+def _root_cause(lines) -> str:
+    """The last exception line a rank printed (torchrun repeats the root cause's traceback last)."""
+    causes = [m.group(1) for m in map(_EXCEPTION_LINE.match, lines) if m and "ChildFailedError" not in m.group(1)]
+    return causes[-1] if causes else "no exception message found"
 
 
 @task(name="close-tracking-run")

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from tokenmill.env import prepare_environment
 
@@ -35,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@record  # torchrun then reports the failing rank's exception as the root cause
 def main(argv: list[str] | None = None) -> int:
     prepare_environment()
     # Known-noisy deprecations inside DeepSpeed's ZeRO collectives; nothing to act on here.
