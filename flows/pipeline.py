@@ -6,6 +6,7 @@ Stages hand off through manifest files, and the MLflow run id travels with them.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -13,8 +14,6 @@ import sys
 from collections import deque
 from pathlib import Path
 from typing import Any
-
-import logging
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
