@@ -18,7 +18,7 @@ class ExactDeduplicator:
     def apply(self, docs: DataFrame) -> DataFrame:
         kept = docs.filter(F.col("status") == "kept")
         rest = docs.filter(F.col("status") != "kept").withColumn("duplicate_of", F.lit(None).cast("string"))
-        normalised = F.lower(F.regexp_replace(F.trim(F.col("text")), r"\s+", " "))
+        normalised = F.lower(F.trim(F.regexp_replace(F.col("text"), r"\s+", " ")))
         by_text = Window.partitionBy("text_hash").orderBy("id")
         marked = (
             kept.withColumn("text_hash", F.sha2(normalised, 256))

@@ -31,7 +31,7 @@ class GopherQualityFilter(DocumentFilter):
 
     def reject_reason(self, text: str) -> str | None:
         words = _WORD.findall(text)
-        if not self.min_words <= len(words) <= self.max_words:
+        if not words or not self.min_words <= len(words) <= self.max_words:
             return "gopher_word_count"
         mean_length = sum(len(w) for w in words) / len(words)
         if not self.min_mean_word_length <= mean_length <= self.max_mean_word_length:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from tokenmill.env import REPO_ROOT, prepare_environment
 
@@ -54,15 +55,26 @@ def main(argv: list[str] | None = None) -> int:
     from flows.pipeline import pretrain_pipeline
 
     result = pretrain_pipeline(config_path=args.config, overrides=args.overrides)
+    print(summary(result))
+    return 0
+
+
+def summary(result: dict) -> str:
+    """What the user reads at the end of a run: the losses and where to look."""
     beat = "beats" if result["val_loss"] < result["unigram_baseline_loss"] else "does NOT beat"
-    print(f"""
+    uri = result["tracking_uri"]
+    if uri.startswith(("http://", "https://")):
+        ui = f"open {uri}/#/experiments (run {result['mlflow_run_id']})"
+    else:
+        mlflow = Path(sys.executable).with_name("mlflow")
+        ui = (f"{mlflow} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
+              "                    then open http://127.0.0.1:5000")
+    return f"""
 tokenmill: pipeline finished.
   validation loss   {result['val_loss']:.4f} nats/token ({beat} the unigram baseline {result['unigram_baseline_loss']:.4f})
   output folder     {result['run_dir']}
   MLflow run id     {result['mlflow_run_id']}
-  MLflow UI         mlflow ui --backend-store-uri {result['tracking_uri']} --host 127.0.0.1 --port 5000
-                    then open http://127.0.0.1:5000""")
-    return 0
+  MLflow UI         {ui}"""
 
 
 if __name__ == "__main__":

@@ -62,8 +62,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    nproc: int = 2  # processes on this machine (CPU: gloo, GPU: nccl)
-    launcher: str = "torchrun"
+    nproc: int = 2  # processes launched by torchrun on this machine (CPU: gloo, GPU: nccl)
     zero_stage: int = 2
     deepspeed_config: str = "conf/deepspeed/base.json"
     micro_batch_size: int = 8
@@ -167,6 +166,11 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     for t in allowed:
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if t is float and isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if t is bool and isinstance(value, bool):
             return value
         if t in (int, str) and isinstance(value, t) and not isinstance(value, bool):

@@ -32,6 +32,8 @@ def prepare_environment() -> None:
         "TOKENIZERS_PARALLELISM": "true",
         # Show the stages' own log lines in flow-run logs.
         "PREFECT_LOGGING_EXTRA_LOGGERS": "tokenmill",
+        # ...and stay quiet when a stage runs outside a flow (tests, scripts).
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)

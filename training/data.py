@@ -25,7 +25,7 @@ class PackedBatches:
         if global_batch % world_size:
             raise ValueError(f"global batch {global_batch} is not divisible by world size {world_size}")
         rng = np.random.default_rng([self.seed, step])
-        starts = rng.integers(0, len(self.tokens) - self.block_size - 1, size=global_batch)
+        starts = rng.integers(0, len(self.tokens) - self.block_size, size=global_batch)  # last window included
         per_rank = global_batch // world_size
         mine = torch.from_numpy(starts[rank * per_rank:(rank + 1) * per_rank])
         idx = mine[:, None] + torch.arange(self.block_size + 1)  # (b, T+1)

@@ -58,6 +58,7 @@ def run_tokenize(data_manifest_path: str | Path, out_dir: str | Path, cfg: Token
     tok = train_bpe((t for b in _iter_batches(shards) for t in b.column("text").to_pylist()),
                     cfg.vocab_size, cfg.min_frequency)
     eot_id = tok.token_to_id(EOT)
+    tok.encode_special_tokens = True  # a literal "<|endoftext|>" in a page is text, not a document boundary
     tok_path = out_dir / "tokenizer.json"
     tok.save(str(tok_path))
     log.info("tokenize: trained byte-level BPE with %d tokens in %.1fs", tok.get_vocab_size(), time.time() - started)

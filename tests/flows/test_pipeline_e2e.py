@@ -146,3 +146,15 @@ def test_crashed_training_fails_the_flow_and_the_mlflow_run(prefect_harness, tmp
     assert run.info.status == "FAILED"
     assert "training exited with code" in run.data.tags["error"]
     assert "n_embd must be divisible by n_head" in run.data.tags["error"]
+
+
+def test_rerunning_the_data_job_gives_identical_shards(pipeline_run, tmp_path):
+    from spark_jobs.clean import run_clean_job
+    from tokenmill.config import load_config
+
+    first = read_manifest(pipeline_run["data_manifest"], stage="data")
+    cfg = load_config(Path(pipeline_run["run_dir"]) / "config.yaml")
+    again = run_clean_job(cfg.data, tmp_path / "data")
+    assert again["counts"] == first["counts"]
+    digests = lambda m: [(s["rows"], s["sha256"]) for s in m["outputs"]["kept"]]  # noqa: E731
+    assert digests(again) == digests(first)

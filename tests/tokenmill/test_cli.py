@@ -17,9 +17,20 @@ def test_config_prints_resolved_values(capsys):
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["train"]["max_steps"] == 7
     assert resolved["model"]["n_layer"] == 2  # from the file
-    assert resolved["train"]["lr"] == 1e-3  # built-in default
+    assert resolved["train"]["weight_decay"] == 0.1  # built-in default
 
 
 def test_run_help_mentions_precedence():
     sub = build_parser()._subparsers._group_actions[0].choices["run"]
     assert "--set overrides" in sub.format_help()
+
+
+def test_summary_says_whether_the_baseline_was_beaten_and_where_to_look():
+    from tokenmill.cli import summary
+
+    result = {"val_loss": 5.0, "unigram_baseline_loss": 7.0, "run_dir": "/r", "mlflow_run_id": "abc",
+              "tracking_uri": "sqlite:////r/mlflow.db"}
+    text = summary(result)
+    assert "beats the unigram baseline 7.0000" in text and "abc" in text and "sqlite:////r/mlflow.db" in text
+    assert "does NOT beat" in summary({**result, "val_loss": 8.0})
+    assert "http://127.0.0.1:5000/#/experiments" in summary({**result, "tracking_uri": "http://127.0.0.1:5000"})
