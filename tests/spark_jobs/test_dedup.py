@@ -6,28 +6,8 @@ import pytest
 
 from spark_jobs.clean import DOC_SCHEMA
 from spark_jobs.dedup import ExactDeduplicator
-from tokenmill.env import prepare_environment
 
 
-@pytest.fixture(scope="module")
-def spark():
-    prepare_environment()
-    from pyspark.sql import SparkSession
-
-    session = (
-        SparkSession.builder.master("local[1]")
-        .appName("tokenmill-tests")
-        .config("spark.driver.memory", "1g")
-        # A short-lived test JVM: C1-only JIT and the serial GC halve start-up and first-query time.
-        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "1")
-        .config("spark.default.parallelism", "1")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
     session.stop()
 
 
