@@ -8,8 +8,6 @@ from spark_jobs.clean import DOC_SCHEMA
 from spark_jobs.dedup import ExactDeduplicator
 
 
-    session.stop()
-
 
 def doc(id, text, status="kept", reason=None, error=None, url=None):
     return (id, url or f"http://example.com/{id}", "x.warc.gz", text, status, reason, error)
