@@ -29,16 +29,19 @@ logging.getLogger("tokenmill").setLevel(logging.INFO)
 
 @task(name="clean-corpus", retries=1, retry_delay_seconds=5)
 def clean_corpus(cfg: Config, out_dir: Path) -> Path:
-    """Spark job: WARC → extracted, filtered, deduplicated Parquet shards. Returns the data manifest path."""
+    """Spark job: read → configured steps → Parquet shards. Publishes the funnel; returns the manifest path."""
+    import base64
+
     from spark_jobs.clean import run_clean_job
+    from tokenmill.plots import funnel_chart
 
     manifest = run_clean_job(cfg.data, out_dir)
-    counts = manifest["counts"]
-    rows = [{"stage": "read", "documents": counts["read"]}]
-    rows += [{"stage": f"dropped: {r}", "documents": n} for r, n in sorted(counts["dropped"].items())]
-    rows += [{"stage": f"quarantined: {r}", "documents": n} for r, n in sorted(counts["quarantined"].items())]
-    rows.append({"stage": "kept", "documents": counts["kept"]})
-    create_table_artifact(key="data-funnel", table=rows, description="Documents at each stage of the data job")
+    create_table_artifact(key="data-funnel", table=manifest["funnel"],
+                          description="Documents into and out of each stage of the data job")
+    chart = funnel_chart(manifest["funnel"], out_dir / "funnel.png")
+    png = base64.b64encode(chart.read_bytes()).decode()
+    create_markdown_artifact(key="data-funnel-chart", description="The data funnel as a chart",
+                             markdown=f"![data funnel](data:image/png;base64,{png})")
     return out_dir / "manifest.json"
 
 
@@ -60,6 +63,8 @@ def open_tracking_run(cfg: Config, config_file: Path, data_manifest: Path, token
     mlf.log_params(cfg.flat())
     mlf.log_artifact(config_file, "config")
     mlf.log_artifact(data_manifest, "data")
+    if (Path(data_manifest).parent / "funnel.png").exists():
+        mlf.log_artifact(Path(data_manifest).parent / "funnel.png", "data")
     mlf.log_artifact(tokens_manifest, "tokens")
     tokens = read_manifest(tokens_manifest, stage="tokenize")
     mlf.log_artifact(tokens["tokenizer"]["path"], "tokenizer")
@@ -68,6 +73,8 @@ def open_tracking_run(cfg: Config, config_file: Path, data_manifest: Path, token
     mlf.log_metrics({"data/read": counts["read"], "data/kept": counts["kept"],
                      "data/dropped": sum(counts["dropped"].values()),
                      "data/quarantined": sum(counts["quarantined"].values()),
+                     **{f"data/after_{row['stage']}": row["out"] for row in data.get("funnel", [])},
+                     **{f"data/stats/{k}": v for k, v in data.get("stats", {}).items()},
                      "tokens/train": tokens["splits"]["train"]["tokens"],
                      "tokens/validation": tokens["splits"]["validation"]["tokens"]}, step=0)
     return run_id

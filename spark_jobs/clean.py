@@ -1,13 +1,18 @@
-"""The data job: WARC → extracted text → quality filter → exact dedup → Parquet shards + manifest.
+"""The data job: read → the configured steps → Parquet shards + a manifest.
 
 Every record read ends up in exactly one place: ``kept/`` (training text), ``rejected/``
-(dropped, with its reason) or ``quarantine/`` (could not be read or parsed, with the error).
-The manifest's counts must add up, or the job fails.
+(dropped by a step, with the step and reason) or ``quarantine/`` (could not be read or
+processed, with the error). The manifest's counts must add up, or the job fails.
+
+Consecutive per-document steps run fused in one ``mapInPandas`` pass over Arrow batches;
+dataset steps (dedup) are Spark DataFrame operations between them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -20,125 +25,201 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from spark_jobs.dedup import ExactDeduplicator
-from spark_jobs.extract import HtmlExtractor
-from spark_jobs.filters import DocumentFilter, GopherQualityFilter
-from spark_jobs.readers import RAW_SCHEMA, WarcReader, expand_inputs, object_frame
+from spark_jobs.readers import RAW_SCHEMA, AnyReader, expand_inputs, object_frame
+from spark_jobs.registry import build_step
+from spark_jobs.steps import DatasetStep, DocumentStep
 from tokenmill.config import DataConfig
 from tokenmill.manifest import sha256_file, write_manifest
 
 log = logging.getLogger("tokenmill.data")
 
-DOC_SCHEMA = "id string, url string, source string, text string, status string, reason string, error string"
+DOC_SCHEMA = (
+    "id string, url string, source string, content_type string, payload binary, text string, metadata string, "
+    "lang string, lang_score double, stats string, status string, stage string, reason string, error string, "
+    "duplicate_of string"
+)
+DOC_COLUMNS = [c.split()[0] for c in DOC_SCHEMA.split(", ")]
+KEPT_COLUMNS = ["id", "url", "source", "text", "lang", "lang_score", "metadata", "cluster_id", "cluster_size"]
+REJECTED_COLUMNS = ["id", "url", "source", "text", "lang", "lang_score", "metadata", "stage", "reason",
+                    "duplicate_of", "cluster_id", "cluster_size"]
+QUARANTINE_COLUMNS = ["id", "url", "source", "metadata", "stage", "reason", "error"]
 
 
-class DocumentProcessor:
-    """``mapInPandas`` body: raw records in, documents with ``status`` kept / dropped / quarantined out."""
+def _value(v: Any) -> Any:
+    """Arrow → pandas turns nulls of numeric columns into NaN; steps should see None."""
+    return None if isinstance(v, float) and math.isnan(v) else v
 
-    def __init__(self, extractor: HtmlExtractor, filters: list[DocumentFilter]):
-        self.extractor = extractor
-        self.filters = filters
 
-    def process(self, record: dict[str, Any]) -> dict[str, Any]:
-        doc = {k: record[k] for k in ("id", "url", "source")}
-        doc.update(text="", status="kept", reason=None, error=None)
-        if isinstance(record["error"], str):
-            return {**doc, "status": "quarantined", "reason": "unreadable_record", "error": record["error"]}
-        try:
-            text = self.extractor.extract(record["payload"] or b"", record["content_type"] or "")
-        except Exception as e:
-            return {**doc, "status": "quarantined", "reason": "extraction_failed", "error": f"{type(e).__name__}: {e}"}
-        if text is None:
-            return {**doc, "status": "dropped", "reason": "not_html"}
-        doc["text"] = text
-        if not text:
-            return {**doc, "status": "dropped", "reason": "empty_text"}
-        for f in self.filters:
-            reason = f.reject_reason(text)
+class DocumentPipeline:
+    """``mapInPandas`` body: runs per-document steps in order; the first step that drops a document stops it.
+
+    With ``from_raw`` the input rows are reader records (``RAW_SCHEMA``), otherwise documents
+    (``DOC_SCHEMA``). A step that raises quarantines the document with the error.
+    """
+
+    def __init__(self, steps: list[DocumentStep], from_raw: bool):
+        self.steps = steps
+        self.from_raw = from_raw
+
+    def run(self, row: dict[str, Any]) -> dict[str, Any]:
+        row = {k: _value(v) for k, v in row.items()}
+        if self.from_raw:
+            doc = {k: row.get(k) for k in DOC_COLUMNS}
+            doc.update(stats="{}", status="kept")
+            if row["error"] is not None:
+                doc.update(status="quarantined", stage="read", reason="read_error", error=row["error"],
+                           payload=None)
+                return doc
+        else:
+            doc = row
+        if doc["status"] != "kept":
+            return doc
+        work = {**doc, "stats": json.loads(doc["stats"] or "{}")}
+        for step in self.steps:
+            try:
+                reason = step.process(work)
+            except Exception as e:
+                work.update(status="quarantined", stage=step.name, reason=f"{step.name}_failed",
+                            error=f"{type(e).__name__}: {e}")
+                break
             if reason:
-                return {**doc, "status": "dropped", "reason": reason}
-        return doc
+                work.update(status="dropped", stage=step.name, reason=reason)
+                break
+        work["stats"] = json.dumps(work["stats"], sort_keys=True)
+        return {k: work.get(k) for k in DOC_COLUMNS}
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for step in self.steps:
+            step.setup()
         for batch in batches:
-            yield object_frame([self.process(r) for r in batch.to_dict("records")], _DOC_COLUMNS)
+            yield object_frame([self.run(r) for r in batch.to_dict("records")], DOC_COLUMNS)
 
 
-_DOC_COLUMNS = [c.split()[0] for c in DOC_SCHEMA.split(", ")]
+def build_steps(cfg: DataConfig) -> list[DocumentStep | DatasetStep]:
+    return [build_step(name, getattr(cfg, name)) for name in cfg.steps]
 
 
 def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
     """Run the job on ``cfg.input`` and write shards and ``manifest.json`` under ``out_dir``; returns the manifest."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
     from spark_jobs.session import spark_session
 
     started = time.time()
     out_dir = Path(out_dir).resolve()
-    inputs = expand_inputs(cfg.input)
-    log.info("data: %d WARC file(s) from %s", len(inputs), cfg.input)
-    spark = spark_session(cfg.spark_master, cfg.spark_driver_memory, app_name="tokenmill-clean")
+    inputs = expand_inputs(cfg.input, cfg.format)
+    steps = build_steps(cfg)  # fails fast on bad options before Spark starts
+    log.info("data: %d input file(s) from %s; steps: %s", len(inputs), cfg.input, " → ".join(cfg.steps))
+    spark = spark_session(cfg.spark_master, cfg.spark_driver_memory, app_name="tokenmill-clean",
+                          shuffle_partitions=cfg.spark_shuffle_partitions)
     timings = {"spark_start_s": round(time.time() - started, 2)}
 
-    paths = spark.createDataFrame([(p,) for p in inputs], "path string").repartition(len(inputs))
-    raw = paths.mapInPandas(WarcReader(), RAW_SCHEMA).persist()
+    files = spark.createDataFrame(inputs, "path string, format string").repartition(max(1, len(inputs)))
+    raw = files.mapInPandas(AnyReader(), RAW_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
     n_read = raw.count()
+    timings["read_s"] = round(time.time() - started - timings["spark_start_s"], 2)
     log.info("data: read %d records", n_read)
 
-    processor = DocumentProcessor(
-        HtmlExtractor(),
-        [GopherQualityFilter(cfg.min_words, cfg.max_words, cfg.min_mean_word_length, cfg.max_mean_word_length)],
-    )
-    docs = ExactDeduplicator().apply(raw.mapInPandas(processor, DOC_SCHEMA)).persist()
-    counts = _count(docs)
-    timings["process_s"] = round(time.time() - started - timings["spark_start_s"], 2)
+    docs, pending, from_raw = raw, [], True
+    for step in steps + [None]:
+        if isinstance(step, DocumentStep):
+            pending.append(step)
+            continue
+        if pending or from_raw:
+            # Persisted: dataset steps read their input several times, and the Python steps must run once.
+            docs = docs.mapInPandas(DocumentPipeline(pending, from_raw), DOC_SCHEMA).persist(
+                StorageLevel.MEMORY_AND_DISK)
+            pending, from_raw = [], False
+        if step is not None:
+            docs = step.apply(docs)
+    for column, kind in (("cluster_id", "string"), ("cluster_size", "int")):
+        if column not in docs.columns:
+            docs = docs.withColumn(column, F.lit(None).cast(kind))
+    docs = docs.persist(StorageLevel.MEMORY_AND_DISK)
+
+    outcome = docs.groupBy("status", "stage", "reason").count().collect()
+    counts = _counts(outcome)
     accounted = counts["kept"] + sum(counts["dropped"].values()) + sum(counts["quarantined"].values())
     if accounted != n_read:
         raise RuntimeError(f"accounting broken: read {n_read} records but kept+dropped+quarantined = {accounted}")
+    stats = {r["key"]: r["n"] for r in docs.select(F.explode(F.from_json("stats", "map<string,long>")))
+             .groupBy("key").agg(F.sum("value").alias("n")).collect()}
+    languages = {r["lang"] or "unknown": r["count"] for r in
+                 docs.filter("status = 'kept'").groupBy("lang").count().collect()}
+    kept_bytes = docs.filter("status = 'kept'").agg(F.sum(F.length("text"))).first()[0] or 0
+    timings["process_s"] = round(time.time() - started - sum(timings.values()), 2)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    kept = docs.filter("status = 'kept'").select("id", "url", "source", "text")
+    n_shards = max(1, math.ceil(kept_bytes / (cfg.shard_target_mb * 2**20)))
+    row_group = cfg.row_group_mb * 2**20
     outputs = {
-        "kept": _write_atomically(kept.repartitionByRange(cfg.num_shards, "id").sortWithinPartitions("id"),
-                                  out_dir / "kept"),
+        "kept": _write_atomically(
+            docs.filter("status = 'kept'").select(*KEPT_COLUMNS).repartitionByRange(n_shards, "id")
+            .sortWithinPartitions("id"), out_dir / "kept", row_group),
         "rejected": _write_atomically(
-            docs.filter("status = 'dropped'").select("id", "url", "source", "text", "reason", "duplicate_of")
-            .coalesce(1).sortWithinPartitions("id"), out_dir / "rejected"),
+            docs.filter("status = 'dropped'").select(*REJECTED_COLUMNS).repartitionByRange(n_shards, "id")
+            .sortWithinPartitions("id"), out_dir / "rejected", row_group),
         "quarantine": _write_atomically(
-            docs.filter("status = 'quarantined'").select("id", "url", "source", "reason", "error")
-            .coalesce(1).sortWithinPartitions("id"), out_dir / "quarantine"),
+            docs.filter("status = 'quarantined'").select(*QUARANTINE_COLUMNS).coalesce(1)
+            .sortWithinPartitions("id"), out_dir / "quarantine", row_group),
     }
     docs.unpersist()
     raw.unpersist()
+    timings["write_s"] = round(time.time() - started - sum(timings.values()), 2)
     timings["total_s"] = round(time.time() - started, 2)
 
     manifest = {
         "stage": "data",
-        "inputs": [{"path": p, "bytes": os.path.getsize(p), "sha256": sha256_file(p)} for p in inputs],
+        "inputs": [{"path": p, "format": f, "bytes": os.path.getsize(p), "sha256": sha256_file(p)}
+                   for p, f in inputs],
         "outputs": outputs,
         "counts": {"read": n_read, **counts},
+        "funnel": _funnel(n_read, cfg.steps, outcome),
+        "stats": dict(sorted(stats.items())),
+        "languages": dict(sorted(languages.items(), key=lambda kv: -kv[1])),
         "config": asdict(cfg),
         "spark": {"master": spark.sparkContext.master, "version": spark.version},
         "timings": timings,
     }
     write_manifest(out_dir / "manifest.json", manifest)
-    log.info("data: kept %d of %d (dropped %s, quarantined %s) in %.1fs", counts["kept"], n_read,
-             counts["dropped"], counts["quarantined"], timings["total_s"])
+    log.info("data: kept %d of %d (dropped %d, quarantined %d) in %.1fs", counts["kept"], n_read,
+             sum(counts["dropped"].values()), sum(counts["quarantined"].values()), timings["total_s"])
     return manifest
 
 
-def _count(docs) -> dict[str, Any]:
+def _counts(outcome) -> dict[str, Any]:
     counts: dict[str, Any] = {"kept": 0, "dropped": {}, "quarantined": {}}
-    for row in docs.groupBy("status", "reason").count().collect():
+    for row in outcome:
         if row["status"] == "kept":
             counts["kept"] += row["count"]
         else:
-            counts[row["status"]][row["reason"]] = row["count"]
+            bucket = counts[row["status"]]
+            bucket[row["reason"]] = bucket.get(row["reason"], 0) + row["count"]
     return counts
 
 
-def _write_atomically(df, final: Path) -> list[dict[str, Any]]:
+def _funnel(n_read: int, step_names: list[str], outcome) -> list[dict[str, Any]]:
+    """Documents into and out of each stage, in order: ``read`` first, then every configured step."""
+    by_stage: dict[str, dict[str, int]] = {}
+    for row in outcome:
+        if row["status"] != "kept":
+            by_stage.setdefault(row["stage"], {}).setdefault(row["status"], 0)
+            by_stage[row["stage"]][row["status"]] += row["count"]
+    rows, remaining = [], n_read
+    for stage in ["read", *step_names]:
+        dropped = by_stage.get(stage, {}).get("dropped", 0)
+        quarantined = by_stage.get(stage, {}).get("quarantined", 0)
+        rows.append({"stage": stage, "in": remaining, "dropped": dropped, "quarantined": quarantined,
+                     "out": remaining - dropped - quarantined})
+        remaining -= dropped + quarantined
+    return rows
+
+
+def _write_atomically(df, final: Path, row_group_bytes: int) -> list[dict[str, Any]]:
     """Write Parquet into a temporary folder and rename it into place: no partial output is ever visible."""
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    df.write.mode("overwrite").parquet(str(tmp))
+    df.write.mode("overwrite").option("parquet.block.size", row_group_bytes).parquet(str(tmp))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -1,32 +1,72 @@
-"""Deduplication steps over the document DataFrame."""
+"""Exact-text and URL deduplication over the document DataFrame."""
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from spark_jobs.steps import DatasetStep
 
-class ExactDeduplicator:
-    """Keeps one document (the smallest id) per normalised text; marks the others ``exact_duplicate``.
 
-    Normalisation lower-cases and collapses whitespace, so pages that differ only in layout
-    whitespace count as the same text.
+def mark_duplicates(docs: DataFrame, key: Column, order: list[Column], step: str, reason: str) -> DataFrame:
+    """Among kept rows with the same ``key``, keep the first by ``order``; drop the rest, pointing at it.
+
+    Rows that are not kept, or whose key is null, pass through untouched.
+    """
+    kept = docs.filter((F.col("status") == "kept") & key.isNotNull())
+    rest = docs.filter((F.col("status") != "kept") | key.isNull())
+    group = Window.partitionBy("_key").orderBy(*order)
+    marked = (
+        kept.withColumn("_key", key)
+        .withColumn("_first", F.first("id").over(group))
+        .withColumn("_copy", F.col("_first") != F.col("id"))
+        .withColumn("status", F.when(F.col("_copy"), F.lit("dropped")).otherwise(F.col("status")))
+        .withColumn("stage", F.when(F.col("_copy"), F.lit(step)).otherwise(F.col("stage")))
+        .withColumn("reason", F.when(F.col("_copy"), F.lit(reason)).otherwise(F.col("reason")))
+        .withColumn("duplicate_of", F.when(F.col("_copy"), F.col("_first")).otherwise(F.col("duplicate_of")))
+        .drop("_key", "_first", "_copy")
+    )
+    return marked.unionByName(rest)
+
+
+class ExactDeduplicator(DatasetStep):
+    """Keeps one document (the smallest id) per normalised text; drops the others as ``exact_dedup_duplicate``.
+
+    Normalisation collapses whitespace and, with ``lowercase``, case: pages that differ only
+    in layout count as the same text.
     """
 
-    reason = "exact_duplicate"
+    name = "exact_dedup"
+
+    def __init__(self, lowercase: bool = True):
+        self.lowercase = lowercase
 
     def apply(self, docs: DataFrame) -> DataFrame:
-        kept = docs.filter(F.col("status") == "kept")
-        rest = docs.filter(F.col("status") != "kept").withColumn("duplicate_of", F.lit(None).cast("string"))
-        normalised = F.lower(F.trim(F.regexp_replace(F.col("text"), r"\s+", " ")))
-        by_text = Window.partitionBy("text_hash").orderBy("id")
-        marked = (
-            kept.withColumn("text_hash", F.sha2(normalised, 256))
-            .withColumn("duplicate_of", F.first("id").over(by_text))
-            .withColumn("is_copy", F.col("duplicate_of") != F.col("id"))
-            .withColumn("status", F.when(F.col("is_copy"), F.lit("dropped")).otherwise(F.col("status")))
-            .withColumn("reason", F.when(F.col("is_copy"), F.lit(self.reason)).otherwise(F.col("reason")))
-            .withColumn("duplicate_of", F.when(F.col("is_copy"), F.col("duplicate_of")))
-            .drop("text_hash", "is_copy")
-        )
-        return marked.unionByName(rest)
+        text = F.trim(F.regexp_replace(F.col("text"), r"\s+", " "))
+        key = F.sha2(F.lower(text) if self.lowercase else text, 256)
+        return mark_duplicates(docs, key, [F.col("id")], self.name, f"{self.name}_duplicate")
+
+
+class UrlDeduplicator(DatasetStep):
+    """Keeps one document per normalised URL (the longest text, then the smallest id); drops the others.
+
+    Normalisation lower-cases scheme and host, drops the fragment, a trailing slash and, with
+    ``strip_tracking``, ``utm_*`` / ``fbclid`` / ``gclid`` query parameters.
+    """
+
+    name = "url_dedup"
+
+    def __init__(self, strip_tracking: bool = True):
+        self.strip_tracking = strip_tracking
+
+    def apply(self, docs: DataFrame) -> DataFrame:
+        url = F.regexp_replace(F.col("url"), r"#.*$", "")
+        scheme_host = F.lower(F.regexp_extract(url, r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)", 1))
+        rest = F.regexp_replace(url, r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*", "")
+        if self.strip_tracking:
+            rest = F.regexp_replace(rest, r"(?<=[?&])(utm_[^=&]*|fbclid|gclid)=[^&]*&?", "")
+            rest = F.regexp_replace(rest, r"[?&]$", "")
+        rest = F.regexp_replace(rest, r"/$", "")
+        key = F.when(F.col("url") != "", F.concat(scheme_host, rest))
+        return mark_duplicates(docs, key, [F.length("text").desc(), F.col("id")], self.name,
+                               f"{self.name}_duplicate")

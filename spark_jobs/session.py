@@ -5,7 +5,8 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 
 
-def spark_session(master: str, driver_memory: str, app_name: str = "tokenmill") -> SparkSession:
+def spark_session(master: str, driver_memory: str, app_name: str = "tokenmill",
+                  shuffle_partitions: int = 16) -> SparkSession:
     """Start (or reuse) a session on ``master``: ``local[*]`` by default, a ``spark://`` URL for a cluster.
 
     ``driver_memory`` only takes effect if no session has started in this process yet.
@@ -19,5 +20,7 @@ def spark_session(master: str, driver_memory: str, app_name: str = "tokenmill") 
         .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
     )
+    # A runtime setting: applies to a reused session too.
+    spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions))
     spark.sparkContext.setLogLevel("ERROR")
     return spark

@@ -1,6 +1,7 @@
 """``tokenmill``: the command line.
 
     tokenmill run [--config FILE] [--set section.key=value ...]   run the pretrain-pipeline flow
+    tokenmill data [--config FILE] [--set ...] [--out DIR]         run the data job alone (no Prefect, no MLflow)
     tokenmill config [--config FILE] [--set ...]                   print the resolved configuration
 """
 
@@ -31,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "DeepSpeed GPT training and evaluation, all tracked in MLflow. Config "
                                      "precedence: defaults < --config file < --set overrides.")
     _add_config_args(run)
+    data = sub.add_parser("data", help="run only the Spark data job and print its funnel",
+                          description="Run the Spark data job (read, steps, shards, manifest) without Prefect or "
+                                      "MLflow. Output goes to --out, default <run.output_dir>/<run.name>/data.")
+    _add_config_args(data)
+    data.add_argument("--out", metavar="DIR", help="output folder for shards and manifest.json")
     show = sub.add_parser("config", help="print the resolved configuration and exit")
     _add_config_args(show)
     return parser
@@ -43,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = resolve_paths(load_config(args.config, args.overrides), REPO_ROOT)
-    except ConfigError as e:
-        print(f"tokenmill: config error: {e}", file=sys.stderr)
+        if args.command in ("run", "data"):
+            check_data_config(cfg)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"tokenmill: {'config error: ' if isinstance(e, ConfigError) else ''}{e}", file=sys.stderr)
         return 2
     if args.command == "config":
         import yaml
@@ -52,11 +60,43 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
 
+    if args.command == "data":
+        import logging
+
+        from spark_jobs.clean import run_clean_job
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+        out = args.out or cfg.run_dir / "data"
+        manifest = run_clean_job(cfg.data, out)
+        print(funnel_table(manifest["funnel"]))
+        print(f"manifest: {Path(out).resolve() / 'manifest.json'}")
+        return 0
+
     from flows.pipeline import pretrain_pipeline
 
     result = pretrain_pipeline(config_path=args.config, overrides=args.overrides)
     print(summary(result))
     return 0
+
+
+def check_data_config(cfg) -> None:
+    """Fail before any service starts: the inputs exist and every data step accepts its options."""
+    from spark_jobs.clean import build_steps
+    from spark_jobs.readers import expand_inputs
+
+    expand_inputs(cfg.data.input, cfg.data.format)
+    try:
+        build_steps(cfg.data)
+    except TypeError as e:
+        raise ValueError(f"data step options: {e}") from e
+
+
+def funnel_table(funnel: list[dict]) -> str:
+    """The data funnel as a fixed-width text table."""
+    lines = [f"{'stage':<20}{'in':>10}{'dropped':>10}{'quarantined':>13}{'out':>10}"]
+    lines += [f"{r['stage']:<20}{r['in']:>10,}{r['dropped']:>10,}{r['quarantined']:>13,}{r['out']:>10,}"
+              for r in funnel]
+    return "\n".join(lines)
 
 
 def summary(result: dict) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import glob
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,10 @@ class ConfigError(ValueError):
     """A configuration file or override that cannot be used as given."""
 
 
+_DEFAULT_STEPS = ["extract", "langid", "gopher_quality", "gopher_repetition", "c4", "fineweb", "pii",
+                  "decontaminate", "exact_dedup", "url_dedup", "minhash"]
+
+
 @dataclass
 class RunConfig:
     name: str = "demo"
@@ -31,14 +36,27 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    input: str = "data/sample"  # a WARC file, a folder of *.warc.gz, or a glob
+    input: str = "data/sample/*.warc.gz"  # a file, a folder (searched recursively) or a glob
+    format: str = "auto"  # auto (by extension), warc (also WET), jsonl, parquet, text
     spark_master: str = "local[*]"
     spark_driver_memory: str = "4g"
-    num_shards: int = 2
-    min_words: int = 50  # Gopher quality (Rae et al. 2021): 50..100,000 words
-    max_words: int = 100_000
-    min_mean_word_length: float = 3.0  # Gopher quality: mean word length 3..10
-    max_mean_word_length: float = 10.0
+    spark_shuffle_partitions: int = 16  # raise on a cluster: about 2-3 per executor core
+    # Steps run in this order; each one's options are the mapping of the same name below,
+    # checked against the step's class (spark_jobs/registry.py), defaults filled in from it.
+    steps: list[str] = field(default_factory=lambda: list(_DEFAULT_STEPS))
+    extract: dict = field(default_factory=dict)
+    langid: dict = field(default_factory=dict)
+    gopher_quality: dict = field(default_factory=dict)
+    gopher_repetition: dict = field(default_factory=dict)
+    c4: dict = field(default_factory=dict)
+    fineweb: dict = field(default_factory=dict)
+    pii: dict = field(default_factory=dict)
+    decontaminate: dict = field(default_factory=dict)
+    exact_dedup: dict = field(default_factory=dict)
+    url_dedup: dict = field(default_factory=dict)
+    minhash: dict = field(default_factory=dict)
+    shard_target_mb: int = 256  # kept-text Parquet shards are cut to about this size
+    row_group_mb: int = 128
 
 
 @dataclass
@@ -98,8 +116,18 @@ class Config:
         return dataclasses.asdict(self)
 
     def flat(self) -> dict[str, Any]:
-        """``{"train.lr": 0.001, ...}``: the form MLflow parameters take."""
-        return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
+        """``{"train.lr": 0.001, "data.langid.threshold": 0.65, ...}``: the form MLflow parameters take."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, dict) and node:
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = node
+
+        walk("", self.to_dict())
+        return out
 
     @property
     def run_dir(self) -> Path:
@@ -130,12 +158,39 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, sep, raw = item.partition("=")
         if not sep or "." not in key:
             raise ConfigError(f"override {item!r} must look like section.key=value")
-        section, name = key.strip().split(".", 1)
-        tree.setdefault(section, {})
-        if not isinstance(tree[section], dict):
-            raise ConfigError(f"section {section!r} must be a mapping")
-        tree[section][name] = yaml.safe_load(raw) if raw.strip() else None
-    return _build(Config, tree, where="")
+        *parents, name = key.strip().split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part!r} is not a mapping")
+        node[name] = yaml.safe_load(raw) if raw.strip() else None
+    cfg = _build(Config, tree, where="")
+    _complete_step_options(cfg.data)
+    return cfg
+
+
+def _complete_step_options(data: DataConfig) -> None:
+    """Check each data step's options against its class and fill in the class's defaults."""
+    from spark_jobs.registry import STEPS, step_defaults
+
+    for name in data.steps:
+        if name not in STEPS:
+            close = difflib.get_close_matches(name, STEPS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown data step {name!r} in data.steps{hint}; known: {', '.join(STEPS)}")
+    for name in STEPS:
+        defaults = step_defaults(name)
+        given = getattr(data, name)
+        for key, value in given.items():
+            if key not in defaults:
+                close = difflib.get_close_matches(key, defaults, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"unknown option data.{name}.{key!r}{hint}; valid: {', '.join(defaults)}")
+            default = defaults[key]
+            if default is not None and not isinstance(default, (list, dict)):
+                given[key] = _coerce(value, type(default), f"data.{name}.{key}")
+        setattr(data, name, {**defaults, **given})
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -158,6 +213,15 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping, got {value!r}")
+        return dict(value)
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None:
         if type(None) in allowed:
@@ -195,8 +259,10 @@ def resolve_paths(cfg: Config, repo_root: Path) -> Config:
         path = Path(p).expanduser()
         if path.is_absolute():
             return str(path)
-        if any(ch in p for ch in "*?["):  # a glob: anchor it, don't resolve it
-            return str(Path.cwd() / path)
+        if any(ch in p for ch in "*?["):  # a glob: anchor it where it matches something
+            here = Path.cwd() / path
+            return str(here if glob.glob(str(here), recursive=True) or not glob.glob(
+                str(repo_root / path), recursive=True) else repo_root / path)
         if path.exists() or not (repo_root / path).exists():
             return str(path.resolve())
         return str(repo_root / path)

@@ -1,112 +1,106 @@
-"""spark_jobs.clean.DocumentProcessor: every raw record becomes kept, dropped or quarantined (no Spark)."""
+"""spark_jobs.clean.DocumentPipeline and the funnel: every record becomes kept, dropped or quarantined (no Spark)."""
 
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 import pytest
 
-from spark_jobs.clean import DOC_SCHEMA, DocumentProcessor
+from spark_jobs.clean import DOC_COLUMNS, DocumentPipeline, _funnel
 from spark_jobs.extract import HtmlExtractor
 from spark_jobs.filters import GopherQualityFilter
+from spark_jobs.pii import PIIRedactor
+from spark_jobs.readers import RAW_COLUMNS
+from spark_jobs.steps import DocumentStep
 
-DOC_COLUMNS = [c.split()[0] for c in DOC_SCHEMA.split(", ")]
-
-SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank."
-GOOD_TEXT = " ".join([SENTENCE] * 6)  # 84 words of mean length ~4
+SENTENCE = "The quick brown fox jumps over the lazy dog and then it runs to the river bank."
+GOOD_TEXT = " ".join([f"{SENTENCE[:-1]} number {i}." for i in range(8)])
 
 
 def page(body: str) -> bytes:
-    return (f"<!doctype html><html><head><title>t</title></head><body>{body}</body></html>").encode()
+    return f"<!doctype html><html><head><title>t</title></head><body>{body}</body></html>".encode()
 
 
 def record(**kw):
-    base = {"id": "id-1", "url": "http://example.com/", "source": "x.warc.gz", "offset": 0,
-            "content_type": "text/html; charset=utf-8", "payload": page(f"<article><p>{GOOD_TEXT}</p></article>"),
-            "error": None}
+    base = dict.fromkeys(RAW_COLUMNS)
+    base.update(id="id-1", url="http://example.com/", source="x.warc.gz", offset=0,
+                content_type="text/html; charset=utf-8", payload=page(f"<article><p>{GOOD_TEXT}</p></article>"))
     return {**base, **kw}
 
 
-@pytest.fixture(scope="module")
-def processor():
-    return DocumentProcessor(HtmlExtractor(), [GopherQualityFilter(min_words=50)])
+class Boom(DocumentStep):
+    name = "boom"
+
+    def process(self, doc):
+        raise RuntimeError("kaput")
 
 
-def test_good_page_is_kept_with_its_text(processor):
-    doc = processor.process(record())
-    assert doc["status"] == "kept"
-    assert doc["reason"] is None and doc["error"] is None
-    assert "quick brown fox" in doc["text"]
-    assert "<p>" not in doc["text"] and "<title>" not in doc["text"]
-    assert doc["text"].split() == GOOD_TEXT.split()
-    assert (doc["id"], doc["url"], doc["source"]) == ("id-1", "http://example.com/", "x.warc.gz")
+@pytest.fixture
+def pipeline():
+    return DocumentPipeline([HtmlExtractor(), GopherQualityFilter(), PIIRedactor()], from_raw=True)
+
+
+def test_good_page_is_kept_with_extracted_text_and_no_payload(pipeline):
+    doc = pipeline.run(record())
+    assert doc["status"] == "kept" and doc["reason"] is None and doc["stage"] is None
+    assert "quick brown fox" in doc["text"] and "<p>" not in doc["text"]
+    assert doc["payload"] is None
     assert set(doc) == set(DOC_COLUMNS)
 
 
-def test_record_with_error_is_quarantined(processor):
-    doc = processor.process(record(error="unreadable WARC record: boom", payload=None))
-    assert doc["status"] == "quarantined"
-    assert doc["reason"] == "unreadable_record"
-    assert doc["error"] == "unreadable WARC record: boom"
-    assert doc["id"] == "id-1"
+def test_read_error_is_quarantined_at_stage_read(pipeline):
+    doc = pipeline.run(record(error="unreadable WARC record: boom", payload=None))
+    assert (doc["status"], doc["stage"], doc["reason"]) == ("quarantined", "read", "read_error")
+    assert "boom" in doc["error"]
 
 
-def test_nan_error_from_pandas_is_not_an_error(processor):
-    doc = processor.process(record(error=float("nan")))
+def test_first_dropping_step_stops_the_document(pipeline):
+    doc = pipeline.run(record(payload=page("<p>too short</p>")))
+    assert (doc["status"], doc["stage"]) == ("dropped", "gopher_quality")
+    assert doc["reason"].startswith("gopher_quality_")
+
+
+def test_non_html_dropped_by_extract(pipeline):
+    doc = pipeline.run(record(content_type="image/png", payload=b"\x89PNG\r\n\x1a\n...."))
+    assert (doc["status"], doc["stage"], doc["reason"]) == ("dropped", "extract", "extract_not_html")
+
+
+def test_step_counters_are_carried_as_json(pipeline):
+    text = GOOD_TEXT + " Write to jane.doe@example.org for details."
+    doc = pipeline.run(record(payload=None, text=text))
     assert doc["status"] == "kept"
+    assert "<EMAIL>" in doc["text"]
+    assert json.loads(doc["stats"]) == {"pii_email": 1}
 
 
-@pytest.mark.parametrize("content_type", ["application/pdf", "image/png", "", None])
-def test_non_html_is_dropped(processor, content_type):
-    doc = processor.process(record(content_type=content_type))
-    assert (doc["status"], doc["reason"]) == ("dropped", "not_html")
-    assert doc["error"] is None
+def test_a_step_that_raises_quarantines_the_document_with_the_error():
+    doc = DocumentPipeline([Boom()], from_raw=True).run(record(payload=None, text=GOOD_TEXT))
+    assert (doc["status"], doc["stage"], doc["reason"]) == ("quarantined", "boom", "boom_failed")
+    assert doc["error"] == "RuntimeError: kaput"
 
 
-def test_page_without_text_is_dropped_as_empty(processor):
-    doc = processor.process(record(payload=page("<div>   </div><script>var x = 1;</script>")))
-    assert (doc["status"], doc["reason"]) == ("dropped", "empty_text")
+def test_later_pass_leaves_dropped_rows_alone():
+    first = DocumentPipeline([HtmlExtractor()], from_raw=True).run(record(content_type="image/png", payload=b"\x89PNG"))
+    assert first["status"] == "dropped"
+    again = DocumentPipeline([Boom()], from_raw=False).run(dict(first))
+    assert again == first
 
 
-def test_missing_payload_is_empty_text(processor):
-    doc = processor.process(record(payload=None))
-    assert (doc["status"], doc["reason"]) == ("dropped", "empty_text")
-
-
-def test_short_page_gets_the_filters_reason(processor):
-    doc = processor.process(record(payload=page("<article><p>Just a few words here, not enough.</p></article>")))
-    assert (doc["status"], doc["reason"]) == ("dropped", "gopher_word_count")
-    assert "Just a few words" in doc["text"]  # dropped documents keep their text for inspection
-
-
-def test_first_rejecting_filter_wins():
-    class Always:
-        name = "always"
-
-        def __init__(self, reason):
-            self.reason = reason
-
-        def reject_reason(self, text):
-            return self.reason
-
-    proc = DocumentProcessor(HtmlExtractor(), [Always(None), Always("first"), Always("second")])
-    assert proc.process(record())["reason"] == "first"
-
-
-def test_extraction_failure_is_quarantined():
-    class Broken(HtmlExtractor):
-        def extract(self, payload, content_type):
-            raise RuntimeError("parser exploded")
-
-    doc = DocumentProcessor(Broken(), []).process(record())
-    assert (doc["status"], doc["reason"]) == ("quarantined", "extraction_failed")
-    assert "parser exploded" in doc["error"]
-
-
-def test_call_maps_a_batch_to_doc_columns(processor):
-    batch = pd.DataFrame([record(id="a"), record(id="b", content_type="image/png"),
-                          record(id="c", error="bad", payload=None)])
-    frames = list(processor(iter([batch])))
-    out = pd.concat(frames)
+def test_call_yields_one_row_per_input_row_in_batches(pipeline):
+    batch = pd.DataFrame([record(id=f"id-{i}") for i in range(5)] + [record(id="bad", error="x")])
+    out = pd.concat(list(pipeline(iter([batch]))))
     assert list(out.columns) == DOC_COLUMNS
-    assert list(out["id"]) == ["a", "b", "c"]
-    assert list(out["status"]) == ["kept", "dropped", "quarantined"]
+    assert list(out["id"]) == [f"id-{i}" for i in range(5)] + ["bad"]
+    assert list(out["status"]) == ["kept"] * 5 + ["quarantined"]
+
+
+def test_funnel_chains_each_stage_into_the_next():
+    outcome = [{"status": "kept", "stage": None, "reason": None, "count": 5},
+               {"status": "quarantined", "stage": "read", "reason": "read_error", "count": 1},
+               {"status": "dropped", "stage": "extract", "reason": "extract_empty", "count": 2},
+               {"status": "dropped", "stage": "minhash", "reason": "minhash_near_duplicate", "count": 3}]
+    funnel = _funnel(11, ["extract", "langid", "minhash"], outcome)
+    assert [r["stage"] for r in funnel] == ["read", "extract", "langid", "minhash"]
+    assert [(r["in"], r["out"]) for r in funnel] == [(11, 10), (10, 8), (8, 8), (8, 5)]
+    assert funnel[0]["quarantined"] == 1

@@ -1,69 +1,62 @@
-"""spark_jobs.dedup.ExactDeduplicator on a small local Spark DataFrame."""
+"""spark_jobs.dedup: exact-text and URL dedup on a small local Spark DataFrame."""
 
 from __future__ import annotations
 
-import pytest
-
-from spark_jobs.clean import DOC_SCHEMA
-from spark_jobs.dedup import ExactDeduplicator
+from spark_jobs.clean import DOC_COLUMNS, DOC_SCHEMA
+from spark_jobs.dedup import ExactDeduplicator, UrlDeduplicator
 
 
+def doc(id, text, status="kept", url=None, stage=None, reason=None):
+    row = dict.fromkeys(DOC_COLUMNS)
+    row.update(id=id, url=url if url is not None else f"http://example.com/{id}", source="x", text=text,
+               status=status, stage=stage, reason=reason, stats="{}")
+    return tuple(row[c] for c in DOC_COLUMNS)
 
-def doc(id, text, status="kept", reason=None, error=None, url=None):
-    return (id, url or f"http://example.com/{id}", "x.warc.gz", text, status, reason, error)
 
-
-def dedup(spark, rows):
-    out = ExactDeduplicator().apply(spark.createDataFrame(rows, DOC_SCHEMA)).collect()
+def run(spark, step, rows):
+    out = step.apply(spark.createDataFrame(rows, DOC_SCHEMA)).collect()
+    assert len(out) == len(rows)  # nothing lost, nothing added
     return {r["id"]: r.asDict() for r in out}
 
 
 def test_whitespace_and_case_variants_are_duplicates_smallest_id_kept(spark):
-    rows = [
-        doc("c", "Hello   World.\nSecond line"),
-        doc("a", "hello world.  second\t\tLINE"),
-        doc("b", "HELLO WORLD. SECOND LINE"),
-        doc("d", "something else entirely"),
-    ]
-    out = dedup(spark, rows)
-    assert len(out) == len(rows)
-    assert out["a"]["status"] == "kept" and out["a"]["reason"] is None and out["a"]["duplicate_of"] is None
-    for copy in ("b", "c"):
-        assert out[copy]["status"] == "dropped"
-        assert out[copy]["reason"] == "exact_duplicate"
-        assert out[copy]["duplicate_of"] == "a"
-    assert out["d"]["status"] == "kept" and out["d"]["duplicate_of"] is None
-    # the text itself is not rewritten by normalisation
-    assert out["c"]["text"] == "Hello   World.\nSecond line"
-
-
-def test_leading_and_trailing_whitespace_is_normalised_too(spark):
-    """Newlines/tabs at the ends are layout whitespace like any other (Spark's trim only strips spaces)."""
-    out = dedup(spark, [doc("a", "same text"), doc("b", "\nsame text\n"), doc("c", "\tsame text ")])
+    out = run(spark, ExactDeduplicator(), [doc("b", "Hello   World\n"), doc("a", "\thello world"),
+                                           doc("c", "hello world!")])
+    assert out["a"]["status"] == "kept" and out["a"]["duplicate_of"] is None
+    assert (out["b"]["status"], out["b"]["stage"], out["b"]["reason"]) == ("dropped", "exact_dedup",
+                                                                           "exact_dedup_duplicate")
     assert out["b"]["duplicate_of"] == "a"
-    assert out["c"]["duplicate_of"] == "a"
+    assert out["c"]["status"] == "kept"  # punctuation differs: not the same text
 
 
-def test_non_kept_rows_pass_through_untouched(spark):
-    rows = [
-        doc("a", "shared text"),
-        doc("b", "shared text", status="dropped", reason="gopher_word_count"),
-        doc("c", "", status="quarantined", reason="unreadable_record", error="boom"),
-        doc("0", "shared text", status="dropped", reason="not_html"),
-    ]
-    out = dedup(spark, rows)
-    assert len(out) == len(rows)
-    assert out["a"]["status"] == "kept" and out["a"]["duplicate_of"] is None  # "0" is not kept: not a rival
-    for row in rows[1:]:
-        got = out[row[0]]
-        assert (got["id"], got["url"], got["source"], got["text"], got["status"], got["reason"], got["error"]) == row
-        assert got["duplicate_of"] is None
+def test_case_sensitive_when_asked(spark):
+    out = run(spark, ExactDeduplicator(lowercase=False), [doc("a", "Hello"), doc("b", "hello")])
+    assert {r["status"] for r in out.values()} == {"kept"}
 
 
-def test_distinct_texts_are_all_kept_and_schema_gains_duplicate_of(spark):
-    rows = [doc(str(i), f"document number {i}") for i in range(5)]
-    df = ExactDeduplicator().apply(spark.createDataFrame(rows, DOC_SCHEMA))
-    assert set(df.columns) == {"id", "url", "source", "text", "status", "reason", "error", "duplicate_of"}
-    out = {r["id"]: r for r in df.collect()}
-    assert len(out) == 5
-    assert all(r["status"] == "kept" and r["duplicate_of"] is None for r in out.values())
+def test_rows_already_dropped_pass_through_untouched(spark):
+    rows = [doc("a", "same"), doc("b", "same", status="dropped", stage="langid", reason="langid_language"),
+            doc("c", "same", status="quarantined", stage="read", reason="read_error")]
+    out = run(spark, ExactDeduplicator(), rows)
+    assert out["a"]["status"] == "kept"
+    assert (out["b"]["stage"], out["b"]["reason"], out["b"]["duplicate_of"]) == ("langid", "langid_language", None)
+    assert out["c"]["status"] == "quarantined"
+
+
+def test_url_variants_are_one_page_and_the_longest_text_wins(spark):
+    rows = [doc("a", "short", url="https://Example.com/page?utm_source=x#top"),
+            doc("b", "the longer text", url="https://example.com/page/"),
+            doc("c", "other", url="https://example.com/page?id=2"),
+            doc("d", "no url", url=""), doc("e", "no url either", url="")]
+    out = run(spark, UrlDeduplicator(), rows)
+    assert out["b"]["status"] == "kept"
+    assert (out["a"]["status"], out["a"]["reason"], out["a"]["duplicate_of"]) == ("dropped", "url_dedup_duplicate",
+                                                                                  "b")
+    assert out["c"]["status"] == "kept"  # a real query parameter makes a different page
+    assert out["d"]["status"] == out["e"]["status"] == "kept"  # documents without URLs are never merged
+
+
+def test_tracking_parameters_kept_when_asked(spark):
+    rows = [doc("a", "one", url="https://example.com/p?utm_source=x"), doc("b", "two", url="https://example.com/p")]
+    out = run(spark, UrlDeduplicator(strip_tracking=False), rows)
+    assert {r["status"] for r in out.values()} == {"kept"}

@@ -18,7 +18,25 @@ def write_yaml(path: Path, text: str) -> Path:
 # --- precedence -------------------------------------------------------------------------------
 
 def test_no_file_no_overrides_gives_dataclass_defaults():
-    assert load_config() == Config()
+    cfg = load_config()
+    assert (cfg.run, cfg.train, cfg.model, cfg.tokenizer, cfg.tracking) == (
+        Config().run, Config().train, Config().model, Config().tokenizer, Config().tracking)
+    assert cfg.data.steps == Config().data.steps
+
+
+def test_step_options_are_filled_from_the_step_class_and_checked():
+    from spark_jobs.filters import GopherQualityFilter
+
+    cfg = load_config(overrides=["data.gopher_quality.min_words=20", "data.langid.threshold=5e-1"])
+    assert cfg.data.gopher_quality["min_words"] == 20
+    assert cfg.data.gopher_quality["max_words"] == GopherQualityFilter().max_words  # the class's default
+    assert cfg.data.langid["threshold"] == 0.5
+    with pytest.raises(ConfigError, match="did you mean 'min_words'"):
+        load_config(overrides=["data.gopher_quality.min_word=20"])
+    with pytest.raises(ConfigError, match="data.gopher_quality.min_words must be int"):
+        load_config(overrides=["data.gopher_quality.min_words=many"])
+    with pytest.raises(ConfigError, match="unknown data step 'minhsh'.*did you mean 'minhash'"):
+        load_config(overrides=["data.steps=[extract, minhsh]"])
 
 
 def test_file_overrides_defaults_and_overrides_override_file(tmp_path):
@@ -51,7 +69,7 @@ def test_override_value_is_parsed_as_yaml():
 
 
 def test_empty_file_gives_defaults(tmp_path):
-    assert load_config(write_yaml(tmp_path / "c.yaml", "")) == Config()
+    assert load_config(write_yaml(tmp_path / "c.yaml", "")) == load_config()
 
 
 def test_shipped_configs_load_and_demo_documents_every_key():
@@ -194,7 +212,7 @@ def test_resolve_paths_finds_repo_files_from_another_directory(tmp_path, monkeyp
     ds = Path(cfg.train.deepspeed_config)
     assert ds.is_absolute() and ds.is_file()
     assert ds == REPO_ROOT / "conf" / "deepspeed" / "base.json"
-    assert Path(cfg.data.input) == REPO_ROOT / "data" / "sample"
+    assert Path(cfg.data.input) == REPO_ROOT / "data" / "sample" / "*.warc.gz"  # a glob, anchored in the repo
     # the output folder is the working directory's, not the repository's
     assert Path(cfg.run.output_dir) == tmp_path.resolve() / "runs"
 
@@ -228,10 +246,10 @@ def test_flat_has_one_dotted_key_per_field():
     assert flat["train.lr"] == 0.25
     assert flat["run.name"] == "demo"
     assert flat["tracking.uri"] is None
+    assert flat["data.langid.threshold"] == 0.65  # step options flatten one level deeper
     sections = cfg.to_dict()
-    assert len(flat) == sum(len(v) for v in sections.values())
-    assert all(k.count(".") == 1 for k in flat)
     assert {k.split(".")[0] for k in flat} == set(sections)
+    assert all(k.count(".") == 1 for k in flat if not k.startswith("data."))
 
 
 def test_run_dir_and_default_tracking_uri(tmp_path):

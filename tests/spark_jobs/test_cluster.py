@@ -1,0 +1,37 @@
+"""The data job runs unchanged on a real Spark standalone cluster (master + worker on 127.0.0.1)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from spark_jobs.cluster import StandaloneCluster
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_data_job_on_a_standalone_cluster_matches_local_mode(tmp_path):
+    sample = REPO_ROOT / "data" / "sample" / "crawl-00002.warc.gz"
+    common = [sys.executable, "-m", "tokenmill.cli", "data", "--config", str(REPO_ROOT / "conf" / "tiny.yaml"),
+              "--set", f"data.input={sample}", "--set", "data.spark_driver_memory=1g"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    with StandaloneCluster(workers=1, cores_per_worker=2, memory_per_worker="1g", log_dir=tmp_path / "logs") as c:
+        cluster_run = subprocess.run(common + ["--set", f"data.spark_master={c.url}", "--out", str(tmp_path / "c")],
+                                     capture_output=True, text=True, env=env, timeout=600)
+    assert cluster_run.returncode == 0, cluster_run.stderr[-3000:]
+    local_run = subprocess.run(common + ["--set", "data.spark_master=local[2]", "--out", str(tmp_path / "l")],
+                               capture_output=True, text=True, env=env, timeout=600)
+    assert local_run.returncode == 0, local_run.stderr[-3000:]
+
+    on_cluster = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    local = json.loads((tmp_path / "l" / "manifest.json").read_text())
+    assert on_cluster["spark"]["master"] == c.url
+    assert on_cluster["counts"] == local["counts"]
+    assert on_cluster["funnel"] == local["funnel"]
+    # Same documents, same order, same values (the files' bytes differ: Parquet records the writer's settings)
+    table = lambda m: pq.read_table([s["path"] for s in m["outputs"]["kept"]]).to_pylist()  # noqa: E731
+    assert table(on_cluster) == table(local)
+    assert "stage" in cluster_run.stdout and "minhash" in cluster_run.stdout  # the funnel table was printed
