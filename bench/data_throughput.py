@@ -154,6 +154,7 @@ def main() -> None:
     print(f"corpus: {args.docs:,} documents, {corpus.stat().st_size / 2**20:.1f} MiB gzipped", flush=True)
 
     tm_cpu, tm_wall, tm_kept = run_tokenmill(corpus, work / "tokenmill")
+    print(f"tokenmill: {tm_cpu:.1f} CPU s, {tm_wall:.1f} s wall, {tm_kept:,} kept; now DataTrove...", flush=True)
     dt_cpu, dt_wall, dt_kept = run_datatrove(corpus, work / "datatrove")
     rows = [("tokenmill (Spark local[2])", tm_cpu, tm_wall, tm_kept), ("DataTrove (local, 1 worker)", dt_cpu,
                                                                        dt_wall, dt_kept)]

@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     from flows.pipeline import pretrain_pipeline
 
     result = pretrain_pipeline(config_path=args.config, overrides=args.overrides)
+    from tokenmill.manifest import read_manifest
+
+    print("\n" + funnel_table(read_manifest(result["data_manifest"], stage="data")["funnel"]))
     print(summary(result))
     return 0
 

@@ -1,10 +1,7 @@
 """The whole data job on Spark: hostile input runs to completion and every record is accounted for."""
 
-import json
-from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 from hostile import BIG, build_hostile_corpus
 
 from spark_jobs.clean import run_clean_job
