@@ -105,6 +105,8 @@ def run_tokenmill(corpus: Path, out: Path) -> tuple[float, float, int]:
     if proc.returncode:
         raise SystemExit(f"tokenmill failed:\n{output[-3000:]}")
     manifest = json.loads((out / "manifest.json").read_text())
+    after_filters = next(r["out"] for r in manifest["funnel"] if r["stage"] == "fineweb")
+    print(f"tokenmill kept after the filters: {after_filters:,}", flush=True)
     return cpu, wall, manifest["counts"]["kept"]
 
 
@@ -118,8 +120,10 @@ def run_datatrove(corpus: Path, work: Path) -> tuple[float, float, int]:
                                             GopherRepetitionFilter)
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
+    from datatrove.utils.hashing import HashConfig
 
-    mh = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8)
+    # sha1 shingle hashes: DataTrove 0.10.1's xxhash wrapper passes str, which xxhash 4 rejects
+    mh = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8, hash_config=HashConfig(hash_fc="sha1"))
     stages = [
         [JsonlReader(str(corpus.parent), glob_pattern=corpus.name), GopherQualityFilter(), GopherRepetitionFilter(),
          C4QualityFilter(filter_no_terminal_punct=False), FineWebQualityFilter(), JsonlWriter(str(work / "filtered"))],
@@ -136,6 +140,8 @@ def run_datatrove(corpus: Path, work: Path) -> tuple[float, float, int]:
                               logging_dir=str(work / "logs" / str(i)), skip_completed=False).run()
     cpu, wall = time.process_time() - started_cpu, time.time() - started
     kept = sum(1 for f in (work / "final").glob("*.jsonl.gz") for _ in gzip.open(f, "rt"))
+    after_filters = sum(1 for f in (work / "filtered").glob("*.jsonl.gz") for _ in gzip.open(f, "rt"))
+    print(f"DataTrove kept after the filters: {after_filters:,}", flush=True)
     return cpu, wall, kept
 
 
