@@ -27,7 +27,7 @@ planted similarities spread evenly over 0.3..1.0, a quarter of the true pairs si
 ``verify=exact`` has no such noise; its remaining false positives come from transitivity (two
 variants of one original, each >= 0.8 to it but not to each other, end in one cluster).
 
-    /work/main/.venv/bin/python bench/dedup_quality.py [--docs 2000] [--seed 0]
+    .venv/bin/python bench/dedup_quality.py [--docs 2000] [--seed 0]
 """
 
 from __future__ import annotations
