@@ -135,10 +135,3 @@ class HtmlExtractor(DocumentStep):
         from resiliparse.extract.html2text import extract_plain_text
 
         return extract_plain_text(html, main_content=True, alt_texts=False, links=False).strip()
-
-    def extract(self, payload: bytes | None, content_type: str | None) -> str | None:
-        """Older interface (the current ``clean.DocumentProcessor``): ``None`` when the content type
-        is not HTML, else the extracted text ('' when empty)."""
-        if "html" not in (content_type or "").lower():
-            return None
-        return self.extract_text(payload, content_type)

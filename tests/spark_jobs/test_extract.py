@@ -174,10 +174,3 @@ def test_trafilatura_needs_no_network(monkeypatch):
     assert step.process(d) is None
     assert "Counting birds in the delta" in d["text"]
     assert "Sign in to your account" not in d["text"]
-
-
-def test_legacy_extract_interface_is_kept():
-    step = HtmlExtractor()
-    assert step.extract(html_page().encode(), "image/png") is None
-    assert "migratory birds" in step.extract(html_page().encode(), "text/html")
-    assert step.extract(b"", "text/html") == ""
