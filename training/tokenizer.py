@@ -19,6 +19,12 @@ from tokenmill.manifest import read_manifest, sha256_file, write_manifest
 log = logging.getLogger("tokenmill.tokenize")
 
 EOT = "<|endoftext|>"
+PAD, CLS, SEP, MASK = "<pad>", "[CLS]", "[SEP]", "[MASK]"
+NUM_SENTINELS = 100
+# Reserved at the start of every vocabulary, in this order, so all three families share one tokenizer:
+# EOT separates documents (and ends T5 sequences), [CLS]/[SEP]/[MASK] serve BERT, <extra_id_N> are
+# T5's span-corruption sentinels. ``encode_special_tokens`` keeps them out of encoded page text.
+SPECIAL_TOKENS = [EOT, PAD, CLS, SEP, MASK] + [f"<extra_id_{i}>" for i in range(NUM_SENTINELS)]
 SPLITS = ("train", "validation")
 _BATCH_DOCS = 512
 
@@ -30,13 +36,17 @@ def split_of(doc_id: str, validation_fraction: float) -> str:
 
 
 def train_bpe(texts: Iterator[str], vocab_size: int, min_frequency: int):
-    """A byte-level BPE (GPT-2 style) with ``<|endoftext|>`` as its only special token (id 0)."""
+    """A byte-level BPE (GPT-2 style) whose first ids are ``SPECIAL_TOKENS`` (``<|endoftext|>`` is 0)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+    floor = len(SPECIAL_TOKENS) + 256
+    if vocab_size <= floor:
+        raise ValueError(f"tokenizer.vocab_size {vocab_size} leaves no room for merges: {len(SPECIAL_TOKENS)} reserved "
+                         f"tokens and 256 bytes come first, so it must be above {floor}")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOT],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
     return tok
@@ -55,13 +65,22 @@ def run_tokenize(data_manifest_path: str | Path, out_dir: str | Path, cfg: Token
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    tok = train_bpe((t for b in _iter_batches(shards) for t in b.column("text").to_pylist()),
-                    cfg.vocab_size, cfg.min_frequency)
-    eot_id = tok.token_to_id(EOT)
+    if cfg.from_pretrained:
+        tok = load_pretrained(cfg.from_pretrained)
+        kind = f"pretrained ({cfg.from_pretrained})"
+    else:
+        tok = train_bpe((t for b in _iter_batches(shards) for t in b.column("text").to_pylist()),
+                        cfg.vocab_size, cfg.min_frequency)
+        kind = "byte-level BPE"
+    specials = special_ids(tok)
+    eot_id = specials["eot"]
     tok.encode_special_tokens = True  # a literal "<|endoftext|>" in a page is text, not a document boundary
+    tok.no_padding()
+    tok.no_truncation()
+    tok.post_processor = None  # documents are encoded bare: the objectives add [CLS]/[SEP]/EOS themselves
     tok_path = out_dir / "tokenizer.json"
     tok.save(str(tok_path))
-    log.info("tokenize: trained byte-level BPE with %d tokens in %.1fs", tok.get_vocab_size(), time.time() - started)
+    log.info("tokenize: %s tokenizer with %d tokens in %.1fs", kind, tok.get_vocab_size(), time.time() - started)
 
     schema = pa.schema([("id", pa.string()), ("tokens", pa.list_(pa.int32()))])
     writers = {s: pq.ParquetWriter(out_dir / f"{s}.parquet.tmp", schema) for s in SPLITS}
@@ -95,10 +114,10 @@ def run_tokenize(data_manifest_path: str | Path, out_dir: str | Path, cfg: Token
         "stage": "tokenize",
         "data_manifest": {"path": str(Path(data_manifest_path).resolve()), "sha256": sha256_file(data_manifest_path)},
         "tokenizer": {"path": str(tok_path), "sha256": sha256_file(tok_path), "vocab_size": tok.get_vocab_size(),
-                      "eot_id": eot_id, "kind": "byte-level BPE"},
+                      "eot_id": eot_id, "kind": kind, "special_tokens": specials},
         "splits": outputs,
         "config": {"vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency,
-                   "validation_fraction": cfg.validation_fraction},
+                   "validation_fraction": cfg.validation_fraction, "from_pretrained": cfg.from_pretrained},
         "timings": {"total_s": round(time.time() - started, 2)},
     }
     write_manifest(out_dir / "manifest.json", manifest)
@@ -106,6 +125,42 @@ def run_tokenize(data_manifest_path: str | Path, out_dir: str | Path, cfg: Token
              stats["train"]["documents"], stats["train"]["tokens"],
              stats["validation"]["documents"], stats["validation"]["tokens"])
     return manifest
+
+
+# Other spellings of the same roles, found in pretrained tokenizers (GPT-2, BERT, T5).
+_ALIASES = {"eot": ["</s>", "<eos>", "<|eos|>"], "pad": ["[PAD]"], "cls": ["<s>", "<cls>"], "sep": ["</s>", "<sep>"],
+            "mask": ["<mask>"]}
+
+
+def special_ids(tok) -> dict[str, int]:
+    """``{"eot": 0, "pad": 1, "cls": 2, "sep": 3, "mask": 4, "sentinel_0": 5, ...}`` for a tokenizer.
+
+    A pretrained tokenizer may spell the roles differently (``</s>``, ``[PAD]``) or lack some; a
+    missing pad falls back to the end-of-text token, other missing roles are left out (the
+    objective that needs them says so).
+    """
+    names = ["eot", "pad", "cls", "sep", "mask"] + [f"sentinel_{i}" for i in range(NUM_SENTINELS)]
+    out = {}
+    for name, token in zip(names, SPECIAL_TOKENS):
+        for spelling in [token, *_ALIASES.get(name, [])]:
+            if (i := tok.token_to_id(spelling)) is not None:
+                out[name] = i
+                break
+    if "eot" not in out:
+        raise ValueError(f"the tokenizer has no end-of-text token ({EOT} or </s>): documents could not be separated")
+    out.setdefault("pad", out["eot"])
+    return out
+
+
+def load_pretrained(path: str | Path):
+    """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` or a folder holding one (e.g. a Hugging Face model)."""
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"tokenizer.from_pretrained: no tokenizer.json at {path}")
+    return Tokenizer.from_file(str(file))
 
 
 def load_tokens(path: str | Path) -> np.ndarray:

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 
 from tokenmill.config import TokenizerConfig
 from tokenmill.manifest import read_manifest, sha256_file, write_manifest
-from training.tokenizer import EOT, load_tokens, run_tokenize, split_of, train_bpe
+from training.tokenizer import EOT, SPECIAL_TOKENS, load_tokens, run_tokenize, special_ids, split_of, train_bpe
 
 ENGLISH = [
     "The cat sat on the mat. The dog sat on the log.",
@@ -45,12 +45,25 @@ def test_split_of_extremes_and_nesting():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_bpe(iter(ENGLISH * 4), vocab_size=320, min_frequency=2)
+    return train_bpe(iter(ENGLISH * 4), vocab_size=480, min_frequency=2)
 
 
 def test_eot_is_id_zero_and_vocab_bounded(tokenizer):
     assert tokenizer.token_to_id(EOT) == 0
-    assert 257 <= tokenizer.get_vocab_size() <= 320
+    assert len(SPECIAL_TOKENS) + 256 < tokenizer.get_vocab_size() <= 480
+
+
+def test_special_tokens_have_fixed_ids_and_are_not_page_text(tokenizer):
+    assert [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
+    ids = special_ids(tokenizer)
+    assert (ids["eot"], ids["pad"], ids["cls"], ids["sep"], ids["mask"], ids["sentinel_0"]) == (0, 1, 2, 3, 4, 5)
+    tokenizer.encode_special_tokens = True
+    assert not set(tokenizer.encode("[MASK] <extra_id_3> [CLS]").ids) & set(ids.values())
+
+
+def test_vocab_too_small_for_the_reserved_tokens_is_a_clear_error():
+    with pytest.raises(ValueError, match="vocab_size"):
+        train_bpe(iter(ENGLISH), vocab_size=300, min_frequency=2)
 
 
 def test_merges_were_learned(tokenizer):
@@ -104,7 +117,7 @@ def fake_data_manifest(tmp_path: Path, docs: list[dict], shards: int = 2) -> Pat
 def tokenized(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tokenize")
     docs = make_docs(60)
-    cfg = TokenizerConfig(vocab_size=300, min_frequency=2, validation_fraction=0.25)
+    cfg = TokenizerConfig(vocab_size=480, min_frequency=2, validation_fraction=0.25)
     assert {split_of(d["id"], 0.25) for d in docs} == {"train", "validation"}  # both splits get documents
     manifest = run_tokenize(fake_data_manifest(tmp, docs), tmp / "tokens", cfg)
     return tmp, docs, cfg, manifest
@@ -182,7 +195,7 @@ def test_load_tokens_across_row_groups(tmp_path):
 def test_empty_split_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="validation split is empty"):
         run_tokenize(fake_data_manifest(tmp_path, make_docs(10)), tmp_path / "tokens",
-                     TokenizerConfig(vocab_size=300, min_frequency=1, validation_fraction=0.0))
+                     TokenizerConfig(vocab_size=480, min_frequency=1, validation_fraction=0.0))
 
 
 def test_literal_eot_text_in_a_page_does_not_split_the_document(tmp_path):
@@ -194,7 +207,7 @@ def test_literal_eot_text_in_a_page_does_not_split_the_document(tmp_path):
     docs = make_docs(30)
     docs[0]["text"] = "GPT-2 separates documents with <|endoftext|> in its training data."
     manifest = run_tokenize(fake_data_manifest(tmp_path, docs), tmp_path / "tokens",
-                            TokenizerConfig(vocab_size=300, min_frequency=2, validation_fraction=0.3))
+                            TokenizerConfig(vocab_size=480, min_frequency=2, validation_fraction=0.3))
     tok = Tokenizer.from_file(manifest["tokenizer"]["path"])
     eot = manifest["tokenizer"]["eot_id"]
     rows = {**read_split(manifest["splits"]["train"]["path"]), **read_split(manifest["splits"]["validation"]["path"])}
