@@ -64,18 +64,27 @@ class TokenizerConfig:
     vocab_size: int = 8192
     min_frequency: int = 2
     validation_fraction: float = 0.05  # share of documents (by id hash) held out
+    from_pretrained: str | None = None  # a tokenizer.json (or a folder holding one) to use instead of training
 
 
 @dataclass
 class ModelConfig:
-    family: str = "gpt"
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 256
-    block_size: int = 128
-    dropout: float = 0.0
-    bias: bool = False
-    tie_embeddings: bool = True
+    # Architecture: the family's defaults < the flavour < every key below that is set (null = not set).
+    family: str | None = None  # gpt, bert, t5, transformer; null: the flavour's family, else gpt
+    flavor: str | None = None  # a named size from `tokenmill models` (debug, gpt2-small, bert-base, t5-small, ...)
+    n_layer: int | None = None  # encoder layers for t5 / transformer
+    n_decoder_layer: int | None = None  # t5 / transformer; null: n_layer
+    n_head: int | None = None
+    d_head: int | None = None  # t5's d_kv; null: n_embd / n_head
+    n_embd: int | None = None  # model width (d_model)
+    d_ff: int | None = None  # feed-forward width; null: the family's rule (4 x n_embd)
+    block_size: int | None = None  # sequence length trained on (t5 / transformer: encoder input length)
+    dropout: float | None = None
+    bias: bool | None = None  # gpt: biases in linear layers and norms
+    tie_embeddings: bool | None = None
+    position: str | None = None  # learned, sinusoidal, rope, alibi (gpt, bert); relative (t5)
+    activation: str | None = None  # gelu, gelu_tanh, relu, gated-gelu, gated-silu
+    init_from: str | None = None  # a Hugging Face model folder to continue pretraining from
 
 
 @dataclass
@@ -270,4 +279,8 @@ def resolve_paths(cfg: Config, repo_root: Path) -> Config:
     cfg.run.output_dir = str(Path(cfg.run.output_dir).expanduser().resolve())
     cfg.data.input = find(cfg.data.input)
     cfg.train.deepspeed_config = find(cfg.train.deepspeed_config)
+    if cfg.tokenizer.from_pretrained:
+        cfg.tokenizer.from_pretrained = find(cfg.tokenizer.from_pretrained)
+    if cfg.model.init_from:
+        cfg.model.init_from = find(cfg.model.init_from)
     return cfg

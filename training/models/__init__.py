@@ -1,18 +1,112 @@
-"""Model families. Each file is plain single-device PyTorch; ``build_model`` picks one from the config."""
+"""The model families and how a run's ``model`` section becomes one of them.
+
+Each family is one file of plain single-device PyTorch (``gpt.py``, ``bert.py``, ``t5.py``,
+``transformer.py``) with a config dataclass. ``architecture`` resolves family defaults <
+flavour (``flavors.py``) < the keys set in the run config; ``build_model`` instantiates it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
 from torch import nn
 
-from training.models.gpt import GPT, GPTConfig
-from tokenmill.config import ModelConfig
+from training.models.flavors import FLAVORS
 
-FAMILIES = ("gpt",)
+# family → (module, model class, config class)
+FAMILIES: dict[str, tuple[str, str, str]] = {
+    "gpt": ("training.models.gpt", "GPT", "GPTConfig"),
+    "bert": ("training.models.bert", "BERT", "BERTConfig"),
+    "t5": ("training.models.t5", "T5", "T5Config"),
+    "transformer": ("training.models.transformer", "Transformer", "TransformerConfig"),
+}
+OBJECTIVES = {"gpt": "causal language modelling", "bert": "masked LM + next-sentence prediction",
+              "t5": "span corruption", "transformer": "span corruption"}
+_NOT_ARCHITECTURE = ("family", "flavor", "init_from")
 
 
-def build_model(cfg: ModelConfig, vocab_size: int) -> nn.Module:
-    if cfg.family == "gpt":
-        return GPT(GPTConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
-                             n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
-                             tie_embeddings=cfg.tie_embeddings))
-    raise ValueError(f"model.family {cfg.family!r} is not available; choose one of {', '.join(FAMILIES)}")
+def _classes(family: str) -> tuple[type, type]:
+    if family not in FAMILIES:
+        raise ValueError(f"model.family {family!r} is not one of {', '.join(FAMILIES)}")
+    module, model_cls, config_cls = FAMILIES[family]
+    mod = importlib.import_module(module)
+    return getattr(mod, model_cls), getattr(mod, config_cls)
+
+
+def family_of(model_cfg) -> str:
+    """The family a ``ModelConfig`` names, directly or through its flavour (GPT when neither says)."""
+    flavor = FLAVORS.get(model_cfg.flavor) if model_cfg.flavor else None
+    if model_cfg.flavor and flavor is None:
+        raise ValueError(f"unknown model.flavor {model_cfg.flavor!r}; `tokenmill models` lists them: "
+                         f"{', '.join(FLAVORS)}")
+    if flavor and flavor.family and model_cfg.family and model_cfg.family != flavor.family:
+        raise ValueError(f"model.flavor {flavor.name!r} is a {flavor.family} flavour but model.family is "
+                         f"{model_cfg.family!r}: drop one of them")
+    family = model_cfg.family or (flavor.family if flavor else None) or "gpt"
+    _classes(family)
+    return family
+
+
+def architecture(model_cfg, vocab_size: int | None = None, pad_id: int | None = None):
+    """The family's config dataclass: its defaults < the flavour < every ``model.*`` key that is set.
+
+    ``vocab_size`` and ``pad_id`` come from the run's tokenizer when given. A key the family does
+    not have (``n_decoder_layer`` for GPT, say) is an error rather than silently ignored.
+    """
+    family = family_of(model_cfg)
+    _, config_cls = _classes(family)
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    values: dict[str, Any] = {}
+    if model_cfg.flavor:
+        values.update(FLAVORS[model_cfg.flavor].sizes)
+    for key, value in dataclasses.asdict(model_cfg).items():
+        if key in _NOT_ARCHITECTURE or value is None:
+            continue
+        if key not in names:
+            raise ValueError(f"model.{key} does not apply to the {family} family "
+                             f"(its keys: {', '.join(sorted(names))})")
+        values[key] = value
+    if vocab_size is not None:
+        values["vocab_size"] = vocab_size
+    if pad_id is not None and "pad_id" in names:
+        values["pad_id"] = pad_id
+    return config_cls(**{k: v for k, v in values.items() if k in names})
+
+
+def family_of_architecture(arch) -> str:
+    for family, (module, _, config_cls) in FAMILIES.items():
+        if type(arch).__name__ == config_cls and type(arch).__module__ == module:
+            return family
+    raise ValueError(f"{type(arch).__name__} is not a model family's config")
+
+
+def build_model(arch) -> nn.Module:
+    """A freshly initialised model for a family config (from ``architecture``)."""
+    model_cls, _ = _classes(family_of_architecture(arch))
+    return model_cls(arch)
+
+
+def count_parameters(arch) -> int:
+    """Parameters of the model ``arch`` describes, counted on the meta device (no memory, any size)."""
+    with torch.device("meta"):
+        model = build_model(arch)
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_architecture(arch, path: str | Path) -> Path:
+    """``model.json``: the family and its full config, enough to rebuild the model for its weights."""
+    path = Path(path)
+    path.write_text(json.dumps({"family": family_of_architecture(arch), "config": dataclasses.asdict(arch)},
+                               indent=2))
+    return path
+
+
+def load_architecture(path: str | Path):
+    spec = json.loads(Path(path).read_text())
+    _, config_cls = _classes(spec["family"])
+    return config_cls(**spec["config"])

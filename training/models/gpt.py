@@ -1,9 +1,9 @@
 """GPT: a decoder-only Transformer trained as a causal language model.
 
-Pre-LN blocks (LayerNorm before attention and MLP, as in GPT-2), learned absolute
-positions, optional tied input/output embeddings, and PyTorch's fused
-``scaled_dot_product_attention`` with a causal mask. Plain single-device PyTorch: the
-DeepSpeed wrapping lives in ``training.distributed``.
+Pre-LN blocks (LayerNorm before attention and MLP, as in GPT-2), positions learned (GPT-1/2/3),
+sinusoidal, RoPE or ALiBi, optional tied input/output embeddings, PyTorch's fused
+``scaled_dot_product_attention``, and a key/value cache for generation. Plain single-device
+PyTorch: the DeepSpeed wrapping lives in ``training.distributed``.
 """
 
 from __future__ import annotations
@@ -13,81 +13,67 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from training.models.layers import (Attention, Cache, FeedForward, RotaryEmbedding, add_bias, alibi_bias,
+                                    alibi_slopes, padding_bias, sample_next, sinusoidal_positions)
 
 
 @dataclass
 class GPTConfig:
     vocab_size: int = 8192
-    block_size: int = 128
+    block_size: int = 128  # longest sequence (learned and sinusoidal tables have this many rows)
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 256
+    d_ff: int | None = None  # None: 4 × n_embd
     dropout: float = 0.0
     bias: bool = False
     tie_embeddings: bool = True
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: GPTConfig):
-        super().__init__()
-        assert cfg.n_embd % cfg.n_head == 0, "n_embd must be divisible by n_head"
-        self.n_head = cfg.n_head
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.dropout = cfg.dropout
-        self.resid_dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # 3 × (B, T, C)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
-        return self.resid_dropout(self.proj(y))
-
-
-class MLP(nn.Module):
-    def __init__(self, cfg: GPTConfig):
-        super().__init__()
-        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+    position: str = "learned"  # learned, sinusoidal, rope, alibi
+    activation: str = "gelu_tanh"
+    norm_eps: float = 1e-5
 
 
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.mlp = MLP(cfg)
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
+        self.attn = Attention(cfg.n_embd, cfg.n_head, bias=cfg.bias, dropout=cfg.dropout)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
+        self.mlp = FeedForward(cfg.n_embd, cfg.d_ff or 4 * cfg.n_embd, cfg.activation, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+    def forward(self, x, bias, rope, cache, need_weights):
+        a, weights = self.attn(self.ln_1(x), bias=bias, causal=True, rope=rope, cache=cache,
+                               need_weights=need_weights)
+        x = x + self.resid_dropout(a)
+        return x + self.resid_dropout(self.mlp(self.ln_2(x))), weights
 
 
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
+        if cfg.position not in ("learned", "sinusoidal", "rope", "alibi"):
+            raise ValueError(f"GPT positions must be learned, sinusoidal, rope or alibi, got {cfg.position!r}")
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        if cfg.position == "learned":
+            self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        elif cfg.position == "sinusoidal":
+            self.register_buffer("wpe_table", sinusoidal_positions(cfg.block_size, cfg.n_embd), persistent=False)
+        self.rope = RotaryEmbedding(cfg.n_embd // cfg.n_head, cfg.block_size) if cfg.position == "rope" else None
+        if cfg.position == "alibi":
+            self.register_buffer("slopes", alibi_slopes(cfg.n_head), persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)
         # GPT-2: scale the residual projections by 1/sqrt(2·n_layer) so the residual stream's variance stays put.
         for name, p in self.named_parameters():
-            if name.endswith("proj.weight"):
+            if name.endswith(("attn.out.weight", "mlp.proj.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     @staticmethod
@@ -100,35 +86,61 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """Logits ``(B, T, vocab)`` and, given ``targets`` ``(B, T)``, the mean cross-entropy (``-100`` ignored)."""
-        B, T = idx.shape
-        if T > self.cfg.block_size:
-            raise ValueError(f"sequence of {T} tokens exceeds block_size {self.cfg.block_size}")
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
-        for block in self.blocks:
-            x = block(x)
+    def new_cache(self) -> list[Cache]:
+        return [{} for _ in self.blocks]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cache: list[Cache] | None = None, need_weights: bool = False):
+        """Logits ``(B, T, vocab)`` for ``input_ids`` ``(B, T)``.
+
+        ``attention_mask`` ``(B, P + T)`` marks real (1) and padding (0) keys, ``P`` being the
+        positions already in ``cache``. With ``need_weights`` returns ``(logits, [per-layer (B, H, T, P + T)])``.
+        """
+        B, T = input_ids.shape
+        past = cache[0]["k"].size(2) if cache and "k" in cache[0] else 0
+        if past + T > self.cfg.block_size and self.cfg.position in ("learned", "sinusoidal", "rope"):
+            raise ValueError(f"sequence of {past + T} tokens exceeds block_size {self.cfg.block_size}")
+        x = self.wte(input_ids)  # (B, T, C)
+        pos = torch.arange(past, past + T, device=input_ids.device)
+        if self.cfg.position == "learned":
+            x = x + self.wpe(pos)
+        elif self.cfg.position == "sinusoidal":
+            x = x + self.wpe_table[pos].to(x.dtype)
+        x = self.drop(x)
+        bias = padding_bias(attention_mask, x.dtype)
+        if self.cfg.position == "alibi":
+            bias = add_bias(bias, alibi_bias(self.slopes, T, past + T, causal=True).to(x.dtype))
+        attentions = []
+        for i, block in enumerate(self.blocks):
+            x, weights = block(x, bias, self.rope, cache[i] if cache is not None else None, need_weights)
+            attentions.append(weights)
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
-        return logits, loss
+        return (logits, attentions) if need_weights else logits
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Append ``max_new_tokens`` sampled tokens to ``idx`` ``(B, T)``; ``temperature=0`` is greedy."""
+                 top_p: float | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = True, eos_id: int | None = None) -> torch.Tensor:
+        """Append up to ``max_new_tokens`` tokens to ``idx`` ``(B, T)``; ``temperature=0`` is greedy.
+
+        With ``use_cache`` each step feeds only the new token and reuses earlier keys/values;
+        once the window is full it falls back to re-reading the last ``block_size`` tokens.
+        Stops early when every row has produced ``eos_id``.
+        """
+        cache = self.new_cache() if use_cache else None
+        feed = idx
+        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
-            logits, _ = self(idx[:, -self.cfg.block_size:])
-            logits = logits[:, -1, :]  # (B, vocab)
-            if temperature == 0:
-                nxt = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            if cache is not None and idx.size(1) > self.cfg.block_size:
+                cache = None  # learned/sinusoidal positions cannot slide: recompute on the cropped window
+            if cache is None:
+                feed = idx[:, -self.cfg.block_size:]
+            logits = self(feed, cache=cache)[:, -1, :]  # (B, vocab)
+            nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
             idx = torch.cat([idx, nxt], dim=1)
+            feed = nxt
+            if eos_id is not None:
+                done |= nxt[:, 0] == eos_id
+                if bool(done.all()):
+                    break
         return idx

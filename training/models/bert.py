@@ -1,0 +1,147 @@
+"""BERT: a bidirectional Transformer encoder pretrained with masked-LM and next-sentence prediction.
+
+Token + position + segment (token type) embeddings, then post-LN blocks as in the original
+BERT (``x = LN(x + attn(x))``, ``x = LN(x + ffn(x))``), a pooler (dense + tanh on the
+``[CLS]`` position) feeding the NSP classifier, and the MLM head (dense + activation +
+LayerNorm, then a decoder tied to the word embeddings with its own output bias). Positions are
+learned (BERT), sinusoidal, RoPE or bidirectional ALiBi. Plain single-device PyTorch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from training.models.layers import (Attention, FeedForward, RotaryEmbedding, add_bias, alibi_bias, alibi_slopes,
+                                    padding_bias, sinusoidal_positions)
+
+BERT_POSITIONS = ("learned", "sinusoidal", "rope", "alibi")
+BERT_ACTIVATIONS = ("gelu", "gelu_tanh", "relu")  # the MLM head applies it too, so no gated variants
+
+
+@dataclass
+class BERTConfig:
+    vocab_size: int = 8192
+    block_size: int = 128  # longest sequence (learned and sinusoidal tables have this many rows)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    d_ff: int | None = None  # None: 4 × n_embd
+    dropout: float = 0.1  # embeddings, attention probabilities and both residual branches, as BERT
+    type_vocab_size: int = 2  # segments A and B
+    norm_eps: float = 1e-12
+    activation: str = "gelu"  # exact (erf) GELU, as BERT
+    position: str = "learned"  # learned, sinusoidal, rope, alibi
+    pad_id: int = 1  # its word-embedding row gets no gradient from lookups (HF's padding_idx)
+    bias: bool = True  # False: no bias in any Linear or LayerNorm, nor on the MLM output
+
+
+def _act(name: str, x: torch.Tensor) -> torch.Tensor:
+    if name == "gelu":
+        return F.gelu(x)
+    if name == "gelu_tanh":
+        return F.gelu(x, approximate="tanh")
+    return F.relu(x)
+
+
+class Block(nn.Module):
+    """Post-LN encoder layer: the residual sum is normalised after each sublayer."""
+
+    def __init__(self, cfg: BERTConfig):
+        super().__init__()
+        self.attn = Attention(cfg.n_embd, cfg.n_head, bias=cfg.bias, dropout=cfg.dropout)
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
+        # BERT drops out the FFN's output (below), not its hidden activation: FeedForward's own dropout stays 0.
+        self.mlp = FeedForward(cfg.n_embd, cfg.d_ff or 4 * cfg.n_embd, cfg.activation, bias=cfg.bias)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, bias, rope, need_weights):
+        a, weights = self.attn(x, bias=bias, rope=rope, need_weights=need_weights)  # non-causal
+        x = self.ln_1(x + self.resid_dropout(a))
+        return self.ln_2(x + self.resid_dropout(self.mlp(x))), weights
+
+
+class BERT(nn.Module):
+    def __init__(self, cfg: BERTConfig):
+        super().__init__()
+        if cfg.position not in BERT_POSITIONS:
+            raise ValueError(f"BERT positions must be one of {', '.join(BERT_POSITIONS)}, got {cfg.position!r}")
+        if cfg.activation not in BERT_ACTIVATIONS:
+            raise ValueError(f"BERT activation must be one of {', '.join(BERT_ACTIVATIONS)}, got {cfg.activation!r}")
+        self.cfg = cfg
+        C = cfg.n_embd
+        self.wte = nn.Embedding(cfg.vocab_size, C, padding_idx=cfg.pad_id)
+        if cfg.position == "learned":
+            self.wpe = nn.Embedding(cfg.block_size, C)
+        elif cfg.position == "sinusoidal":
+            self.register_buffer("wpe_table", sinusoidal_positions(cfg.block_size, C), persistent=False)
+        self.rope = RotaryEmbedding(C // cfg.n_head, cfg.block_size) if cfg.position == "rope" else None
+        if cfg.position == "alibi":
+            self.register_buffer("slopes", alibi_slopes(cfg.n_head), persistent=False)
+        self.wtype = nn.Embedding(cfg.type_vocab_size, C)  # segment (token type) embeddings
+        self.ln_emb = nn.LayerNorm(C, eps=cfg.norm_eps, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        # NSP: tanh(dense) of the [CLS] state, then a two-way classifier.
+        self.pooler = nn.Linear(C, C, bias=cfg.bias)
+        self.nsp_head = nn.Linear(C, 2, bias=cfg.bias)
+        # MLM: transform, then the decoder sharing the word embeddings (the bias is its own).
+        self.mlm_dense = nn.Linear(C, C, bias=cfg.bias)
+        self.mlm_ln = nn.LayerNorm(C, eps=cfg.norm_eps, bias=cfg.bias)
+        self.lm_head = nn.Linear(C, cfg.vocab_size, bias=cfg.bias)
+        self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        with torch.no_grad():  # after apply: the tied lm_head would otherwise redraw the pad row
+            self.wte.weight[cfg.pad_id].zero_()
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # BERT: N(0, 0.02) weights, zero biases, LayerNorm at identity (and the pad row at zero, above).
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, need_weights: bool = False):
+        """``(mlm_logits (B, T, vocab), nsp_logits (B, 2))`` for ``input_ids`` ``(B, T)``.
+
+        ``token_type_ids`` ``(B, T)`` are the segments (None: all 0); ``attention_mask`` ``(B, T)``
+        marks real (1) and padding (0) keys. Logits at padded positions are meaningless. With
+        ``need_weights`` a third element holds the per-layer attention probabilities ``(B, H, T, T)``.
+        """
+        B, T = input_ids.shape
+        if T > self.cfg.block_size and self.cfg.position != "alibi":
+            raise ValueError(f"sequence of {T} tokens exceeds block_size {self.cfg.block_size}")
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.wte(input_ids) + self.wtype(token_type_ids)  # (B, T, C)
+        pos = torch.arange(T, device=input_ids.device)
+        if self.cfg.position == "learned":
+            x = x + self.wpe(pos)
+        elif self.cfg.position == "sinusoidal":
+            x = x + self.wpe_table[pos].to(x.dtype)
+        x = self.drop(self.ln_emb(x))
+        bias = padding_bias(attention_mask, x.dtype)  # (B, 1, 1, T)
+        if self.cfg.position == "alibi":  # symmetric: a key at distance d costs slope·d either side
+            bias = add_bias(bias, alibi_bias(self.slopes, T, T, causal=False).to(x.dtype))
+        attentions = []
+        for block in self.blocks:
+            x, weights = block(x, bias, self.rope, need_weights)
+            attentions.append(weights)
+        pooled = torch.tanh(self.pooler(x[:, 0]))  # (B, C): the [CLS] position
+        nsp_logits = self.nsp_head(pooled)  # (B, 2)
+        h = self.mlm_ln(_act(self.cfg.activation, self.mlm_dense(x)))  # (B, T, C)
+        mlm_logits = self.lm_head(h)  # (B, T, vocab)
+        return (mlm_logits, nsp_logits, attentions) if need_weights else (mlm_logits, nsp_logits)
