@@ -1,0 +1,165 @@
+"""Our BERT ↔ transformers' ``BertForPreTraining``: config and weights, both ways, exactly.
+
+Export covers learned positions and sinusoidal ones (the fixed table is written as the learned
+``position_embeddings``, which reproduces it exactly); RoPE and ALiBi have no BERT equivalent.
+``bias=False`` exports zeros for every bias BERT has (a zero bias is no bias), so the HF model
+computes the same logits; importing it back gives ``bias=True`` with those zeros. The fused
+``qkv`` projection is split into BERT's ``query``/``key``/``value``. HF's ``position_ids`` and
+``token_type_ids`` buffers are not persistent, so neither state dict holds them.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import BertConfig, PretrainedConfig
+
+from training.models.bert import BERTConfig
+from training.models.layers import sinusoidal_positions
+
+HF_ARCHITECTURE = "BertForPreTraining"
+
+_ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+# HF's names for the same functions: "gelu_python" is erf GELU too; the rest are the tanh approximation.
+_ACT_FROM_HF = {"gelu": "gelu", "gelu_python": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
+                "gelu_fast": "gelu_tanh", "gelu_python_tanh": "gelu_tanh", "relu": "relu"}
+
+# (ours, HF) for the modules that map one to one; each has a weight and, in HF, a bias.
+_EMBED = [("wte", "bert.embeddings.word_embeddings"), ("wtype", "bert.embeddings.token_type_embeddings")]
+_TOP = [("ln_emb", "bert.embeddings.LayerNorm"), ("pooler", "bert.pooler.dense"),
+        ("nsp_head", "cls.seq_relationship"), ("mlm_dense", "cls.predictions.transform.dense"),
+        ("mlm_ln", "cls.predictions.transform.LayerNorm")]
+_LAYER = [("attn.out", "attention.output.dense"), ("ln_1", "attention.output.LayerNorm"),
+          ("mlp.fc", "intermediate.dense"), ("mlp.proj", "output.dense"), ("ln_2", "output.LayerNorm")]
+_QKV = ("query", "key", "value")
+
+
+def _check_positions(cfg: BERTConfig) -> None:
+    if cfg.position not in ("learned", "sinusoidal"):
+        raise ValueError(f"BertForPreTraining has absolute positions only; position={cfg.position!r} has no equivalent")
+
+
+def hf_config(cfg: BERTConfig, specials: dict[str, int]) -> BertConfig:
+    """The ``BertConfig`` of ``cfg`` (pad id from ``specials``); ValueError when BERT cannot compute the same."""
+    _check_positions(cfg)
+    if cfg.activation not in _ACT_TO_HF:
+        raise ValueError(f"activation {cfg.activation!r} has no BertForPreTraining equivalent")
+    if cfg.n_embd % cfg.n_head:
+        raise ValueError(f"n_embd {cfg.n_embd} is not divisible by n_head {cfg.n_head}")
+    return BertConfig(
+        architectures=[HF_ARCHITECTURE],
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.n_embd,
+        num_hidden_layers=cfg.n_layer,
+        num_attention_heads=cfg.n_head,
+        intermediate_size=cfg.d_ff or 4 * cfg.n_embd,
+        hidden_act=_ACT_TO_HF[cfg.activation],
+        hidden_dropout_prob=cfg.dropout,
+        attention_probs_dropout_prob=cfg.dropout,
+        max_position_embeddings=cfg.block_size,
+        type_vocab_size=cfg.type_vocab_size,
+        initializer_range=0.02,
+        layer_norm_eps=cfg.norm_eps,
+        pad_token_id=specials.get("pad", cfg.pad_id),
+        tie_word_embeddings=True,
+    )
+
+
+def to_hf_state(state: dict[str, torch.Tensor], cfg: BERTConfig) -> dict[str, torch.Tensor]:
+    """Our ``BERT`` state dict → exactly the keys of ``BertForPreTraining.state_dict()``."""
+    _check_positions(cfg)
+    ref = state["wte.weight"]
+
+    def bias_of(ours: str, size: int) -> torch.Tensor:
+        # bias=False: BERT's bias slots get zeros, which leaves the function unchanged.
+        return state.get(f"{ours}.bias", torch.zeros(size, dtype=ref.dtype, device=ref.device))
+
+    out = {}
+    for ours, hf in _EMBED:
+        out[f"{hf}.weight"] = state[f"{ours}.weight"]
+    if cfg.position == "learned":
+        out["bert.embeddings.position_embeddings.weight"] = state["wpe.weight"]
+    else:
+        # The fixed table is a pure function of cfg; as a "learned" table it gives the same embeddings.
+        out["bert.embeddings.position_embeddings.weight"] = sinusoidal_positions(cfg.block_size, cfg.n_embd).to(ref)
+    for ours, hf in _TOP:
+        w = state[f"{ours}.weight"]
+        out[f"{hf}.weight"] = w
+        out[f"{hf}.bias"] = bias_of(ours, w.size(0))
+    for i in range(cfg.n_layer):
+        p, q = f"blocks.{i}.", f"bert.encoder.layer.{i}."
+        w = state[f"{p}attn.qkv.weight"]  # (3C, C): query rows, then key, then value
+        b = bias_of(f"{p}attn.qkv", w.size(0))
+        for name, wi, bi in zip(_QKV, w.chunk(3, dim=0), b.chunk(3, dim=0)):
+            out[f"{q}attention.self.{name}.weight"], out[f"{q}attention.self.{name}.bias"] = wi, bi
+        for ours, hf in _LAYER:
+            w = state[f"{p}{ours}.weight"]
+            out[f"{q}{hf}.weight"] = w
+            out[f"{q}{hf}.bias"] = bias_of(f"{p}{ours}", w.size(0))
+    out["cls.predictions.decoder.weight"] = state["wte.weight"]  # tied to the word embeddings
+    out["cls.predictions.bias"] = out["cls.predictions.decoder.bias"] = bias_of("lm_head", cfg.vocab_size)
+    return out
+
+
+def from_hf(hf_config: PretrainedConfig,
+            hf_state: dict[str, torch.Tensor]) -> tuple[BERTConfig, dict[str, torch.Tensor]]:
+    """A ``BertForPreTraining`` (config, state dict) → our ``(BERTConfig, state dict)``.
+
+    ValueError naming the setting when the HF model computes something our BERT cannot. Dropout
+    only matters in training; ours has one rate, taken from ``hidden_dropout_prob``.
+    """
+    c = hf_config
+    if getattr(c, "model_type", "bert") != "bert":
+        raise ValueError(f"model_type {c.model_type!r} is not 'bert'")
+    if getattr(c, "position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"position_embedding_type {c.position_embedding_type!r} is not supported (absolute only)")
+    if getattr(c, "is_decoder", False) or getattr(c, "add_cross_attention", False):
+        raise ValueError("is_decoder / add_cross_attention BERT (causal or cross-attending) is not supported")
+    if not isinstance(c.hidden_act, str) or c.hidden_act not in _ACT_FROM_HF:
+        raise ValueError(f"hidden_act {c.hidden_act!r} is not supported; use one of {', '.join(_ACT_FROM_HF)}")
+    cfg = BERTConfig(
+        vocab_size=c.vocab_size,
+        block_size=c.max_position_embeddings,
+        n_layer=c.num_hidden_layers,
+        n_head=c.num_attention_heads,
+        n_embd=c.hidden_size,
+        d_ff=None if c.intermediate_size == 4 * c.hidden_size else c.intermediate_size,
+        dropout=c.hidden_dropout_prob,
+        type_vocab_size=c.type_vocab_size,
+        norm_eps=c.layer_norm_eps,
+        activation=_ACT_FROM_HF[c.hidden_act],
+        position="learned",
+        pad_id=c.pad_token_id if c.pad_token_id is not None else BERTConfig.pad_id,
+        bias=True,
+    )
+    hf = {k: v for k, v in hf_state.items() if not k.endswith(("embeddings.position_ids", "embeddings.token_type_ids"))}
+    taken = set()
+
+    def take(key: str) -> torch.Tensor:
+        if key not in hf:
+            raise ValueError(f"HF state has no {key!r}")
+        taken.add(key)
+        return hf[key]
+
+    wte = take("bert.embeddings.word_embeddings.weight")
+    decoder = take("cls.predictions.decoder.weight")
+    if not torch.equal(decoder, wte):
+        raise ValueError("untied MLM decoder (cls.predictions.decoder.weight != word embeddings) is not supported")
+    out_bias = take("cls.predictions.bias")
+    if "cls.predictions.decoder.bias" in hf and not torch.equal(take("cls.predictions.decoder.bias"), out_bias):
+        raise ValueError("cls.predictions.decoder.bias differs from cls.predictions.bias")
+
+    state = {"wte.weight": wte, "wpe.weight": take("bert.embeddings.position_embeddings.weight"),
+             "wtype.weight": take("bert.embeddings.token_type_embeddings.weight")}
+    for ours, hf_name in _TOP:
+        state[f"{ours}.weight"], state[f"{ours}.bias"] = take(f"{hf_name}.weight"), take(f"{hf_name}.bias")
+    for i in range(cfg.n_layer):
+        p, q = f"blocks.{i}.", f"bert.encoder.layer.{i}."
+        for kind in ("weight", "bias"):
+            state[f"{p}attn.qkv.{kind}"] = torch.cat([take(f"{q}attention.self.{n}.{kind}") for n in _QKV], dim=0)
+            for ours, hf_name in _LAYER:
+                state[f"{p}{ours}.{kind}"] = take(f"{q}{hf_name}.{kind}")
+    state["lm_head.weight"], state["lm_head.bias"] = wte, out_bias
+    left = sorted(set(hf) - taken)
+    if left:
+        raise ValueError(f"HF state has weights our BERT has no place for: {', '.join(left[:5])}")
+    return cfg, state
