@@ -7,11 +7,6 @@ Stages hand off through manifest files, and the MLflow run id travels with them.
 from __future__ import annotations
 
 import logging
-import os
-import re
-import subprocess
-import sys
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +52,11 @@ def tokenize_corpus(cfg: Config, data_manifest: Path, out_dir: Path) -> Path:
 @task(name="open-tracking-run")
 def open_tracking_run(cfg: Config, config_file: Path, data_manifest: Path, tokens_manifest: Path) -> str:
     """Create the MLflow run and log what is known before training: config, params, manifests, tokenizer."""
+    from training.models import family_of
+
     run_id = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, cfg.run.name,
-                               tags={"tokenmill.stage": "pipeline", "tokenmill.model_family": cfg.model.family})
+                               tags={"tokenmill.stage": "pipeline", "tokenmill.model_family": family_of(cfg.model),
+                                     "tokenmill.model_flavor": cfg.model.flavor or "custom"})
     mlf = tracking.MlflowLogger(cfg.tracking_uri, run_id)
     mlf.log_params(cfg.flat())
     mlf.log_artifact(config_file, "config")
@@ -83,34 +81,13 @@ def open_tracking_run(cfg: Config, config_file: Path, data_manifest: Path, token
 @task(name="train-model", retries=0, timeout_seconds=6 * 3600)
 def train_model(cfg: Config, config_file: Path, tokens_manifest: Path, out_dir: Path, run_id: str) -> Path:
     """Launch ``training.train`` on ``train.nproc`` processes with torchrun; stream its log. Returns its manifest."""
+    from training import launch
+
     logger = get_run_logger()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={cfg.train.nproc}",
-           "-m", "training.train", "--run-config", str(config_file), "--tokens-manifest", str(tokens_manifest),
-           "--out-dir", str(out_dir), "--mlflow-run-id", run_id]
+    cmd = launch.command(cfg.train.nproc, config_file, tokens_manifest, out_dir, run_id)
     logger.info("launching: %s", " ".join(cmd))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    tail: deque[str] = deque(maxlen=60)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          cwd=REPO_ROOT) as proc:
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail.append(line)
-            if "[rank " in line or "Error" in line:
-                logger.info(line)
-    if proc.returncode != 0:
-        raise RuntimeError(f"training exited with code {proc.returncode}: {_root_cause(tail)}\n"
-                           "last output:\n" + "\n".join(tail))
+    launch.run(cmd, logger.info)
     return out_dir / "manifest.json"
-
-
-_EXCEPTION_LINE = re.compile(r"^\s*([\w.]+(Error|Exception|Interrupt|Exit)\b.*)$")
-
-
-def _root_cause(lines) -> str:
-    """The last exception line a rank printed (torchrun repeats the root cause's traceback last)."""
-    causes = [m.group(1) for m in map(_EXCEPTION_LINE.match, lines) if m and "ChildFailedError" not in m.group(1)]
-    return causes[-1] if causes else "no exception message found"
 
 
 @task(name="close-tracking-run")

@@ -38,3 +38,14 @@ def spark():
     )
     session.sparkContext.setLogLevel("ERROR")
     yield session
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(prefect_harness, tmp_path_factory):
+    """The real pretrain-pipeline flow (conf/tiny.yaml, GPT) on one file of the sample corpus, run once."""
+    from flows.pipeline import pretrain_pipeline
+
+    out = tmp_path_factory.mktemp("runs")
+    return pretrain_pipeline(config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),
+                             overrides=[f"run.output_dir={out}",
+                                        f"data.input={REPO_ROOT / 'data/sample/crawl-00001.warc.gz'}"])

@@ -2,7 +2,12 @@
 
     tokenmill run [--config FILE] [--set section.key=value ...]   run the pretrain-pipeline flow
     tokenmill data [--config FILE] [--set ...] [--out DIR]         run the data job alone (no Prefect, no MLflow)
+    tokenmill train [--config FILE] [--set ...] [--tokens M]       train on existing token shards (DeepSpeed, MLflow)
     tokenmill config [--config FILE] [--set ...]                   print the resolved configuration
+    tokenmill models [--family F]                                  list the model flavours with parameter counts
+    tokenmill export MODEL --out DIR                               write a Hugging Face folder for a trained model
+    tokenmill generate MODEL --prompt TEXT [...]                   sample from a GPT, T5 or Transformer
+    tokenmill attention MODEL --text TEXT --out DIR                save per-layer attention heatmaps
 """
 
 from __future__ import annotations
@@ -37,20 +42,72 @@ def build_parser() -> argparse.ArgumentParser:
                                       "MLflow. Output goes to --out, default <run.output_dir>/<run.name>/data.")
     _add_config_args(data)
     data.add_argument("--out", metavar="DIR", help="output folder for shards and manifest.json")
+    train = sub.add_parser("train", help="train a model on existing token shards",
+                           description="Train model.family (gpt, bert, t5, transformer) on the token shards of a "
+                                       "tokenize manifest with DeepSpeed on train.nproc processes, tracked in MLflow. "
+                                       "Writes a model folder to --out, default <run.output_dir>/<run.name>/train.")
+    _add_config_args(train)
+    train.add_argument("--tokens", metavar="MANIFEST",
+                       help="tokenize manifest.json (default <run.output_dir>/<run.name>/tokens/manifest.json)")
+    train.add_argument("--out", metavar="DIR", help="output folder for the model, samples and manifest.json")
     show = sub.add_parser("config", help="print the resolved configuration and exit")
     _add_config_args(show)
+
+    models = sub.add_parser("models", help="list model flavours with parameter counts computed from the code",
+                            description="Every named flavour (model.flavor) with its family, shape and parameter "
+                                        "count at its published vocabulary, counted from the model code.")
+    models.add_argument("--family", choices=["gpt", "bert", "t5", "transformer"], help="only this family")
+
+    export = sub.add_parser("export", help="write a trained model as a Hugging Face folder",
+                            description="Convert a tokenmill model folder (a run's train/ folder) into a folder that "
+                                        "transformers loads without custom code: GPT → GPT2LMHeadModel, BERT → "
+                                        "BertForPreTraining, T5 → T5ForConditionalGeneration, Transformer → "
+                                        "MarianMTModel, with a fast tokenizer, as safetensors.")
+    export.add_argument("model", metavar="MODEL", help="a tokenmill model folder (holds model.json)")
+    export.add_argument("--out", metavar="DIR", required=True, help="output folder")
+
+    gen = sub.add_parser("generate", help="sample text from a GPT, T5 or Transformer model",
+                         description="Decode with a key/value cache. GPT continues the prompt; the encoder-decoders "
+                                     "read it (write <extra_id_0> where a span should be filled) and write the output.")
+    gen.add_argument("model", metavar="MODEL", help="a tokenmill model folder or a Hugging Face folder")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--max-new-tokens", type=int, default=50)
+    gen.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
+    gen.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest tokens (0: all)")
+    gen.add_argument("--top-p", type=float, default=1.0,
+                     help="nucleus sampling: the smallest set holding p of the mass")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--num-samples", type=int, default=1)
+    gen.add_argument("--no-cache", action="store_true", help="recompute every position at every step (slower)")
+
+    att = sub.add_parser("attention", help="save per-layer attention heatmaps for a text",
+                         description="Run the model on --text and save one PNG per layer (every head, with its "
+                                     "entropy: near 0 is a collapsed head, near log(T) a uniform one).")
+    att.add_argument("model", metavar="MODEL", help="a tokenmill model folder or a Hugging Face folder")
+    att.add_argument("--text", required=True)
+    att.add_argument("--out", metavar="DIR", required=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prepare_environment()
+    tools = {"models": models_command, "export": export_command, "generate": generate_command,
+             "attention": attention_command}
+    if args.command in tools:
+        try:
+            return tools[args.command](args)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"tokenmill: {e}", file=sys.stderr)
+            return 2
     from tokenmill.config import ConfigError, load_config, resolve_paths
 
     try:
         cfg = resolve_paths(load_config(args.config, args.overrides), REPO_ROOT)
         if args.command in ("run", "data"):
             check_data_config(cfg)
+        if args.command in ("run", "train"):
+            check_model_config(cfg)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"tokenmill: {'config error: ' if isinstance(e, ConfigError) else ''}{e}", file=sys.stderr)
         return 2
@@ -72,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"manifest: {Path(out).resolve() / 'manifest.json'}")
         return 0
 
+    if args.command == "train":
+        return train_command(cfg, args)
+
     from flows.pipeline import pretrain_pipeline
 
     result = pretrain_pipeline(config_path=args.config, overrides=args.overrides)
@@ -92,6 +152,151 @@ def check_data_config(cfg) -> None:
         build_steps(cfg.data)
     except TypeError as e:
         raise ValueError(f"data step options: {e}") from e
+
+
+def check_model_config(cfg) -> None:
+    """Fail before any work starts: the model section names a known family/flavour with valid keys."""
+    from training.models import architecture, build_model
+
+    arch = architecture(cfg.model)
+    with __import__("torch").device("meta"):
+        build_model(arch)  # the family's own checks (positions, activations, divisibility)
+
+
+def train_command(cfg, args) -> int:
+    import logging
+
+    from tokenmill import tracking
+    from tokenmill.config import dump_config
+    from tokenmill.manifest import read_manifest
+    from training import launch
+    from training.models import family_of
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    tokens = Path(args.tokens or cfg.run_dir / "tokens" / "manifest.json").resolve()
+    if not tokens.is_file():
+        print(f"tokenmill: no tokenize manifest at {tokens}; run `tokenmill run` first or pass --tokens",
+              file=sys.stderr)
+        return 2
+    read_manifest(tokens, stage="tokenize")
+    out = Path(args.out or cfg.run_dir / "train").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    config_file = out / "config.yaml"
+    dump_config(cfg, config_file)
+    run_id = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, f"{cfg.run.name}-train",
+                               tags={"tokenmill.stage": "train", "tokenmill.model_family": family_of(cfg.model),
+                                     "tokenmill.model_flavor": cfg.model.flavor or "custom"})
+    tracking.MlflowLogger(cfg.tracking_uri, run_id).log_params(cfg.flat())
+    try:
+        launch.run(launch.command(cfg.train.nproc, config_file, tokens, out, run_id), print)
+    except BaseException as e:
+        tracking.close_run(cfg.tracking_uri, run_id, error=e)
+        print(f"tokenmill: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    tracking.close_run(cfg.tracking_uri, run_id)
+    result = read_manifest(out / "manifest.json", stage="train")
+    print(f"\ntokenmill: trained {result['model']['family']} ({result['model']['objective']}), validation "
+          + ", ".join(f"{k} {v:.4f}" for k, v in result["val_metrics"].items())
+          + f"\n  model folder  {out}\n  MLflow run    {run_id} at {cfg.tracking_uri}")
+    return 0
+
+
+def models_command(args) -> int:
+    from training.models import FAMILIES, OBJECTIVES, architecture, count_parameters
+    from training.models.flavors import FLAVORS
+    from tokenmill.config import ModelConfig
+
+    rows = []
+    for name, flavor in FLAVORS.items():
+        for family in ([flavor.family] if flavor.family else list(FAMILIES)):
+            if args.family and family != args.family:
+                continue
+            arch = architecture(ModelConfig(family=family, flavor=name))
+            layers = (arch.n_layer if family in ("gpt", "bert")
+                      else f"{arch.n_layer}+{arch.n_decoder_layer or arch.n_layer}")
+            rows.append((name, family, str(layers), arch.n_embd, arch.n_head, arch.d_ff or 4 * arch.n_embd,
+                         arch.block_size, arch.vocab_size, count_parameters(arch), flavor.source))
+    print(f"{'flavor':<18}{'family':<13}{'layers':>7}{'d_model':>9}{'heads':>7}{'d_ff':>7}{'context':>9}"
+          f"{'vocab':>8}{'params':>10}  source")
+    for r in rows:
+        print(f"{r[0]:<18}{r[1]:<13}{r[2]:>7}{r[3]:>9}{r[4]:>7}{r[5]:>7}{r[6]:>9}{r[7]:>8}"
+              f"{_millions(r[8]):>10}  {r[9]}")
+    print("\nobjectives: " + "; ".join(f"{f}: {o}" for f, o in OBJECTIVES.items())
+          + ".\nUse one with --set model.flavor=NAME; training uses the run tokenizer's vocabulary.")
+    return 0
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def export_command(args) -> int:
+    from training.hf import export
+    from training.weights import load_model
+
+    model, tokenizer = load_model(args.model)
+    out = export(model, tokenizer, args.out)
+    print(f"tokenmill: wrote {out} (load it with transformers' from_pretrained; no custom code needed)")
+    return 0
+
+
+def generate_command(args) -> int:
+    import torch
+    from tokenizers import Tokenizer
+
+    from training.models import family_of_architecture
+    from training.tokenizer import special_ids
+    from training.weights import load_model
+
+    model, tok_path = load_model(args.model)
+    family = family_of_architecture(model.cfg)
+    if family == "bert":
+        raise ValueError("BERT is an encoder: it fills [MASK] tokens but does not generate; use a gpt, t5 or "
+                         "transformer model")
+    tok = Tokenizer.from_file(str(tok_path))
+    tok.encode_special_tokens = False  # let the user write <extra_id_0> and <|endoftext|>
+    specials = special_ids(tok)
+    ids = tok.encode(args.prompt, add_special_tokens=False).ids
+    gen = torch.Generator().manual_seed(args.seed)
+    top_k = args.top_k or None
+    for i in range(args.num_samples):
+        if family == "gpt":
+            out = model.generate(torch.tensor([ids or [specials["eot"]]]), args.max_new_tokens,
+                                 temperature=args.temperature, top_k=top_k, top_p=args.top_p, generator=gen,
+                                 use_cache=not args.no_cache)
+            text = tok.decode(out[0].tolist(), skip_special_tokens=False)
+        else:
+            out = model.generate(torch.tensor([ids + [specials["eot"]]]), args.max_new_tokens,
+                                 temperature=args.temperature, top_k=top_k, top_p=args.top_p, generator=gen,
+                                 use_cache=not args.no_cache, eos_id=specials["eot"])
+            text = tok.decode(out[0, 1:].tolist(), skip_special_tokens=False)
+        print(("" if args.num_samples == 1 else f"--- sample {i + 1}\n") + text)
+    return 0
+
+
+def attention_command(args) -> int:
+    from tokenizers import Tokenizer
+
+    from training.attention import attention_maps, head_entropy, save_attention_pngs, token_labels
+    from training.models import family_of_architecture
+    from training.tokenizer import special_ids
+    from training.weights import load_model
+
+    model, tok_path = load_model(args.model)
+    tok = Tokenizer.from_file(str(tok_path))
+    specials = special_ids(tok)
+    ids = tok.encode(args.text).ids
+    if family_of_architecture(model.cfg) == "bert":
+        ids = [specials["cls"], *ids, specials["sep"]]
+    if not ids:
+        raise ValueError("--text encodes to no tokens")
+    ids = ids[: model.cfg.block_size]
+    maps = attention_maps(model, ids)
+    files = save_attention_pngs(maps, token_labels(tok, ids), args.out)
+    for (name, weights), path in zip(maps.items(), files):
+        ent = " ".join(f"{e:.2f}" for e in head_entropy(weights).tolist())
+        print(f"{name:<12} head entropies [{ent}]  {path}")
+    return 0
 
 
 def funnel_table(funnel: list[dict]) -> str:

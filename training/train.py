@@ -3,15 +3,18 @@
     python -m training.train --run-config <resolved config.yaml> --tokens-manifest <tokenize manifest.json>
         --out-dir <dir> [--mlflow-run-id <id>]
 
-Trains with DeepSpeed, evaluates validation loss against a unigram baseline, and on rank 0
-logs to MLflow and writes ``weights.safetensors``, ``sample.txt`` and ``manifest.json``
-(stage ``train``) into ``--out-dir``.
+Trains the configured family (GPT, BERT, T5, Transformer) on its objective with DeepSpeed,
+evaluates it on the validation split against a unigram baseline, and on rank 0 logs to MLflow
+and writes a model folder (``weights.safetensors``, ``model.json``, ``tokenizer.json``),
+``sample.txt``, ``attention/*.png`` and ``manifest.json`` (stage ``train``) into ``--out-dir``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import logging
 import sys
 import time
@@ -42,14 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     # Known-noisy deprecations inside DeepSpeed's ZeRO collectives; nothing to act on here.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
     args = parse_args(argv)
+    from tokenizers import Tokenizer
+
     from tokenmill.config import load_config
     from tokenmill.manifest import read_manifest, sha256_file, write_manifest
     from tokenmill.tracking import MetricsLogger, MlflowLogger
     from training import distributed
-    from training.data import PackedBatches, eval_blocks, unigram_cross_entropy
-    from training.models import build_model
+    from training.attention import attention_maps, save_attention_pngs, token_labels
+    from training.data import unigram_cross_entropy
+    from training.hf import load_hf
+    from training.models import architecture, build_model, family_of, family_of_architecture
+    from training.objectives import build_objective, sentence_end_table
     from training.tokenizer import load_tokens
-    from training.weights import save_weights
+    from training.weights import save_model_folder
 
     cfg = load_config(args.run_config)
     tcfg = cfg.train
@@ -61,12 +69,25 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     tokens = read_manifest(args.tokens_manifest, stage="tokenize")
+    tokenizer = Tokenizer.from_file(tokens["tokenizer"]["path"])
+    specials = tokens["tokenizer"]["special_tokens"]
     vocab_size = tokens["tokenizer"]["vocab_size"]
     train_tokens = load_tokens(tokens["splits"]["train"]["path"])
     val_tokens = load_tokens(tokens["splits"]["validation"]["path"])
-    batches = PackedBatches(train_tokens, cfg.model.block_size, seed=cfg.run.seed)
 
-    model = build_model(cfg.model, vocab_size)
+    if cfg.model.init_from:
+        model = load_hf(cfg.model.init_from)
+        arch = model.cfg
+        if family_of_architecture(arch) != family_of(cfg.model) or arch.vocab_size != vocab_size:
+            raise ValueError(f"model.init_from {cfg.model.init_from} holds a {family_of_architecture(arch)} model with "
+                             f"{arch.vocab_size} tokens; this run trains a {family_of(cfg.model)} model on a "
+                             f"{vocab_size}-token tokenizer (set tokenizer.from_pretrained to the same folder)")
+    else:
+        arch = architecture(cfg.model, vocab_size=vocab_size, pad_id=specials["pad"])
+        model = build_model(arch)
+    family = family_of_architecture(arch)
+    objective = build_objective(family, train_tokens, block_size=arch.block_size, specials=specials,
+                                seed=cfg.run.seed, vocab_size=vocab_size, sentence_end=sentence_end_table(tokenizer))
     n_params = sum(p.numel() for p in model.parameters())
     ds_config = distributed.deepspeed_config(tcfg, world, tcfg.deepspeed_config)
     engine = distributed.initialize(model, tcfg, ds_config)
@@ -77,99 +98,165 @@ def main(argv: list[str] | None = None) -> int:
         (out_dir / "deepspeed_config.json").write_text(json.dumps(ds_config, indent=2))
         tracker.log_artifact(out_dir / "deepspeed_config.json", "config")
         tracker.log_params({"model.num_params": n_params, "train.world_size": world,
-                            "train.global_batch": ds_config["train_batch_size"]})
-        log.info("train: %s with %.2fM parameters, %d train / %d validation tokens, %d rank(s), ZeRO-%d",
-                 cfg.model.family, n_params / 1e6, len(train_tokens), len(val_tokens), world, tcfg.zero_stage)
+                            "train.global_batch": ds_config["train_batch_size"], "model.resolved_family": family,
+                            **{f"model.arch.{k}": v for k, v in dataclasses.asdict(arch).items()}})
+        log.info("train: %s (%s) with %.2fM parameters, %d train / %d validation tokens, %d rank(s), ZeRO-%d",
+                 family, objective.name, n_params / 1e6, len(train_tokens), len(val_tokens), world, tcfg.zero_stage)
 
     micro, accum = tcfg.micro_batch_size, tcfg.grad_accum_steps
-    tokens_per_step = ds_config["train_batch_size"] * cfg.model.block_size
     history: list[dict] = []
     started = window_start = time.time()
-    window_loss, window_n = 0.0, 0
+    window: dict[str, list[float]] = {}
+    window_tokens, tokens_seen = 0, 0
     engine.train()
     for step in range(tcfg.max_steps):
         for micro_step in range(accum):
             # Micro-batch m of step s is slice (m, rank) of the step's global batch.
-            x, y = batches.batch(step * accum + micro_step, micro * world, rank, world)
-            _, loss = engine(x.to(dev), y.to(dev))
+            batch = {k: v.to(dev) for k, v in objective.batch(step * accum + micro_step, micro * world, rank,
+                                                              world).items()}
+            loss, metrics = objective.loss(engine, batch)
             engine.backward(loss)
             engine.step()
-            window_loss += loss.item()
-            window_n += 1
+            _accumulate(window, metrics)
+            window_tokens += objective.tokens(batch)
         if (step + 1) % tcfg.log_every == 0 or step + 1 == tcfg.max_steps:
-            loss_sum, n = distributed.all_reduce_sum([window_loss, window_n])
+            names = sorted(window)
+            reduced = distributed.all_reduce_sum([window_tokens] + [x for n in names for x in window[n]])
+            step_tokens, sums = int(reduced[0]), reduced[1:]
+            tokens_seen += step_tokens
             elapsed = time.time() - window_start
-            steps_in_window = window_n // accum
-            metrics = {"train/loss": loss_sum / n, "train/lr": engine.get_lr()[0],
-                       "train/tokens_per_s": steps_in_window * tokens_per_step / elapsed}
+            metrics = {f"train/{n}": sums[2 * i] / max(sums[2 * i + 1], 1) for i, n in enumerate(names)}
+            if family == "gpt":
+                metrics["train/perplexity"] = math.exp(min(metrics["train/loss"], 50.0))
+            metrics.update({"train/lr": engine.get_lr()[0], "train/tokens_per_s": step_tokens / elapsed})
             tracker.log_metrics(metrics, step=step + 1)
             history.append({"step": step + 1, **metrics})
             eta = (time.time() - started) / (step + 1) * (tcfg.max_steps - step - 1)
-            log.info("step %d/%d  loss %.4f  lr %.2e  %.0f tokens/s  eta %.0fs", step + 1, tcfg.max_steps,
-                     metrics["train/loss"], metrics["train/lr"], metrics["train/tokens_per_s"], eta)
-            window_start, window_loss, window_n = time.time(), 0.0, 0
+            log.info("step %d/%d  %s  lr %.2e  %.0f tokens/s  eta %.0fs", step + 1, tcfg.max_steps,
+                     "  ".join(f"{n} {metrics[f'train/{n}']:.4f}" for n in names), metrics["train/lr"],
+                     metrics["train/tokens_per_s"], eta)
+            window_start, window, window_tokens = time.time(), {}, 0
 
-    # Validation: every rank evaluates its share of the same fixed blocks, padded to equal counts
+    # Validation: every rank scores its share of the same fixed batches, padded to equal counts
     # so that ZeRO-3's collective forward passes line up.
     engine.eval()
-    vx, vy = eval_blocks(val_tokens, cfg.model.block_size, tcfg.eval_max_blocks)
-    mine = list(range(rank, len(vx), world))
-    rounds = -(-len(vx) // world)
-    loss_sum, count = 0.0, 0
+    eval_batches = objective.eval_batches(val_tokens, tcfg.eval_max_blocks, batch_size=1)
+    if not eval_batches:
+        raise ValueError(f"no validation examples from {len(val_tokens)} validation tokens")
+    mine = list(range(rank, len(eval_batches), world))
+    rounds = -(-len(eval_batches) // world)
+    totals: dict[str, list[float]] = {}
     with torch.no_grad():
         for i in range(rounds):
-            j = mine[i] if i < len(mine) else 0
-            _, loss = engine(vx[j:j + 1].to(dev), vy[j:j + 1].to(dev))
+            batch = {k: v.to(dev) for k, v in eval_batches[mine[i] if i < len(mine) else 0].items()}
+            _, metrics = objective.loss(engine, batch)
             if i < len(mine):
-                loss_sum += loss.item()
-                count += 1
-    loss_sum, count = distributed.all_reduce_sum([loss_sum, count])
-    val_loss = loss_sum / count
-    baseline = unigram_cross_entropy(train_tokens, vy, vocab_size)
+                _accumulate(totals, metrics)
+    names = sorted(totals)
+    sums = distributed.all_reduce_sum([x for n in names for x in totals[n]])
+    val = {n: sums[2 * i] / max(sums[2 * i + 1], 1) for i, n in enumerate(names)}
+    labels = torch.cat([b["labels"].reshape(-1) for b in eval_batches])
+    baseline = unigram_cross_entropy(_label_stream(objective, family, train_tokens), labels[labels != -100],
+                                     vocab_size)
+    token_loss = val[TOKEN_LOSS[family]]
 
     state = distributed.full_state_dict(engine)  # collective under ZeRO-3
-    sample = _sample(engine.module, tokens["tokenizer"]["path"], tcfg.sample_prompt, tcfg.sample_tokens,
+    sample = _sample(engine.module, family, tokenizer, specials, tcfg.sample_prompt, tcfg.sample_tokens,
                      cfg.run.seed, dev)
+    maps = attention_maps(engine.module, _attention_ids(tokenizer, val_tokens, specials, family))
     if rank == 0:
-        weights = save_weights(state, out_dir / "weights.safetensors")
+        save_model_folder(out_dir, state, arch, tokens["tokenizer"]["path"])
+        weights = out_dir / "weights.safetensors"
         (out_dir / "sample.txt").write_text(sample)
-        summary = {"val/loss": val_loss, "val/perplexity": float(torch.tensor(val_loss).exp()),
-                   "val/unigram_baseline_loss": baseline}
+        ids = _attention_ids(tokenizer, val_tokens, specials, family)
+        pngs = save_attention_pngs(maps, token_labels(tokenizer, ids), out_dir / "attention")
+        summary = {f"val/{n}": v for n, v in val.items()}
+        summary.update({"val/token_loss": token_loss, "val/unigram_baseline_loss": baseline})
+        if family == "gpt":
+            summary["val/perplexity"] = math.exp(min(val["loss"], 50.0))
         tracker.log_metrics(summary, step=tcfg.max_steps)
         tracker.log_text(sample, "samples/final.txt")
-        tracker.log_artifact(weights, "model")
+        for png in pngs:
+            tracker.log_artifact(png, "attention")
+        for name in ("weights.safetensors", "model.json", "tokenizer.json"):
+            tracker.log_artifact(out_dir / name, "model")
         manifest = {
             "stage": "train",
             "tokens_manifest": {"path": str(Path(args.tokens_manifest).resolve()),
                                 "sha256": sha256_file(args.tokens_manifest)},
             "mlflow_run_id": args.mlflow_run_id,
-            "model": {"family": cfg.model.family, "num_params": n_params, "vocab_size": vocab_size},
+            "model": {"family": family, "objective": objective.name, "num_params": n_params,
+                      "vocab_size": vocab_size, "folder": str(out_dir.resolve()),
+                      "init_from": cfg.model.init_from},
             "weights": {"path": str(weights.resolve()), "sha256": sha256_file(weights)},
             "world_size": world,
             "steps": tcfg.max_steps,
-            "tokens_seen": tcfg.max_steps * tokens_per_step,
-            "val_loss": val_loss,
+            "tokens_seen": tokens_seen,
+            "val_loss": val["loss"],
+            "val_metrics": val,
+            "token_loss": token_loss,
             "unigram_baseline_loss": baseline,
-            "validation_tokens": int(vy.numel()),
+            "validation_tokens": int((labels != -100).sum()),
             "history": history,
             "sample": sample,
         }
         write_manifest(out_dir / "manifest.json", manifest)
-        log.info("train: validation loss %.4f vs unigram baseline %.4f", val_loss, baseline)
+        log.info("train: validation %s; token loss %.4f vs unigram baseline %.4f",
+                 "  ".join(f"{n} {v:.4f}" for n, v in val.items()), token_loss, baseline)
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
     return 0
 
 
-def _sample(model, tokenizer_path: str, prompt: str, n_tokens: int, seed: int, dev) -> str:
-    """Top-k sample from the trained model; every rank runs it (ZeRO-3 forward passes are collective)."""
-    from tokenizers import Tokenizer
+# The loss on predicted tokens, comparable with the unigram baseline: everything a family predicts
+# token by token (BERT's total adds next-sentence prediction).
+TOKEN_LOSS = {"gpt": "loss", "bert": "mlm_loss", "t5": "span_loss", "transformer": "span_loss"}
 
-    tok = Tokenizer.from_file(tokenizer_path)
-    ids = tok.encode(prompt).ids or [tok.token_to_id("<|endoftext|>")]
+
+def _accumulate(into: dict[str, list[float]], metrics: dict[str, tuple[float, float]]) -> None:
+    for name, (total, count) in metrics.items():
+        acc = into.setdefault(name, [0.0, 0.0])
+        acc[0] += float(total)
+        acc[1] += float(count)
+
+
+def _label_stream(objective, family: str, train_tokens, batches: int = 64, batch_size: int = 32):
+    """Training tokens as the objective asks to predict them, for the unigram baseline: the stream itself
+    for GPT; for the others labels of training batches (T5's targets are full of sentinels and EOS)."""
+    if family == "gpt":
+        return train_tokens
+    labels = torch.cat([objective.batch(step, batch_size)["labels"].reshape(-1) for step in range(batches)])
+    return labels[labels != -100].numpy()
+
+
+def _attention_ids(tokenizer, val_tokens, specials: dict[str, int], family: str, n: int = 24) -> list[int]:
+    """A short validation snippet to draw attention maps for (BERT's inputs start with [CLS])."""
+    ids = [int(t) for t in val_tokens[: n * 4] if int(t) not in specials.values()][:n]
+    return [specials["cls"], *ids[: n - 2], specials["sep"]] if family == "bert" else ids
+
+
+def _sample(model, family: str, tokenizer, specials: dict[str, int], prompt: str, n_tokens: int, seed: int,
+            dev) -> str:
+    """What the trained model makes of ``prompt``; every rank runs it (ZeRO-3 forward passes are collective).
+
+    GPT continues it; the encoder-decoders fill a sentinel span appended to it; BERT lists its top
+    guesses for a [MASK] appended to it.
+    """
+    ids = tokenizer.encode(prompt).ids
     gen = torch.Generator(device=dev).manual_seed(seed)
-    out = model.generate(torch.tensor([ids], device=dev), n_tokens, temperature=0.8, top_k=40, generator=gen)
-    return tok.decode(out[0].tolist())
+    if family == "gpt":
+        out = model.generate(torch.tensor([ids or [specials["eot"]]], device=dev), n_tokens, temperature=0.8,
+                             top_k=40, generator=gen)
+        return tokenizer.decode(out[0].tolist())
+    if family == "bert":
+        x = torch.tensor([[specials["cls"], *ids, specials["mask"], specials["sep"]]], device=dev)
+        with torch.no_grad():
+            mlm_logits, _ = model(input_ids=x, token_type_ids=torch.zeros_like(x), attention_mask=torch.ones_like(x))
+        top = mlm_logits[0, len(ids) + 1].topk(5).indices.tolist()
+        return f"{prompt} [MASK] → " + " | ".join(repr(tokenizer.decode([t])) for t in top)
+    x = torch.tensor([[*ids, specials["sentinel_0"], specials["eot"]]], device=dev)
+    out = model.generate(x, n_tokens, temperature=0.8, top_k=40, generator=gen, eos_id=specials["eot"])
+    return f"{prompt} <extra_id_0> → " + tokenizer.decode(out[0, 1:].tolist(), skip_special_tokens=False)
 
 
 if __name__ == "__main__":

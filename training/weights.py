@@ -35,3 +35,39 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
         alias, original = pair.split("=")
         state[alias] = state[original]
     model.load_state_dict(state, strict=True)
+
+
+def save_model_folder(out_dir: str | Path, state: dict[str, torch.Tensor], arch, tokenizer_path: str | Path) -> Path:
+    """A self-contained model folder: ``weights.safetensors``, ``model.json`` (family + config), ``tokenizer.json``."""
+    import shutil
+
+    from training.models import save_architecture
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(state, out_dir / "weights.safetensors")
+    save_architecture(arch, out_dir / "model.json")
+    if Path(tokenizer_path).resolve() != (out_dir / "tokenizer.json").resolve():
+        shutil.copyfile(tokenizer_path, out_dir / "tokenizer.json")
+    return out_dir
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, Path]:
+    """``(model in eval mode, tokenizer.json path)`` from a tokenmill model folder or a Hugging Face folder."""
+    from training.models import build_model, load_architecture
+
+    path = Path(path)
+    if (path / "model.json").is_file():
+        model = build_model(load_architecture(path / "model.json"))
+        load_weights(model, path / "weights.safetensors")
+    elif (path / "config.json").is_file():
+        from training.hf import load_hf
+
+        model = load_hf(path)
+    else:
+        raise FileNotFoundError(f"{path} is neither a tokenmill model folder (model.json) nor a Hugging Face "
+                                "folder (config.json); a training run writes one under <run>/train")
+    tokenizer = path / "tokenizer.json"
+    if not tokenizer.is_file():
+        raise FileNotFoundError(f"{path} has no tokenizer.json")
+    return model.eval(), tokenizer

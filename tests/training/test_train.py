@@ -1,0 +1,192 @@
+"""End to end, per family: `tokenmill train` (DeepSpeed ZeRO-2, 2 processes) on the token shards of the
+session's pipeline run, then export to Hugging Face and back, generation and attention maps.
+
+BERT, T5 and the original Transformer train here; GPT is the pipeline run itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tokenmill import cli
+from tokenmill.manifest import read_manifest
+from training.objectives import build_objective
+from training.tokenizer import load_tokens
+from training.weights import load_model
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STEPS = 60
+
+pytestmark = pytest.mark.e2e
+
+
+def train(tokens_manifest: str, out: Path, *overrides: str) -> dict:
+    sets = [x for o in [f"run.output_dir={out.parent}", f"train.max_steps={STEPS}", "train.log_every=10", *overrides]
+            for x in ("--set", o)]
+    assert cli.main(["train", "--config", str(REPO_ROOT / "conf" / "tiny.yaml"), *sets,
+                     "--tokens", tokens_manifest, "--out", str(out)]) == 0
+    return read_manifest(out / "manifest.json", stage="train")
+
+
+@pytest.fixture(scope="module")
+def trained(pipeline_run, tmp_path_factory):
+    """family → (train manifest, output folder) for the three non-GPT families, trained once."""
+    root = tmp_path_factory.mktemp("families")
+    out = {}
+    for family in ("bert", "t5", "transformer"):
+        out[family] = (train(pipeline_run["tokens_manifest"], root / family, f"model.family={family}"), root / family)
+    return out
+
+
+EXPECTED_METRICS = {
+    "bert": {"loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"},
+    "t5": {"loss", "span_loss", "span_accuracy"},
+    "transformer": {"loss", "span_loss", "span_accuracy"},
+}
+
+
+@pytest.mark.parametrize("family", ["bert", "t5", "transformer"])
+def test_each_family_trains_on_its_objective_and_logs_its_metrics(trained, family):
+    from mlflow.tracking import MlflowClient
+
+    manifest, folder = trained[family]
+    objective = {"bert": "mlm_nsp", "t5": "span_corruption", "transformer": "span_corruption"}[family]
+    assert (manifest["model"]["family"], manifest["model"]["objective"]) == (family, objective)
+    assert set(manifest["val_metrics"]) == EXPECTED_METRICS[family]
+    history = manifest["history"]
+    assert history[-1]["train/loss"] < history[0]["train/loss"] - 0.3  # it learns
+    assert 0.0 <= manifest["val_metrics"][next(iter(m for m in EXPECTED_METRICS[family] if "accuracy" in m))] <= 1.0
+    assert manifest["token_loss"] < manifest["unigram_baseline_loss"] + 0.5
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder.parent}/mlflow.db")
+    run = client.get_run(manifest["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert {f"val/{m}" for m in EXPECTED_METRICS[family]} | {f"train/{m}" for m in EXPECTED_METRICS[family]} \
+        <= set(run.data.metrics)
+    artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "attention")}
+    assert artifacts and all(p.endswith(".png") for p in artifacts)
+    if family != "bert":
+        assert {"attention/attention_encoder_0.png", "attention/attention_cross_0.png"} <= artifacts
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "model")} >= {
+        "model/weights.safetensors", "model/model.json", "model/tokenizer.json"}
+
+
+def _eval_batch(family: str, folder: Path, tokens_manifest: str) -> dict[str, torch.Tensor]:
+    """Validation examples of the family's objective, padded (the parity must hold with padding)."""
+    tokens = read_manifest(tokens_manifest, stage="tokenize")
+    val = load_tokens(tokens["splits"]["validation"]["path"])
+    model, _ = load_model(folder)
+    objective = build_objective(family, val, block_size=model.cfg.block_size,
+                                specials=tokens["tokenizer"]["special_tokens"], seed=0,
+                                vocab_size=tokens["tokenizer"]["vocab_size"])
+    batch = objective.eval_batches(val, 4, batch_size=4)[0]
+    pad = tokens["tokenizer"]["special_tokens"]["pad"]
+    pairs = {"gpt": [("input_ids", None)], "bert": [("input_ids", "attention_mask")],
+             "t5": [("input_ids", "attention_mask"), ("decoder_input_ids", "decoder_attention_mask")]}
+    for ids, mask in pairs.get(family, pairs["t5"]):  # pad the tail of every row but the first
+        batch[ids][1:, -9:] = pad
+        if mask:
+            batch[mask][1:, -9:] = 0
+    if family == "bert":
+        batch["token_type_ids"][1:, -9:] = 0
+    return batch
+
+
+@pytest.mark.parametrize("family", ["gpt", "bert", "t5", "transformer"])
+def test_export_loads_in_transformers_with_logit_parity(trained, pipeline_run, family, tmp_path):
+    import transformers
+
+    folder = (Path(read_manifest(pipeline_run["train_manifest"], stage="train")["model"]["folder"])
+              if family == "gpt" else trained[family][1])
+    assert cli.main(["export", str(folder), "--out", str(tmp_path / "hf")]) == 0
+    ours, _ = load_model(folder)
+    batch = _eval_batch(family, folder, pipeline_run["tokens_manifest"])
+    auto = {"gpt": transformers.AutoModelForCausalLM, "bert": transformers.AutoModelForPreTraining,
+            "t5": transformers.AutoModelForSeq2SeqLM, "transformer": transformers.AutoModelForSeq2SeqLM}[family]
+    hf = auto.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    with torch.no_grad():
+        if family == "gpt":
+            x = batch["input_ids"]
+            mask = (torch.arange(x.size(1)) < x.size(1) - 9).long().expand_as(x).clone()
+            mask[0] = 1
+            a = ours(x, attention_mask=mask)
+            b = hf(input_ids=x, attention_mask=mask).logits
+            keep = mask.bool()
+        elif family == "bert":
+            kw = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+            mlm, nsp = ours(**kw)
+            out = hf(**kw)
+            assert (nsp - out.seq_relationship_logits).abs().max() <= 1e-4
+            a, b, keep = mlm, out.prediction_logits, batch["attention_mask"].bool()
+        else:
+            kw = {k: batch[k] for k in ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask")}
+            a, b, keep = ours(**kw), hf(**kw).logits, batch["decoder_attention_mask"].bool()
+        assert (~keep).any()
+        assert (a[keep] - b[keep]).abs().max().item() <= 1e-4
+
+    # The exported tokenizer is ours, framed the way the family was trained.
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf", local_files_only=True)
+    from tokenizers import Tokenizer
+
+    plain = Tokenizer.from_file(str(folder / "tokenizer.json")).encode("Hello world. A test.").ids
+    ids = tok("Hello world. A test.")["input_ids"]
+    specials = read_manifest(pipeline_run["tokens_manifest"], stage="tokenize")["tokenizer"]["special_tokens"]
+    framed = {"gpt": plain, "bert": [specials["cls"], *plain, specials["sep"]],
+              "t5": [*plain, specials["eot"]], "transformer": [*plain, specials["eot"]]}[family]
+    assert ids == framed
+
+    # ...and the folder imports back into tokenmill unchanged (a bias-free model comes back with zero biases).
+    again, _ = load_model(tmp_path / "hf")
+    mine, back = ours.state_dict(), again.state_dict()
+    for name, p in mine.items():
+        assert torch.equal(p, back[name]), name
+    for name in set(back) - set(mine):
+        assert name.endswith("bias") and not back[name].any(), name
+
+
+@pytest.mark.parametrize("family", ["gpt", "t5"])
+def test_greedy_generation_matches_transformers(trained, pipeline_run, family, tmp_path):
+    import transformers
+
+    folder = (Path(read_manifest(pipeline_run["train_manifest"], stage="train")["model"]["folder"])
+              if family == "gpt" else trained[family][1])
+    cli.main(["export", str(folder), "--out", str(tmp_path / "hf")])
+    ours, _ = load_model(folder)
+    hf = transformers.AutoModelForCausalLM if family == "gpt" else transformers.AutoModelForSeq2SeqLM
+    hf = hf.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    prompt = _eval_batch(family, folder, pipeline_run["tokens_manifest"])["input_ids"][:1, :12]
+    mine = ours.generate(prompt, 12, temperature=0)  # no end-of-text stop on either side
+    theirs = hf.generate(prompt, do_sample=False, num_beams=1, max_new_tokens=12, eos_token_id=None,
+                         pad_token_id=hf.config.pad_token_id)
+    assert mine.tolist() == theirs.tolist()
+    assert torch.equal(mine, ours.generate(prompt, 12, temperature=0, use_cache=False))
+
+
+def test_continue_pretraining_from_an_exported_hugging_face_folder(pipeline_run, tmp_path):
+    """Import: a GPT exported to HF, tokenizer included, is the starting point of a new run."""
+    first = read_manifest(pipeline_run["train_manifest"], stage="train")
+    hf_dir = tmp_path / "hf"
+    assert cli.main(["export", first["model"]["folder"], "--out", str(hf_dir)]) == 0
+    again = train(pipeline_run["tokens_manifest"], tmp_path / "continued", f"model.init_from={hf_dir}",
+                  "train.warmup_steps=1", "train.lr=0.0003")
+    assert again["model"]["init_from"] == str(hf_dir)
+    # It starts where the first run ended, not from a random model's log(vocab).
+    assert again["history"][0]["train/loss"] < first["history"][0]["train/loss"] - 0.5
+    assert again["history"][0]["train/loss"] < first["history"][-1]["train/loss"] + 0.3
+
+
+def test_generate_and_attention_commands(pipeline_run, tmp_path, capsys):
+    folder = read_manifest(pipeline_run["train_manifest"], stage="train")["model"]["folder"]
+    args = ["generate", folder, "--prompt", "The", "--temperature", "0", "--max-new-tokens", "8"]
+    assert cli.main(args) == 0
+    cached = capsys.readouterr().out
+    assert cli.main([*args, "--no-cache"]) == 0
+    assert capsys.readouterr().out == cached and cached.startswith("The")
+    assert cli.main(["attention", folder, "--text", "The river runs by the old town.", "--out",
+                     str(tmp_path / "att")]) == 0
+    pngs = sorted(p.name for p in (tmp_path / "att").glob("*.png"))
+    assert pngs == ["attention_layer_0.png", "attention_layer_1.png"]
+    assert "head entropies" in capsys.readouterr().out
