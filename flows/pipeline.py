@@ -97,9 +97,12 @@ def close_tracking_run(cfg: Config, run_id: str, train_manifest: Path) -> dict[s
     mlf = tracking.MlflowLogger(cfg.tracking_uri, run_id)
     mlf.log_artifact(train_manifest, "train")
     tracking.close_run(cfg.tracking_uri, run_id)
-    create_table_artifact(key="final-metrics", description="Validation loss (nats/token) of the trained model", table=[
-        {"metric": "validation loss", "value": round(result["val_loss"], 4)},
-        {"metric": "unigram baseline", "value": round(result["unigram_baseline_loss"], 4)},
+    create_table_artifact(key="final-metrics", description="Validation metrics of the trained model", table=[
+        {"metric": f"validation {name}", "value": round(value, 4)} for name, value in result["val_metrics"].items()
+    ] + [
+        {"metric": "token loss vs unigram baseline",
+         "value": f"{result['token_loss']:.4f} vs {result['unigram_baseline_loss']:.4f}"},
+        {"metric": "model", "value": f"{result['model']['family']} ({result['model']['objective']})"},
         {"metric": "parameters", "value": result["model"]["num_params"]},
         {"metric": "tokens seen", "value": result["tokens_seen"]},
     ])
@@ -134,6 +137,9 @@ def pretrain_pipeline(config_path: str | None = None, overrides: list[str] | Non
         "data_manifest": str(data_manifest),
         "tokens_manifest": str(tokens_manifest),
         "train_manifest": str(train_manifest),
+        "family": result["model"]["family"],
         "val_loss": result["val_loss"],
+        "val_metrics": result["val_metrics"],
+        "token_loss": result["token_loss"],
         "unigram_baseline_loss": result["unigram_baseline_loss"],
     }

@@ -309,7 +309,7 @@ def funnel_table(funnel: list[dict]) -> str:
 
 def summary(result: dict) -> str:
     """What the user reads at the end of a run: the losses and where to look."""
-    beat = "beats" if result["val_loss"] < result["unigram_baseline_loss"] else "does NOT beat"
+    beat = "beats" if result["token_loss"] < result["unigram_baseline_loss"] else "does NOT beat"
     uri = result["tracking_uri"]
     if uri.startswith(("http://", "https://")):
         ui = f"open {uri}/#/experiments (run {result['mlflow_run_id']})"
@@ -317,9 +317,13 @@ def summary(result: dict) -> str:
         mlflow = Path(sys.executable).with_name("mlflow")
         ui = (f"{mlflow} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
               "                    then open http://127.0.0.1:5000")
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in result["val_metrics"].items())
+    baseline = result["unigram_baseline_loss"]
     return f"""
 tokenmill: pipeline finished.
-  validation loss   {result['val_loss']:.4f} nats/token ({beat} the unigram baseline {result['unigram_baseline_loss']:.4f})
+  model             {result['family']}
+  validation        {metrics}
+  token loss        {result['token_loss']:.4f} nats/token ({beat} the unigram baseline {baseline:.4f})
   output folder     {result['run_dir']}
   MLflow run id     {result['mlflow_run_id']}
   MLflow UI         {ui}"""

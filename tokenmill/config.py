@@ -104,6 +104,10 @@ class TrainConfig:
     eval_max_blocks: int = 256  # validation blocks evaluated at the end
     sample_prompt: str = "The"
     sample_tokens: int = 48
+    # t5 / transformer: train on paired text instead of span corruption, from a JSONL file of
+    # {"source": ..., "target": ...} lines (held out by hash like documents).
+    pairs: str | None = None
+    target_length: int | None = None  # decoder length for pairs; null: model.block_size
 
 
 @dataclass
@@ -281,6 +285,8 @@ def resolve_paths(cfg: Config, repo_root: Path) -> Config:
     cfg.train.deepspeed_config = find(cfg.train.deepspeed_config)
     if cfg.tokenizer.from_pretrained:
         cfg.tokenizer.from_pretrained = find(cfg.tokenizer.from_pretrained)
+    if cfg.train.pairs:
+        cfg.train.pairs = find(cfg.train.pairs)
     if cfg.model.init_from:
         cfg.model.init_from = find(cfg.model.init_from)
     return cfg

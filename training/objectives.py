@@ -538,6 +538,31 @@ class Seq2SeqObjective(_EncoderDecoderObjective):
         return [self._batch_of(pairs[r.start:r.stop]) for r in _chunks(len(pairs), batch_size)]
 
 
+def load_pairs(path, tokenizer, validation_fraction: float) -> tuple[list, list]:
+    """``(train, validation)`` lists of ``(source ids, target ids)`` from a JSONL file of
+    ``{"source": ..., "target": ...}`` lines; a pair's split follows from its source text alone."""
+    import json
+    from pathlib import Path
+
+    from training.tokenizer import split_of
+
+    splits: dict[str, list] = {"train": [], "validation": []}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            source, target = row["source"], row["target"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{n}: expected a JSON object with 'source' and 'target' strings ({e})") from e
+        ids = [np.asarray(e.ids, dtype=np.int64) for e in tokenizer.encode_batch([source, target])]
+        splits[split_of(source, validation_fraction)].append((ids[0], ids[1]))
+    for name, rows in splits.items():
+        if not rows:
+            raise ValueError(f"{path}: no {name} pairs (validation fraction {validation_fraction}); add more lines")
+    return splits["train"], splits["validation"]
+
+
 # --------------------------------------------------------------------------- dispatch
 
 _FAMILIES = ("gpt", "bert", "t5", "transformer")

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.data import unigram_cross_entropy
     from training.hf import load_hf
     from training.models import architecture, build_model, family_of, family_of_architecture
-    from training.objectives import build_objective, sentence_end_table
+    from training.objectives import Seq2SeqObjective, build_objective, load_pairs, sentence_end_table
     from training.tokenizer import load_tokens
     from training.weights import save_model_folder
 
@@ -86,8 +86,17 @@ def main(argv: list[str] | None = None) -> int:
         arch = architecture(cfg.model, vocab_size=vocab_size, pad_id=specials["pad"])
         model = build_model(arch)
     family = family_of_architecture(arch)
-    objective = build_objective(family, train_tokens, block_size=arch.block_size, specials=specials,
-                                seed=cfg.run.seed, vocab_size=vocab_size, sentence_end=sentence_end_table(tokenizer))
+    eval_source = val_tokens
+    if tcfg.pairs:
+        if family not in ("t5", "transformer"):
+            raise ValueError(f"train.pairs trains an encoder-decoder on paired text; model.family is {family}")
+        train_pairs, eval_source = load_pairs(tcfg.pairs, tokenizer, cfg.tokenizer.validation_fraction)
+        objective = Seq2SeqObjective(train_pairs, arch.block_size, tcfg.target_length or arch.block_size,
+                                     specials, cfg.run.seed)
+    else:
+        objective = build_objective(family, train_tokens, block_size=arch.block_size, specials=specials,
+                                    seed=cfg.run.seed, vocab_size=vocab_size,
+                                    sentence_end=sentence_end_table(tokenizer))
     n_params = sum(p.numel() for p in model.parameters())
     ds_config = distributed.deepspeed_config(tcfg, world, tcfg.deepspeed_config)
     engine = distributed.initialize(model, tcfg, ds_config)
@@ -140,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     # Validation: every rank scores its share of the same fixed batches, padded to equal counts
     # so that ZeRO-3's collective forward passes line up.
     engine.eval()
-    eval_batches = objective.eval_batches(val_tokens, tcfg.eval_max_blocks, batch_size=1)
+    eval_batches = objective.eval_batches(eval_source, tcfg.eval_max_blocks, batch_size=1)
     if not eval_batches:
         raise ValueError(f"no validation examples from {len(val_tokens)} validation tokens")
     mine = list(range(rank, len(eval_batches), world))
@@ -158,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = torch.cat([b["labels"].reshape(-1) for b in eval_batches])
     baseline = unigram_cross_entropy(_label_stream(objective, family, train_tokens), labels[labels != -100],
                                      vocab_size)
-    token_loss = val[TOKEN_LOSS[family]]
+    token_loss = val[TOKEN_LOSS["seq2seq" if tcfg.pairs else family]]
 
     state = distributed.full_state_dict(engine)  # collective under ZeRO-3
     sample = _sample(engine.module, family, tokenizer, specials, tcfg.sample_prompt, tcfg.sample_tokens,
@@ -210,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # The loss on predicted tokens, comparable with the unigram baseline: everything a family predicts
 # token by token (BERT's total adds next-sentence prediction).
-TOKEN_LOSS = {"gpt": "loss", "bert": "mlm_loss", "t5": "span_loss", "transformer": "span_loss"}
+TOKEN_LOSS = {"gpt": "loss", "bert": "mlm_loss", "t5": "span_loss", "transformer": "span_loss", "seq2seq": "loss"}
 
 
 def _accumulate(into: dict[str, list[float]], metrics: dict[str, tuple[float, float]]) -> None:
