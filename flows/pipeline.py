@@ -52,11 +52,19 @@ def tokenize_corpus(cfg: Config, data_manifest: Path, out_dir: Path) -> Path:
 @task(name="open-tracking-run")
 def open_tracking_run(cfg: Config, config_file: Path, data_manifest: Path, tokens_manifest: Path) -> str:
     """Create the MLflow run and log what is known before training: config, params, manifests, tokenizer."""
+    from prefect.runtime import flow_run
+
     from training.models import family_of
 
+    resumed = tracking.resumable_run(cfg.tracking_uri, cfg.run_dir.resolve() / "train" / "checkpoints")
+    if resumed and cfg.train.resume:
+        get_run_logger().info("training will resume from its checkpoint, into MLflow run %s", resumed)
+        return resumed
     run_id = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, cfg.run.name,
                                tags={"tokenmill.stage": "pipeline", "tokenmill.model_family": family_of(cfg.model),
-                                     "tokenmill.model_flavor": cfg.model.flavor or "custom"})
+                                     "tokenmill.model_flavor": cfg.model.flavor or "custom",
+                                     "tokenmill.prefect_flow_run_id": str(flow_run.id),
+                                     **tracking.lineage_tags(tokens_manifest)})
     mlf = tracking.MlflowLogger(cfg.tracking_uri, run_id)
     mlf.log_params(cfg.flat())
     mlf.log_artifact(config_file, "config")
@@ -84,7 +92,7 @@ def train_model(cfg: Config, config_file: Path, tokens_manifest: Path, out_dir: 
     from training import launch
 
     logger = get_run_logger()
-    cmd = launch.command(cfg.train.nproc, config_file, tokens_manifest, out_dir, run_id)
+    cmd = launch.command(cfg.train, config_file, tokens_manifest, out_dir, run_id, cfg.run.name)
     logger.info("launching: %s", " ".join(cmd))
     launch.run(cmd, logger.info)
     return out_dir / "manifest.json"

@@ -89,19 +89,33 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    nproc: int = 2  # processes launched by torchrun on this machine (CPU: gloo, GPU: nccl)
+    nproc: int = 2  # processes per node (CPU: gloo, GPU: nccl; one per GPU)
+    launcher: str = "torchrun"  # torchrun, or deepspeed (with train.hostfile, over ssh)
+    nnodes: int = 1  # >1: torchrun rendezvous at train.rdzv_endpoint, started on every node
+    rdzv_endpoint: str | None = None  # host:port of the rendezvous (multi-node torchrun)
+    hostfile: str | None = None  # DeepSpeed hostfile ("host slots=N" lines) for launcher deepspeed
     zero_stage: int = 2
     deepspeed_config: str = "conf/deepspeed/base.json"
+    precision: str = "fp32"  # fp32, bf16, or fp16 (with dynamic loss scaling)
+    offload_optimizer: bool = False  # optimizer states (and the step) on the CPU; ZeRO 1-3
+    offload_params: bool = False  # parameters on the CPU between uses; ZeRO 3 only
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward pass
     micro_batch_size: int = 8
-    grad_accum_steps: int = 1
+    grad_accum_steps: int | None = None  # null: 1, or derived from global_batch_size
+    global_batch_size: int | None = None  # sequences per step; must be micro_batch_size x world x accum
     max_steps: int = 300
     lr: float = 1e-3
     min_lr: float = 1e-4
+    schedule: str = "cosine"  # after linear warmup: cosine or linear decay to min_lr, or constant
     warmup_steps: int = 30
     weight_decay: float = 0.1
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # global gradient norm; 0 disables clipping
     log_every: int = 10
-    eval_max_blocks: int = 256  # validation blocks evaluated at the end
+    eval_every: int = 0  # steps between validation passes (0: only at the end)
+    eval_max_blocks: int = 256  # validation examples scored at each evaluation
+    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end and on SIGTERM)
+    resume: bool = True  # continue from <out>/checkpoints when a checkpoint is there
+    peak_flops: float | None = None  # per device, for MFU; null: from the table for the detected GPU
     sample_prompt: str = "The"
     sample_tokens: int = 48
     # t5 / transformer: train on paired text instead of span corruption, from a JSONL file of
@@ -114,6 +128,9 @@ class TrainConfig:
 class TrackingConfig:
     uri: str | None = None  # None: sqlite:///<output_dir>/mlflow.db
     experiment: str = "tokenmill"
+    register_model: bool = True  # export at the end of training and register it in the model registry
+    model_name: str | None = None  # registered model name; null: tokenmill-<run.name>-<family>
+    system_metrics: bool = True  # sample CPU/memory/GPU use into the run during training
 
 
 @dataclass
@@ -285,6 +302,8 @@ def resolve_paths(cfg: Config, repo_root: Path) -> Config:
     cfg.train.deepspeed_config = find(cfg.train.deepspeed_config)
     if cfg.tokenizer.from_pretrained:
         cfg.tokenizer.from_pretrained = find(cfg.tokenizer.from_pretrained)
+    if cfg.train.hostfile:
+        cfg.train.hostfile = find(cfg.train.hostfile)
     if cfg.train.pairs:
         cfg.train.pairs = find(cfg.train.pairs)
     if cfg.model.init_from:

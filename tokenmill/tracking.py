@@ -24,6 +24,14 @@ class MetricsLogger:
 
     def set_tags(self, tags: dict[str, str]) -> None: ...
 
+    def register_model(self, name: str, artifact_path: str) -> str | None:
+        """Register the run's ``artifact_path`` as a new version of model ``name``; the version, if any."""
+        return None
+
+    def start_system_metrics(self) -> None: ...
+
+    def stop_system_metrics(self) -> None: ...
+
 
 class MlflowLogger(MetricsLogger):
     """Logs into an existing MLflow run, by id, through ``MlflowClient`` (imported lazily)."""
@@ -57,6 +65,32 @@ class MlflowLogger(MetricsLogger):
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
 
+    def register_model(self, name: str, artifact_path: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self.client.create_registered_model(name, description="Registered by tokenmill training runs")
+        source = f"{self.client.get_run(self.run_id).info.artifact_uri}/{artifact_path}"
+        version = self.client.create_model_version(name, source, run_id=self.run_id,
+                                                   tags={"tokenmill.artifact": artifact_path})
+        return version.version
+
+    def start_system_metrics(self) -> None:
+        """CPU, memory, disk, network (and GPU, when present) sampled into the run every 10 s."""
+        import mlflow
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        mlflow.set_tracking_uri(self.client.tracking_uri)
+        self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=10, samples_before_logging=1)
+        self._monitor.start()
+
+    def stop_system_metrics(self) -> None:
+        if getattr(self, "_monitor", None) is not None:
+            self._monitor.finish()
+            self._monitor = None
+
 
 def open_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str] | None = None) -> str:
     """Create a RUNNING MLflow run and return its id."""
@@ -66,6 +100,51 @@ def open_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, 
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
     return client.create_run(exp_id, run_name=run_name, tags=tags or {}).info.run_id
+
+
+def resumable_run(tracking_uri: str, checkpoints: str | Path) -> str | None:
+    """The MLflow run a checkpointed training run logged into, set RUNNING again, or ``None``.
+
+    A resumed run continues the same MLflow run (``<checkpoints>/run.json`` names it).
+    """
+    import json
+
+    marker = Path(checkpoints) / "run.json"
+    if not marker.is_file():
+        return None
+    run_id = json.loads(marker.read_text()).get("mlflow_run_id")
+    if not run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return None  # a different tracking store: start a new run
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, "tokenmill.resumed", "true")
+    return run_id
+
+
+def lineage_tags(tokens_manifest: Path) -> dict[str, str]:
+    """Tags linking a training run to the data that made its shards: manifest paths and hashes, and the
+    MLflow run of the data stage when the data manifest names one."""
+    from tokenmill.manifest import read_manifest, sha256_file
+
+    tokens_manifest = Path(tokens_manifest)
+
+    tokens = read_manifest(tokens_manifest, stage="tokenize")
+    tags = {"tokenmill.tokens_manifest": str(tokens_manifest), "tokenmill.tokens_sha256": sha256_file(tokens_manifest)}
+    data = tokens.get("data_manifest") or {}
+    if data.get("path"):
+        tags.update({"tokenmill.data_manifest": data["path"], "tokenmill.data_sha256": data.get("sha256", "")})
+        if Path(data["path"]).is_file():
+            run = read_manifest(data["path"], stage="data").get("mlflow_run_id")
+            if run:
+                tags["tokenmill.data_mlflow_run_id"] = run
+    return tags
 
 
 def close_run(tracking_uri: str, run_id: str, error: BaseException | None = None) -> None:

@@ -13,18 +13,52 @@ from typing import Any
 import torch
 
 from tokenmill.config import TrainConfig
-from training.schedule import warmup_cosine
+from training.schedule import learning_rate
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def batch_sizes(train: TrainConfig, world_size: int) -> tuple[int, int, int]:
+    """``(micro, accumulation, global)`` in sequences, checked: global = micro × accumulation × world size."""
+    micro = train.micro_batch_size
+    if micro < 1:
+        raise ValueError(f"train.micro_batch_size must be at least 1, got {micro}")
+    if train.global_batch_size is None:
+        accum = 1 if train.grad_accum_steps is None else train.grad_accum_steps
+    else:
+        if train.global_batch_size % (micro * world_size):
+            raise ValueError(
+                f"train.global_batch_size {train.global_batch_size} is not divisible by micro_batch_size {micro} "
+                f"x world size {world_size} = {micro * world_size}; choose a multiple of {micro * world_size}")
+        accum = train.global_batch_size // (micro * world_size)
+        if train.grad_accum_steps is not None and train.grad_accum_steps != accum:
+            raise ValueError(f"train.grad_accum_steps {train.grad_accum_steps} contradicts global_batch_size "
+                             f"{train.global_batch_size} = {micro} x {world_size} x {accum}; set only one of them")
+    if accum < 1:
+        raise ValueError(f"train.grad_accum_steps must be at least 1, got {accum}")
+    return micro, accum, micro * accum * world_size
 
 
 def deepspeed_config(train: TrainConfig, world_size: int, base_path: str | Path | None = None) -> dict[str, Any]:
     """The DeepSpeed JSON for this run: the base file plus every value derived from ``train``.
 
-    The global batch is ``micro_batch_size × grad_accum_steps × world_size`` sequences.
+    The one place where batch sizes, ZeRO stage, offload, precision and clipping become DeepSpeed
+    settings; invalid combinations fail here with the fix in the message.
     """
     if train.zero_stage not in (0, 1, 2, 3):
         raise ValueError(f"train.zero_stage must be 0, 1, 2 or 3, got {train.zero_stage}")
-    if train.micro_batch_size < 1 or train.grad_accum_steps < 1:
-        raise ValueError("train.micro_batch_size and train.grad_accum_steps must be at least 1")
+    if train.precision not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
+    if train.offload_optimizer and train.zero_stage == 0:
+        raise ValueError("train.offload_optimizer needs ZeRO stage 1, 2 or 3 (train.zero_stage=0 keeps the "
+                         "optimizer whole on every device)")
+    if train.offload_params and train.zero_stage != 3:
+        raise ValueError(f"train.offload_params needs train.zero_stage=3 (got {train.zero_stage}): only ZeRO-3 "
+                         "partitions the parameters themselves")
+    if train.grad_clip < 0:
+        raise ValueError(f"train.grad_clip must be >= 0 (0 disables clipping), got {train.grad_clip}")
+    micro, accum, global_batch = batch_sizes(train, world_size)
     base: dict[str, Any] = {}
     if base_path is not None:
         path = Path(base_path)
@@ -32,11 +66,24 @@ def deepspeed_config(train: TrainConfig, world_size: int, base_path: str | Path 
             raise FileNotFoundError(f"train.deepspeed_config {path} does not exist")
         base = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
     cfg = dict(base)
-    cfg["train_micro_batch_size_per_gpu"] = train.micro_batch_size
-    cfg["gradient_accumulation_steps"] = train.grad_accum_steps
-    cfg["train_batch_size"] = train.micro_batch_size * train.grad_accum_steps * world_size
+    cfg["train_micro_batch_size_per_gpu"] = micro
+    cfg["gradient_accumulation_steps"] = accum
+    cfg["train_batch_size"] = global_batch
     cfg["gradient_clipping"] = train.grad_clip
-    cfg["zero_optimization"] = {**base.get("zero_optimization", {}), "stage": train.zero_stage}
+    zero = {**base.get("zero_optimization", {}), "stage": train.zero_stage}
+    if train.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if train.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    cfg["zero_optimization"] = zero
+    cfg["bf16"] = {"enabled": train.precision == "bf16"}
+    # fp16 needs loss scaling: dynamic (loss_scale 0) starts at 2^16 and halves on overflow.
+    cfg["fp16"] = {"enabled": train.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16,
+                   "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
+    if train.offload_optimizer:
+        # DeepSpeed's CPU Adam runs the offloaded step (AdamW mode, decoupled weight decay).
+        cfg["optimizer"] = {"type": "AdamW", "params": {"lr": train.lr, "betas": [0.9, 0.95], "eps": 1e-8,
+                                                         "weight_decay": train.weight_decay}}
     return cfg
 
 
@@ -62,23 +109,52 @@ def device() -> torch.device:
 
 
 def initialize(model: torch.nn.Module, train: TrainConfig, ds_config: dict[str, Any]):
-    """Wrap ``model`` in a DeepSpeed engine with AdamW (no decay on norms, biases) and warmup + cosine."""
+    """Wrap ``model`` in a DeepSpeed engine with AdamW (no decay on norms, biases) and warmup + decay."""
     import deepspeed
 
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=train.lr, betas=(0.9, 0.95), eps=1e-8, foreach=False,
-    )
+    if train.activation_checkpointing:
+        checkpoint_blocks(model)
+    groups = [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": train.weight_decay},
+              {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
+    optimizer = None
+    if "optimizer" not in ds_config:
+        optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, 0.95), eps=1e-8, foreach=False)
 
     def schedule(opt):
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: learning_rate(
             step, lr=train.lr, min_lr=train.min_lr, warmup_steps=train.warmup_steps,
-            max_steps=train.max_steps) / train.lr)
+            max_steps=train.max_steps, schedule=train.schedule) / train.lr)
 
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule, config=ds_config)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, model_parameters=groups,
+                                           lr_scheduler=schedule, config=ds_config)
     return engine
+
+
+def checkpoint_blocks(model: torch.nn.Module) -> int:
+    """Activation checkpointing per block: every module in a ``blocks`` list recomputes its forward pass
+    during the backward pass instead of keeping its activations. Returns how many blocks were wrapped.
+
+    Done here, by wrapping, so the models stay plain PyTorch; only training with gradients recomputes.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    wrapped = 0
+    for name, module in model.named_modules():
+        if not (name == "blocks" or name.endswith(".blocks")) or not isinstance(module, torch.nn.ModuleList):
+            continue
+        for block in module:
+            forward = block.forward
+
+            def recomputed(*args, _forward=forward, _block=block, **kwargs):
+                if _block.training and torch.is_grad_enabled():
+                    return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+                return _forward(*args, **kwargs)
+
+            block.forward = recomputed
+            wrapped += 1
+    if not wrapped:
+        raise ValueError(f"{type(model).__name__} has no 'blocks' list to checkpoint")
+    return wrapped
 
 
 def full_state_dict(engine) -> dict[str, torch.Tensor]:
@@ -109,3 +185,62 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(t)
     return t.cpu().tolist()
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+def _safe_globals() -> list:
+    """The only non-tensor classes DeepSpeed's checkpoints hold; nothing else may be unpickled."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def _use_safe_loading(engine) -> None:
+    """Make the engine read checkpoints with ``torch.load(weights_only=True)`` and an explicit allowlist:
+    DeepSpeed's own engine unpickles anything (``weights_only=False``)."""
+    from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
+
+    class SafeCheckpointEngine(TorchCheckpointEngine):
+        def load(self, path: str, map_location=None):
+            with torch.serialization.safe_globals(_safe_globals()):
+                return torch.load(path, map_location=map_location, weights_only=True)
+
+    engine.checkpoint_engine = SafeCheckpointEngine(getattr(engine, "_config", None))
+
+
+def save_checkpoint(engine, directory: str | Path, step: int, client_state: dict[str, Any], keep: int = 2) -> Path:
+    """Model, optimizer, LR schedule, loss scaler (DeepSpeed) plus ``client_state`` and every RNG state,
+    under ``directory/step-NNNNNNN``; older checkpoints beyond ``keep`` are removed. Collective."""
+    import shutil
+
+    directory = Path(directory)
+    tag = f"step-{step:07d}"
+    state = {**client_state, "step": step, "rng": {"torch": torch.get_rng_state(),
+                                                    "cuda": torch.cuda.get_rng_state_all()
+                                                    if torch.cuda.is_available() else []}}
+    engine.save_checkpoint(str(directory), tag=tag, client_state=state)
+    torch.distributed.barrier()
+    if torch.distributed.get_rank() == 0:
+        for old in sorted(directory.glob("step-*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    torch.distributed.barrier()
+    return directory / tag
+
+
+def load_checkpoint(engine, directory: str | Path) -> dict[str, Any] | None:
+    """Restore the latest checkpoint in ``directory`` into ``engine`` (and the RNGs); its client state,
+    or ``None`` when there is none. Collective."""
+    directory = Path(directory)
+    if not (directory / "latest").is_file():
+        return None
+    _use_safe_loading(engine)
+    path, state = engine.load_checkpoint(str(directory), load_optimizer_states=True, load_lr_scheduler_states=True)
+    if path is None:
+        raise RuntimeError(f"could not load the checkpoint named in {directory / 'latest'}")
+    torch.set_rng_state(state["rng"]["torch"])
+    if torch.cuda.is_available() and state["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return state

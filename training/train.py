@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import math
+import signal
 import logging
 import sys
 import time
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from training.models import architecture, build_model, family_of, family_of_architecture
     from training.objectives import Seq2SeqObjective, build_objective, load_pairs, sentence_end_table
     from training.tokenizer import load_tokens
+    from tokenmill.plots import loss_curve
+    from training.flops import detect_device, flops_per_token, mfu, peak_flops
     from training.weights import save_model_folder
 
     cfg = load_config(args.run_config)
@@ -103,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     dev = distributed.device()
     tracker: MetricsLogger = MlflowLogger(cfg.tracking_uri, args.mlflow_run_id) if (
         rank == 0 and args.mlflow_run_id) else MetricsLogger()
+    if rank == 0 and cfg.tracking.system_metrics:
+        tracker.start_system_metrics()
     if rank == 0:
         (out_dir / "deepspeed_config.json").write_text(json.dumps(ds_config, indent=2))
         tracker.log_artifact(out_dir / "deepspeed_config.json", "config")
@@ -112,13 +117,39 @@ def main(argv: list[str] | None = None) -> int:
         log.info("train: %s (%s) with %.2fM parameters, %d train / %d validation tokens, %d rank(s), ZeRO-%d",
                  family, objective.name, n_params / 1e6, len(train_tokens), len(val_tokens), world, tcfg.zero_stage)
 
-    micro, accum = tcfg.micro_batch_size, tcfg.grad_accum_steps
-    history: list[dict] = []
+    micro, accum, _ = distributed.batch_sizes(tcfg, world)
+    device_name, _ = detect_device()
+    peak = peak_flops(device_name, tcfg.precision, tcfg.peak_flops)
+    per_token = flops_per_token(arch, arch.block_size)
+    eval_batches = objective.eval_batches(eval_source, tcfg.eval_max_blocks, batch_size=1)
+    if not eval_batches:
+        raise ValueError(f"no validation examples from {len(val_tokens)} validation tokens")
+
+    # Resume: the checkpoint restores weights, optimizer, LR schedule and RNGs; the data position is
+    # the step itself, since every batch is a pure function of (seed, step).
+    ckpt_dir = out_dir / "checkpoints"
+    resumed = distributed.load_checkpoint(engine, ckpt_dir) if tcfg.resume else None
+    start = resumed["step"] if resumed else 0
+    history: list[dict] = resumed["history"] if resumed else []
+    tokens_seen = resumed["tokens_seen"] if resumed else 0
+    if rank == 0 and resumed:
+        log.info("train: resumed from %s at step %d", ckpt_dir, start)
+        tracker.set_tags({"tokenmill.resumed_at_step": str(start)})
+    stop = _StopFlag()
+
+    def checkpoint(step: int) -> None:
+        distributed.save_checkpoint(engine, ckpt_dir, step, {"history": history, "tokens_seen": tokens_seen,
+                                                              "mlflow_run_id": args.mlflow_run_id})
+        if rank == 0:
+            (ckpt_dir / "run.json").write_text(json.dumps({"mlflow_run_id": args.mlflow_run_id, "step": step}))
+            log.info("checkpoint: saved step %d in %s", step, ckpt_dir)
+
     started = window_start = time.time()
     window: dict[str, list[float]] = {}
-    window_tokens, tokens_seen = 0, 0
+    window_tokens = 0
     engine.train()
-    for step in range(tcfg.max_steps):
+    step = start
+    for step in range(start, tcfg.max_steps):
         for micro_step in range(accum):
             # Micro-batch m of step s is slice (m, rank) of the step's global batch.
             batch = {k: v.to(dev) for k, v in objective.batch(step * accum + micro_step, micro * world, rank,
@@ -128,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             engine.step()
             _accumulate(window, metrics)
             window_tokens += objective.tokens(batch)
-        if (step + 1) % tcfg.log_every == 0 or step + 1 == tcfg.max_steps:
+        done = step + 1
+        if done % tcfg.log_every == 0 or done == tcfg.max_steps:
             names = sorted(window)
             reduced = distributed.all_reduce_sum([window_tokens] + [x for n in names for x in window[n]])
             step_tokens, sums = int(reduced[0]), reduced[1:]
@@ -137,33 +169,39 @@ def main(argv: list[str] | None = None) -> int:
             metrics = {f"train/{n}": sums[2 * i] / max(sums[2 * i + 1], 1) for i, n in enumerate(names)}
             if family == "gpt":
                 metrics["train/perplexity"] = math.exp(min(metrics["train/loss"], 50.0))
-            metrics.update({"train/lr": engine.get_lr()[0], "train/tokens_per_s": step_tokens / elapsed})
-            tracker.log_metrics(metrics, step=step + 1)
-            history.append({"step": step + 1, **metrics})
-            eta = (time.time() - started) / (step + 1) * (tcfg.max_steps - step - 1)
-            log.info("step %d/%d  %s  lr %.2e  %.0f tokens/s  eta %.0fs", step + 1, tcfg.max_steps,
+            metrics.update({"train/lr": engine.get_lr()[0], "train/tokens_per_s": step_tokens / elapsed,
+                            "train/tokens_seen": tokens_seen, **_memory_metrics()})
+            grad_norm = engine.get_global_grad_norm()
+            if grad_norm is not None:
+                metrics["train/grad_norm"] = float(grad_norm)
+            utilisation = mfu(metrics["train/tokens_per_s"], per_token, peak, world)
+            if utilisation is not None:
+                metrics["train/mfu"] = utilisation
+            tracker.log_metrics(metrics, step=done)
+            history.append({"step": done, **metrics})
+            eta = (time.time() - started) / (done - start) * (tcfg.max_steps - done)
+            log.info("step %d/%d  %s  lr %.2e  %.0f tokens/s  mfu %s  eta %.0fs", done, tcfg.max_steps,
                      "  ".join(f"{n} {metrics[f'train/{n}']:.4f}" for n in names), metrics["train/lr"],
-                     metrics["train/tokens_per_s"], eta)
+                     metrics["train/tokens_per_s"], f"{utilisation:.1%}" if utilisation is not None else "n/a", eta)
             window_start, window, window_tokens = time.time(), {}, 0
+        if tcfg.eval_every and done % tcfg.eval_every == 0 and done < tcfg.max_steps:
+            val = _evaluate(engine, objective, eval_batches, rank, world, dev)
+            tracker.log_metrics({f"val/{n}": v for n, v in val.items()}, step=done)
+            log.info("eval at step %d: %s", done, "  ".join(f"{n} {v:.4f}" for n, v in val.items()))
+            engine.train()
+        if stop.requested_everywhere():
+            checkpoint(done)
+            log.warning("train: stopped by SIGTERM after step %d; rerun the same command to resume", done)
+            tracker.stop_system_metrics()
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+            return 143
+        if tcfg.checkpoint_every and done % tcfg.checkpoint_every == 0 and done < tcfg.max_steps:
+            checkpoint(done)
+    if start < tcfg.max_steps or not resumed:
+        checkpoint(tcfg.max_steps)
 
-    # Validation: every rank scores its share of the same fixed batches, padded to equal counts
-    # so that ZeRO-3's collective forward passes line up.
-    engine.eval()
-    eval_batches = objective.eval_batches(eval_source, tcfg.eval_max_blocks, batch_size=1)
-    if not eval_batches:
-        raise ValueError(f"no validation examples from {len(val_tokens)} validation tokens")
-    mine = list(range(rank, len(eval_batches), world))
-    rounds = -(-len(eval_batches) // world)
-    totals: dict[str, list[float]] = {}
-    with torch.no_grad():
-        for i in range(rounds):
-            batch = {k: v.to(dev) for k, v in eval_batches[mine[i] if i < len(mine) else 0].items()}
-            _, metrics = objective.loss(engine, batch)
-            if i < len(mine):
-                _accumulate(totals, metrics)
-    names = sorted(totals)
-    sums = distributed.all_reduce_sum([x for n in names for x in totals[n]])
-    val = {n: sums[2 * i] / max(sums[2 * i + 1], 1) for i, n in enumerate(names)}
+    val = _evaluate(engine, objective, eval_batches, rank, world, dev)
     labels = torch.cat([b["labels"].reshape(-1) for b in eval_batches])
     baseline = unigram_cross_entropy(_label_stream(objective, family, train_tokens), labels[labels != -100],
                                      vocab_size)
@@ -189,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             tracker.log_artifact(png, "attention")
         for name in ("weights.safetensors", "model.json", "tokenizer.json"):
             tracker.log_artifact(out_dir / name, "model")
+        tracker.log_artifact(loss_curve(history, out_dir / "loss_curve.png"), "plots")
+        registered = _register(tracker, cfg, family, out_dir, state, arch, tokens["tokenizer"]["path"])
         manifest = {
             "stage": "train",
             "tokens_manifest": {"path": str(Path(args.tokens_manifest).resolve()),
@@ -208,10 +248,14 @@ def main(argv: list[str] | None = None) -> int:
             "validation_tokens": int((labels != -100).sum()),
             "history": history,
             "sample": sample,
+            "registered_model": registered,
+            "resumed_at_step": start if resumed else None,
+            "device": device_name,
         }
         write_manifest(out_dir / "manifest.json", manifest)
         log.info("train: validation %s; token loss %.4f vs unigram baseline %.4f",
                  "  ".join(f"{n} {v:.4f}" for n, v in val.items()), token_loss, baseline)
+        tracker.stop_system_metrics()
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
     return 0
@@ -220,6 +264,75 @@ def main(argv: list[str] | None = None) -> int:
 # The loss on predicted tokens, comparable with the unigram baseline: everything a family predicts
 # token by token (BERT's total adds next-sentence prediction).
 TOKEN_LOSS = {"gpt": "loss", "bert": "mlm_loss", "t5": "span_loss", "transformer": "span_loss", "seq2seq": "loss"}
+
+
+class _StopFlag:
+    """SIGTERM asks for a checkpoint and a clean exit; ranks agree on it at step boundaries."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def requested_everywhere(self) -> bool:
+        flag = torch.tensor([1.0 if self.requested else 0.0])
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+def _evaluate(engine, objective, batches, rank: int, world: int, dev) -> dict[str, float]:
+    """Every rank scores its share of the same fixed batches, padded to equal counts so that ZeRO-3's
+    collective forward passes line up; the (sum, count) metrics are summed over ranks."""
+    from training import distributed
+
+    engine.eval()
+    mine = list(range(rank, len(batches), world))
+    totals: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for i in range(-(-len(batches) // world)):
+            batch = {k: v.to(dev) for k, v in batches[mine[i] if i < len(mine) else 0].items()}
+            _, metrics = objective.loss(engine, batch)
+            if i < len(mine):
+                _accumulate(totals, metrics)
+    names = sorted(totals)
+    sums = distributed.all_reduce_sum([x for n in names for x in totals[n]])
+    return {n: sums[2 * i] / max(sums[2 * i + 1], 1) for i, n in enumerate(names)}
+
+
+def _memory_metrics() -> dict[str, float]:
+    """Peak memory of this process: GPU allocations on CUDA, resident set size on CPU (GiB)."""
+    if torch.cuda.is_available():
+        return {"train/gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30}
+    import resource
+
+    return {"train/peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def _register(tracker, cfg, family: str, out_dir: Path, state, arch, tokenizer_path: str) -> dict | None:
+    """Export to Hugging Face, log the folder and register it as a new version of the run's model.
+
+    A model with no Hugging Face equivalent (e.g. GPT with RoPE) registers its tokenmill folder instead.
+    """
+    if not cfg.tracking.register_model:
+        return None
+    from training.hf import export
+    from training.models import build_model
+
+    name = cfg.tracking.model_name or f"tokenmill-{cfg.run.name}-{family}"
+    model = build_model(arch)
+    model.load_state_dict(state)
+    try:
+        folder, kind = export(model.eval(), tokenizer_path, out_dir / "hf"), "hf"
+    except ValueError as e:
+        log.warning("train: no Hugging Face export (%s); registering the tokenmill model folder", e)
+        folder, kind = None, "model"
+    if folder is not None:
+        for path in sorted(folder.iterdir()):
+            tracker.log_artifact(path, "hf")
+    version = tracker.register_model(name, kind)
+    return {"name": name, "version": version, "artifact": kind} if version else None
 
 
 def _accumulate(into: dict[str, list[float]], metrics: dict[str, tuple[float, float]]) -> None:

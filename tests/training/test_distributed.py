@@ -75,3 +75,83 @@ def test_missing_base_file_raises(tmp_path):
     missing = tmp_path / "none.json"
     with pytest.raises(FileNotFoundError, match="none.json"):
         deepspeed_config(TrainConfig(), 1, missing)
+
+
+# --- derived values and their validation --------------------------------------------------------
+
+def test_global_batch_derives_accumulation_and_must_divide():
+    from training.distributed import batch_sizes
+
+    assert batch_sizes(TrainConfig(micro_batch_size=4, global_batch_size=32), 2) == (4, 4, 32)
+    with pytest.raises(ValueError, match="not divisible by micro_batch_size 4 x world size 3 = 12"):
+        batch_sizes(TrainConfig(micro_batch_size=4, global_batch_size=32), 3)
+    with pytest.raises(ValueError, match="contradicts"):
+        batch_sizes(TrainConfig(micro_batch_size=4, global_batch_size=32, grad_accum_steps=2), 2)
+    assert deepspeed_config(TrainConfig(micro_batch_size=4, global_batch_size=32), 2)["gradient_accumulation_steps"] == 4
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_precision_switches_exactly_one_mode(precision):
+    cfg = deepspeed_config(TrainConfig(precision=precision), 1)
+    assert cfg["bf16"]["enabled"] == (precision == "bf16")
+    assert cfg["fp16"]["enabled"] == (precision == "fp16")
+    assert cfg["fp16"]["loss_scale"] == 0  # dynamic loss scaling whenever fp16 is on
+
+
+def test_offload_settings_and_their_stage_requirements():
+    cfg = deepspeed_config(TrainConfig(zero_stage=3, offload_optimizer=True, offload_params=True), 2)
+    assert cfg["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert cfg["zero_optimization"]["offload_param"]["device"] == "cpu"
+    assert cfg["optimizer"]["type"] == "AdamW" and cfg["optimizer"]["params"]["weight_decay"] == 0.1
+    with pytest.raises(ValueError, match="needs ZeRO stage 1, 2 or 3"):
+        deepspeed_config(TrainConfig(zero_stage=0, offload_optimizer=True), 1)
+    with pytest.raises(ValueError, match="needs train.zero_stage=3"):
+        deepspeed_config(TrainConfig(zero_stage=2, offload_params=True), 1)
+    assert "optimizer" not in deepspeed_config(TrainConfig(zero_stage=2), 1)  # torch AdamW, passed in
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(precision="fp8"), "train.precision"), (dict(zero_stage=4), "zero_stage"), (dict(grad_clip=-1.0), "grad_clip"),
+    (dict(micro_batch_size=0), "micro_batch_size")])
+def test_invalid_training_settings_are_clear_errors(bad, message):
+    with pytest.raises(ValueError, match=message):
+        deepspeed_config(TrainConfig(**bad), 1)
+
+
+def test_activation_checkpointing_wraps_every_block_and_keeps_the_math():
+    import torch
+
+    from training.distributed import checkpoint_blocks
+    from training.models import architecture, build_model
+    from tokenmill.config import ModelConfig
+
+    for family in ("gpt", "bert", "t5", "transformer"):
+        torch.manual_seed(0)
+        arch = architecture(ModelConfig(family=family, flavor="debug", dropout=0.0), vocab_size=120, pad_id=1)
+        plain, ckpt = build_model(arch), build_model(arch)
+        ckpt.load_state_dict(plain.state_dict())
+        n_blocks = sum(len(m) for name, m in ckpt.named_modules() if name.endswith("blocks"))
+        assert checkpoint_blocks(ckpt) == n_blocks > 0
+        x = torch.randint(5, 120, (2, 16))
+        kw = {"decoder_input_ids": x} if family in ("t5", "transformer") else {}
+        grads = []
+        for model in (plain, ckpt):
+            model.train()
+            out = model(x, **kw)
+            (out[0] if isinstance(out, tuple) else out).float().pow(2).mean().backward()
+            grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+def test_schedules():
+    from training.schedule import learning_rate
+
+    kw = dict(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
+    assert learning_rate(4, **kw) == pytest.approx(0.5)
+    assert learning_rate(60, schedule="linear", **kw) == pytest.approx(0.55)
+    assert learning_rate(60, schedule="cosine", **kw) == pytest.approx(0.55)
+    assert learning_rate(35, schedule="cosine", **kw) > learning_rate(35, schedule="linear", **kw)
+    assert learning_rate(100, schedule="constant", **kw) == 1.0
+    assert learning_rate(500, schedule="linear", **kw) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="train.schedule"):
+        learning_rate(1, schedule="step", **kw)
