@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
-from pyspark.sql import functions as F
+from typing import TYPE_CHECKING
 
 from spark_jobs.steps import DatasetStep
+
+if TYPE_CHECKING:  # pyspark is imported where a step runs: reading the config must not need it
+    from pyspark.sql import Column, DataFrame
 
 
 def mark_duplicates(docs: DataFrame, key: Column, order: list[Column], step: str, reason: str) -> DataFrame:
@@ -13,6 +15,9 @@ def mark_duplicates(docs: DataFrame, key: Column, order: list[Column], step: str
 
     Rows that are not kept, or whose key is null, pass through untouched.
     """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
     kept = docs.filter((F.col("status") == "kept") & key.isNotNull())
     rest = docs.filter((F.col("status") != "kept") | key.isNull())
     group = Window.partitionBy("_key").orderBy(*order)
@@ -42,6 +47,8 @@ class ExactDeduplicator(DatasetStep):
         self.lowercase = lowercase
 
     def apply(self, docs: DataFrame) -> DataFrame:
+        from pyspark.sql import functions as F
+
         text = F.trim(F.regexp_replace(F.col("text"), r"\s+", " "))
         key = F.sha2(F.lower(text) if self.lowercase else text, 256)
         return mark_duplicates(docs, key, [F.col("id")], self.name, f"{self.name}_duplicate")
@@ -60,6 +67,8 @@ class UrlDeduplicator(DatasetStep):
         self.strip_tracking = strip_tracking
 
     def apply(self, docs: DataFrame) -> DataFrame:
+        from pyspark.sql import functions as F
+
         url = F.regexp_replace(F.col("url"), r"#.*$", "")
         scheme_host = F.lower(F.regexp_extract(url, r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)", 1))
         rest = F.regexp_replace(url, r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*", "")

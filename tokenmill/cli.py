@@ -5,6 +5,7 @@
     tokenmill train [--config FILE] [--set ...] [--tokens M]       train on existing token shards (DeepSpeed, MLflow)
     tokenmill config [--config FILE] [--set ...]                   print the resolved configuration
     tokenmill models [--family F]                                  list the model flavours with parameter counts
+    tokenmill plan --model FLAVOUR --gpus N --zero S [--offload]   memory, FLOPs, token budget and time for a run
     tokenmill export MODEL --out DIR                               write a Hugging Face folder for a trained model
     tokenmill generate MODEL --prompt TEXT [...]                   sample from a GPT, T5 or Transformer
     tokenmill attention MODEL --text TEXT --out DIR                save per-layer attention heatmaps
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--tokens", metavar="MANIFEST",
                        help="tokenize manifest.json (default <run.output_dir>/<run.name>/tokens/manifest.json)")
     train.add_argument("--out", metavar="DIR", help="output folder for the model, samples and manifest.json")
+    train.add_argument("--dry-run", action="store_true",
+                       help="print the launch command (torchrun or deepspeed) and the DeepSpeed config, start nothing")
     show = sub.add_parser("config", help="print the resolved configuration and exit")
     _add_config_args(show)
 
@@ -57,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Every named flavour (model.flavor) with its family, shape and parameter "
                                         "count at its published vocabulary, counted from the model code.")
     models.add_argument("--family", choices=["gpt", "bert", "t5", "transformer"], help="only this family")
+
+    from training.planner import add_arguments as add_plan_arguments
+
+    plan = sub.add_parser("plan", help="plan a run: parameters, FLOPs, memory per GPU per ZeRO stage, budget, time",
+                          description="The course's 'choosing the right options': parameters, FLOPs per token, "
+                                      "memory per GPU for model states under each ZeRO stage and activations at "
+                                      "the micro-batch, the compute-optimal token budget (~20 tokens/parameter) "
+                                      "and the wall time at an assumed MFU.")
+    add_plan_arguments(plan)
 
     export = sub.add_parser("export", help="write a trained model as a Hugging Face folder",
                             description="Convert a tokenmill model folder (a run's train/ folder) into a folder that "
@@ -93,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prepare_environment()
     tools = {"models": models_command, "export": export_command, "generate": generate_command,
-             "attention": attention_command}
+             "attention": attention_command, "plan": plan_command}
     if args.command in tools:
         try:
             return tools[args.command](args)
@@ -180,15 +192,29 @@ def train_command(cfg, args) -> int:
         return 2
     read_manifest(tokens, stage="tokenize")
     out = Path(args.out or cfg.run_dir / "train").resolve()
+    if args.dry_run:
+        import json
+
+        from training.distributed import deepspeed_config
+
+        world = cfg.train.nproc * cfg.train.nnodes
+        print(" ".join(launch.command(cfg.train, out / "config.yaml", tokens, out, "<mlflow run id>", cfg.run.name)))
+        print(json.dumps(deepspeed_config(cfg.train, world, cfg.train.deepspeed_config), indent=2))
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "config.yaml"
     dump_config(cfg, config_file)
-    run_id = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, f"{cfg.run.name}-train",
-                               tags={"tokenmill.stage": "train", "tokenmill.model_family": family_of(cfg.model),
-                                     "tokenmill.model_flavor": cfg.model.flavor or "custom"})
-    tracking.MlflowLogger(cfg.tracking_uri, run_id).log_params(cfg.flat())
+    run_id = tracking.resumable_run(cfg.tracking_uri, out / "checkpoints") if cfg.train.resume else None
+    if run_id is None:
+        run_id = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, f"{cfg.run.name}-train",
+                                   tags={"tokenmill.stage": "train", "tokenmill.model_family": family_of(cfg.model),
+                                         "tokenmill.model_flavor": cfg.model.flavor or "custom",
+                                         **tracking.lineage_tags(tokens)})
+        tracking.MlflowLogger(cfg.tracking_uri, run_id).log_params(cfg.flat())
+    else:
+        print(f"tokenmill: resuming into MLflow run {run_id}")
     try:
-        launch.run(launch.command(cfg.train.nproc, config_file, tokens, out, run_id), print)
+        launch.run(launch.command(cfg.train, config_file, tokens, out, run_id, cfg.run.name), print)
     except BaseException as e:
         tracking.close_run(cfg.tracking_uri, run_id, error=e)
         print(f"tokenmill: {str(e).splitlines()[0]}", file=sys.stderr)
@@ -228,6 +254,12 @@ def models_command(args) -> int:
 
 def _millions(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def plan_command(args) -> int:
+    from training.planner import run
+
+    return run(args)
 
 
 def export_command(args) -> int:

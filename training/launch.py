@@ -16,11 +16,37 @@ from pathlib import Path
 from tokenmill.env import REPO_ROOT
 
 
-def command(nproc: int, config_file: Path, tokens_manifest: Path, out_dir: Path, run_id: str | None) -> list[str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "training.train", "--run-config", str(config_file), "--tokens-manifest", str(tokens_manifest),
-           "--out-dir", str(out_dir)]
-    return cmd + (["--mlflow-run-id", run_id] if run_id else [])
+def command(train, config_file: Path, tokens_manifest: Path, out_dir: Path, run_id: str | None,
+            run_name: str = "tokenmill") -> list[str]:
+    """The launcher command line for ``train`` (a ``TrainConfig``):
+
+    - one node: ``torchrun --standalone --nproc-per-node N``;
+    - several nodes with torchrun: the same command on every node, meeting at ``train.rdzv_endpoint``
+      (c10d rendezvous; ``infra/slurm/train.sbatch`` does this under Slurm);
+    - ``train.launcher=deepspeed``: DeepSpeed's launcher, which starts every node of ``train.hostfile`` over ssh.
+    """
+    script = ["--run-config", str(config_file), "--tokens-manifest", str(tokens_manifest), "--out-dir", str(out_dir)]
+    script += ["--mlflow-run-id", run_id] if run_id else []
+    if train.launcher == "deepspeed":
+        if not train.hostfile:
+            raise ValueError("train.launcher=deepspeed needs train.hostfile (see infra/deepspeed/hostfile.example)")
+        if not Path(train.hostfile).is_file():
+            raise FileNotFoundError(f"train.hostfile {train.hostfile} does not exist")
+        deepspeed = Path(sys.executable).with_name("deepspeed")
+        return [str(deepspeed), "--hostfile", str(train.hostfile), "--num_gpus", str(train.nproc), "--no_local_rank",
+                "--module", "training.train", *script]
+    if train.launcher != "torchrun":
+        raise ValueError(f"train.launcher must be torchrun or deepspeed, got {train.launcher!r}")
+    run = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={train.nproc}"]
+    if train.nnodes > 1:
+        if not train.rdzv_endpoint:
+            raise ValueError(f"train.nnodes={train.nnodes} needs train.rdzv_endpoint=host:port (a node all of them "
+                             "reach); start the same command on every node")
+        run += [f"--nnodes={train.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={train.rdzv_endpoint}",
+                f"--rdzv-id={run_name}"]
+    else:
+        run += ["--standalone"]
+    return [*run, "-m", "training.train", *script]
 
 
 def run(cmd: list[str], on_line: Callable[[str], None]) -> None:

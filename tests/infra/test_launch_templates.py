@@ -1,0 +1,231 @@
+"""The multi-node launch templates and the GPU check scripts: they parse, they launch what
+``training.train`` expects, and every ``--set`` key they or the README use is a tokenmill config key.
+
+Nothing here needs Slurm, ssh, several nodes or a GPU: Slurm's ``scontrol``/``srun`` are stand-ins
+that record what they are asked, and the GPU check runs in its ``--dry-run`` and ``--cpu-smoke`` modes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tokenmill.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+SBATCH = REPO / "infra" / "slurm" / "train.sbatch"
+HOSTFILE = REPO / "infra" / "deepspeed" / "hostfile.example"
+README = REPO / "infra" / "deepspeed" / "README.md"
+GPU_CHECK = REPO / "bench" / "gpu_check.sh"
+WHEELHOUSE = REPO / "bench" / "wheelhouse.sh"
+
+# Long options of sbatch(1) a template may reasonably use.
+SBATCH_OPTIONS = {
+    "account", "array", "constraint", "cpus-per-gpu", "cpus-per-task", "dependency", "error", "exclusive",
+    "gpus", "gpus-per-node", "gpus-per-task", "gres", "job-name", "mail-type", "mail-user", "mem", "mem-per-cpu",
+    "mem-per-gpu", "nodes", "ntasks", "ntasks-per-node", "output", "partition", "qos", "requeue", "reservation",
+    "signal", "time",
+}
+SET_ARG = re.compile(r"--set[ =]+\"?([A-Za-z_][\w]*(?:\.[\w]+)+)=([^\s\"\\]*)")
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, "PYTHON": sys.executable, **(env or {})})
+
+
+@pytest.mark.parametrize("script", [SBATCH, GPU_CHECK, WHEELHOUSE], ids=lambda p: p.name)
+def test_scripts_are_valid_bash(script):
+    result = run(["bash", "-n", str(script)])
+    assert result.returncode == 0, result.stderr
+    text = script.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in text
+
+
+def sbatch_directives() -> dict[str, str]:
+    """The ``#SBATCH`` options Slurm reads: those before the first command (``##SBATCH`` is disabled)."""
+    options: dict[str, str] = {}
+    for line in SBATCH.read_text().splitlines()[1:]:
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            break
+        if stripped.startswith("#SBATCH"):
+            words = shlex.split(stripped[len("#SBATCH"):])
+            assert len(words) == 1 and words[0].startswith("--"), f"write #SBATCH options as --key=value: {line}"
+            key, _, value = words[0][2:].partition("=")
+            assert key in SBATCH_OPTIONS, f"unknown sbatch option --{key}"
+            options[key] = value
+    assert all(not line.startswith("#SBATCH") for line in _after_first_command(SBATCH.read_text())), \
+        "#SBATCH lines after the first command are ignored by Slurm"
+    return options
+
+
+def _after_first_command(text: str) -> list[str]:
+    lines = text.splitlines()[1:]
+    for i, line in enumerate(lines):
+        if line.strip() and not line.strip().startswith("#"):
+            return lines[i:]
+    return []
+
+
+def test_sbatch_directives_parse():
+    options = sbatch_directives()
+    assert int(options["nodes"]) >= 2
+    assert options["ntasks-per-node"] == "1"  # one torchrun launcher per node
+    assert int(options["gpus-per-node"]) >= 1
+    assert int(options["cpus-per-task"]) >= 1
+    assert re.fullmatch(r"(\d+-)?\d{1,2}:\d{2}:\d{2}", options["time"])
+    assert options["output"]
+    assert re.fullmatch(r"TERM@\d+", options["signal"])
+
+
+def test_sbatch_launches_torchrun_rendezvous():
+    text = SBATCH.read_text()
+    for needle in ("torch.distributed.run", "--rdzv-backend c10d", "--rdzv-endpoint", "--rdzv-id", "--nnodes",
+                   "--nproc-per-node", "-m training.train", "--run-config", "--tokens-manifest", "--out-dir",
+                   'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1', "srun", "NCCL_SOCKET_IFNAME"):
+        assert needle in text, needle
+
+
+def test_sbatch_runs_with_standin_slurm(tmp_path):
+    """Run the template with stand-in ``scontrol``/``srun``: the launcher command parses with torchrun's own
+    parser, the script arguments with training.train's, and the recorded config holds the job's layout."""
+    from torch.distributed.run import get_args_parser
+
+    from training.train import parse_args
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text('#!/bin/sh\n[ "$1 $2" = "show hostnames" ] || exit 3\nprintf "gpu-a\\ngpu-b\\n"\n')
+    (bin_dir / "srun").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done > "$SRUN_ARGS"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"stage": "tokenize"}))
+    out = tmp_path / "out"
+    srun_args = tmp_path / "srun_args.txt"
+    result = run(["bash", str(SBATCH), "--set", "train.max_steps=7", "--set", "model.flavor=gpt2-small"], env={
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SRUN_ARGS": str(srun_args),
+        "SLURM_NNODES": "2", "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu-[a-b]",
+        "SLURM_SUBMIT_DIR": str(REPO), "GPUS_PER_NODE": "4", "CONFIG": "conf/tiny.yaml",
+        "TOKENS": str(tokens), "OUT_DIR": str(out)})
+    assert result.returncode == 0, result.stderr
+    argv = srun_args.read_text().splitlines()
+    assert argv[:3] == ["--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    assert argv[3] == sys.executable and argv[4:6] == ["-m", "torch.distributed.run"]
+    torchrun = get_args_parser().parse_args(argv[6:])
+    assert (torchrun.nnodes, torchrun.nproc_per_node) == ("2", "4")
+    assert torchrun.rdzv_backend == "c10d" and torchrun.rdzv_id == "4242"
+    assert torchrun.rdzv_endpoint == f"gpu-a:{29500 + 4242 % 1000}"
+    assert torchrun.module and torchrun.training_script == "training.train"
+    script_args = parse_args(torchrun.training_script_args)
+    assert Path(script_args.run_config) == out / "config.yaml"
+    assert Path(script_args.tokens_manifest) == tokens and Path(script_args.out_dir) == out
+    cfg = load_config(out / "config.yaml")
+    assert (cfg.train.launcher, cfg.train.nnodes, cfg.train.nproc) == ("torchrun", 2, 4)
+    assert cfg.train.rdzv_endpoint == torchrun.rdzv_endpoint
+    assert cfg.train.max_steps == 7 and cfg.model.flavor == "gpt2-small" and cfg.run.name == "tiny"
+
+
+def test_sbatch_fails_clearly_without_tokens(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text('#!/bin/sh\necho gpu-a\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    result = run(["bash", str(SBATCH)], env={
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_NNODES": "1", "SLURM_JOB_ID": "1",
+        "SLURM_JOB_NODELIST": "gpu-a", "TOKENS": str(tmp_path / "missing.json"), "OUT_DIR": str(tmp_path / "o")})
+    assert result.returncode != 0
+    assert "no tokenize manifest" in result.stderr
+
+
+def test_hostfile_example_parses():
+    hosts = {}
+    for line in HOSTFILE.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = re.fullmatch(r"(\S+)\s+slots=(\d+)", line.strip())
+        assert m, f"not a 'host slots=N' line: {line!r}"
+        assert m.group(1) not in hosts
+        hosts[m.group(1)] = int(m.group(2))
+    assert len(hosts) >= 2 and all(n >= 1 for n in hosts.values())
+    from deepspeed.launcher.runner import fetch_hostfile  # DeepSpeed's own reader agrees
+
+    assert dict(fetch_hostfile(str(HOSTFILE))) == hosts
+
+
+def test_readme_states_what_was_run():
+    text = README.read_text()
+    assert "nothing on more than one node" in text
+    for needle in ("train.launcher=deepspeed", "train.hostfile=infra/deepspeed/hostfile.example",
+                   "train.rdzv_endpoint=", "passwordless ssh", "shared storage", "infra/slurm/train.sbatch"):
+        assert needle.lower() in text.lower(), needle
+
+
+def test_readme_set_keys_are_config_keys():
+    overrides = [f"{k}={v}" for k, v in SET_ARG.findall(README.read_text())]
+    assert len(overrides) >= 8
+    for item in overrides:
+        try:
+            load_config(overrides=[item])
+        except ConfigError as e:  # pragma: no cover - the message is the point
+            pytest.fail(f"README uses --set {item}: {e}")
+    cfg = load_config(overrides=overrides)
+    assert cfg.train.launcher == "deepspeed" and cfg.train.hostfile == "infra/deepspeed/hostfile.example"
+
+
+def test_gpu_check_dry_run(tmp_path):
+    work = tmp_path / "work"
+    result = run(["bash", str(GPU_CHECK), "--dry-run"], env={"WORK_DIR": str(work)})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for needle in ("gpt2-small", "bf16", "ZeRO-2", "torch.distributed.run", "training.train", "tokens/s", "MFU"):
+        assert needle in out, needle
+    assert not work.exists(), "--dry-run must not write anything"
+    overrides = [f"{k}={v}" for k, v in SET_ARG.findall(out)]
+    assert overrides, out
+    for item in overrides:
+        try:
+            load_config(overrides=[item])
+        except ConfigError as e:  # pragma: no cover
+            pytest.fail(f"gpu_check.sh uses --set {item}: {e}")
+    cfg = load_config(overrides=overrides)
+    assert cfg.model.flavor == "gpt2-small" and cfg.model.block_size == 1024
+    assert cfg.train.precision == "bf16" and cfg.train.zero_stage == 2 and cfg.train.nproc == 1
+    assert cfg.train.max_steps >= 100 and cfg.train.micro_batch_size * cfg.model.block_size >= 16 * 1024
+    assert cfg.tracking.register_model is False and cfg.train.resume is False
+
+
+def test_wheelhouse_dry_run_lists_pins_without_torch():
+    result = run(["bash", str(WHEELHOUSE), "--dry-run"], env={"SET": "train"})
+    assert result.returncode == 0, result.stderr
+    pins = dict(line.strip().split("==") for line in result.stdout.splitlines() if re.fullmatch(r"  \S+==\S+", line))
+    for name in ("deepspeed", "pydantic", "hjson", "tokenizers", "pyarrow", "numpy", "pyyaml", "safetensors"):
+        assert name in pins, name
+    assert not any(n == "torch" or n == "triton" or n.startswith("nvidia-") for n in pins)
+    assert "--only-binary=:all:" in result.stdout and "--no-build-isolation" in result.stdout
+
+
+@pytest.mark.e2e
+def test_gpu_check_cpu_smoke(tmp_path):
+    """Every phase of the GPU check on CPU with a debug model: env probe, synthetic tokens, the launch, the report."""
+    results = tmp_path / "results"
+    result = run(["bash", str(GPU_CHECK), "--cpu-smoke"], env={"WORK_DIR": str(tmp_path / "work"),
+                                                               "RESULTS_DIR": str(results)}, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "gpu_check:   tokens/s" in result.stdout
+    summary = json.loads((results / "gpu_check.json").read_text())
+    assert summary["tokens_per_s"]["median"] > 0 and summary["device"] == "cpu"
+    manifest = json.loads((results / "train_manifest.json").read_text())
+    assert manifest["stage"] == "train" and manifest["steps"] == 20
+    tokens = json.loads((tmp_path / "work" / "tokens" / "manifest.json").read_text())
+    assert tokens["stage"] == "tokenize" and tokens["tokenizer"]["vocab_size"] == 1024
+    assert set(tokens["splits"]) == {"train", "validation"}
