@@ -210,3 +210,38 @@ def test_transformer_trains_on_paired_source_target_text(pipeline_run, tmp_path)
     assert set(result["val_metrics"]) == {"loss", "accuracy"}
     assert result["history"][-1]["train/loss"] < result["history"][0]["train/loss"] - 1.0
     assert result["val_metrics"]["accuracy"] > 0.3
+
+
+def test_zero3_with_cpu_offload_bf16_and_activation_checkpointing_trains_and_registers(pipeline_run, tmp_path):
+    """The memory-saving settings together, for real under DeepSpeed on CPU; then what MLflow holds."""
+    from mlflow.tracking import MlflowClient
+
+    result = train(pipeline_run["tokens_manifest"], tmp_path / "offload", "train.zero_stage=3",
+                   "train.offload_optimizer=true", "train.offload_params=true", "train.precision=bf16",
+                   "train.activation_checkpointing=true", "train.max_steps=20", "train.eval_every=10")
+    history = result["history"]
+    assert all(h["train/loss"] == h["train/loss"] for h in history)  # no NaN
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+    ds = __import__("json").loads((tmp_path / "offload" / "deepspeed_config.json").read_text())
+    assert ds["bf16"]["enabled"] and ds["zero_optimization"]["offload_param"]["device"] == "cpu"
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert {"train/grad_norm", "train/peak_rss_gib", "train/tokens_per_s", "val/loss"} <= set(run.data.metrics)
+    assert "train/mfu" not in run.data.metrics  # CPU: not applicable, never a made-up number
+    assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 2  # step 10 and the end
+    assert any(k.startswith("system/") for k in run.data.metrics)
+    tokens = read_manifest(pipeline_run["tokens_manifest"], stage="tokenize")
+    assert run.data.tags["tokenmill.tokens_sha256"] == __import__("tokenmill.manifest", fromlist=["x"]).sha256_file(
+        pipeline_run["tokens_manifest"])
+    assert run.data.tags["tokenmill.data_manifest"] == tokens["data_manifest"]["path"]
+    assert "plots/loss_curve.png" in {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
+    registered = result["registered_model"]
+    assert registered["artifact"] == "hf"
+    version = client.get_model_version(registered["name"], registered["version"])
+    assert version.run_id == run.info.run_id
+    # a second run registers the next version of the same model
+    again = train(pipeline_run["tokens_manifest"], tmp_path / "again", "train.max_steps=5")
+    assert again["registered_model"]["name"] == registered["name"]
+    assert int(again["registered_model"]["version"]) == int(registered["version"]) + 1
