@@ -87,9 +87,16 @@ class MlflowLogger(MetricsLogger):
         self._monitor.start()
 
     def stop_system_metrics(self) -> None:
-        if getattr(self, "_monitor", None) is not None:
-            self._monitor.finish()
-            self._monitor = None
+        monitor = getattr(self, "_monitor", None)
+        if monitor is None:
+            return
+        monitor.finish()
+        # MLflow's monitor drops the sample it was collecting when stopped, so a run shorter than one
+        # interval would have none: record the final state once more.
+        monitor.collect_metrics()
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
+        self._monitor = None
 
 
 def open_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str] | None = None) -> str:

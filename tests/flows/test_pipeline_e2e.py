@@ -81,7 +81,7 @@ def test_mlflow_run_finished_with_metrics_and_artifacts(pipeline_run):
         assert key in run.data.metrics, key
 
     losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)]
-    assert len(losses) == 10  # 100 steps, logged every 10
+    assert len(losses) == 30  # 300 steps, logged every 10
     assert losses[-1] < losses[0] - 0.5  # training loss falls
 
     def listing(path=None):
@@ -93,7 +93,16 @@ def test_mlflow_run_finished_with_metrics_and_artifacts(pipeline_run):
     assert {"config/config.yaml", "config/deepspeed_config.json", "data/manifest.json", "data/funnel.png",
             "tokens/manifest.json",
             "tokenizer/tokenizer.json", "model/weights.safetensors", "model/model.json", "model/tokenizer.json",
-            "samples/final.txt", "attention/attention_layer_0.png", "train/manifest.json"} <= set(listing())
+            "samples/final.txt", "attention/attention_layer_0.png", "train/manifest.json", "plots/loss_curve.png",
+            "hf/config.json", "hf/model.safetensors", "hf/tokenizer.json"} <= set(listing())
+    # lineage: the run names the data it was trained on and the Prefect flow run that made it
+    data = read_manifest(pipeline_run["data_manifest"], stage="data")
+    assert run.data.tags["tokenmill.data_manifest"] == pipeline_run["data_manifest"]
+    assert run.data.tags["tokenmill.data_sha256"] == sha256_file(pipeline_run["data_manifest"])
+    assert run.data.tags["tokenmill.prefect_flow_run_id"]
+    assert data["counts"]["kept"] == run.data.metrics["data/kept"]
+    (version,) = client.search_model_versions(f"run_id='{run.info.run_id}'")
+    assert version.name == "tokenmill-tiny-gpt"
 
 
 def test_saved_weights_reproduce_the_reported_validation_loss(pipeline_run):
