@@ -100,3 +100,10 @@ def test_every_flavor_resolves_and_counts():
     for name, flavor in FLAVORS.items():
         for family in [flavor.family] if flavor.family else list(FAMILIES):
             assert count_parameters(architecture(ModelConfig(family=family, flavor=name))) > 0
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_demo_config_trains_every_family_by_switching_one_key(family):
+    """The README's per-family commands: conf/demo.yaml plus --set model.family=<family>."""
+    arch = architecture(load_config(REPO_ROOT / "conf" / "demo.yaml", [f"model.family={family}"]).model)
+    assert family_of_architecture(arch) == family and (arch.n_layer, arch.n_embd) == (4, 256)
