@@ -237,7 +237,14 @@ def load_checkpoint(engine, directory: str | Path) -> dict[str, Any] | None:
     if not (directory / "latest").is_file():
         return None
     _use_safe_loading(engine)
-    path, state = engine.load_checkpoint(str(directory), load_optimizer_states=True, load_lr_scheduler_states=True)
+    try:
+        path, state = engine.load_checkpoint(str(directory), load_optimizer_states=True,
+                                             load_lr_scheduler_states=True)
+    except RuntimeError as e:
+        if "state_dict" not in str(e):
+            raise
+        raise ValueError(f"the checkpoint in {directory} was written for a different model than this config "
+                         "describes; train into another folder (--out) or set train.resume=false") from e
     if path is None:
         raise RuntimeError(f"could not load the checkpoint named in {directory / 'latest'}")
     torch.set_rng_state(state["rng"]["torch"])
