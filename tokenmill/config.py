@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import glob
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -126,7 +127,7 @@ class TrainConfig:
 
 @dataclass
 class TrackingConfig:
-    uri: str | None = None  # None: sqlite:///<output_dir>/mlflow.db
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI (set by `tokenmill up`), else sqlite:///<output_dir>/mlflow.db
     experiment: str = "tokenmill"
     register_model: bool = True  # export at the end of training and register it in the model registry
     model_name: str | None = None  # registered model name; null: tokenmill-<run.name>-<family>
@@ -167,6 +168,8 @@ class Config:
     def tracking_uri(self) -> str:
         if self.tracking.uri:
             return self.tracking.uri
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
         return f"sqlite:///{Path(self.run.output_dir).resolve()}/mlflow.db"
 
 

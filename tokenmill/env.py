@@ -1,7 +1,8 @@
 """Process environment every tokenmill entry point needs, set before Prefect, MLflow or Spark load.
 
 Values already set by the user win (``setdefault``), so a real Prefect or MLflow server,
-or a different Spark configuration folder, can be chosen from the shell.
+or a different Spark configuration folder, can be chosen from the shell. Otherwise the local
+servers of ``tokenmill up`` are used when they are running, and the embedded modes when not.
 """
 
 import os
@@ -37,3 +38,12 @@ def prepare_environment() -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    # Servers started by `tokenmill up` for this project replace the embedded Prefect API and the
+    # SQLite tracking store; without them (or with both variables set by the user) nothing is probed.
+    if not (os.environ.get("PREFECT_API_URL") and os.environ.get("MLFLOW_TRACKING_URI")):
+        from tokenmill.services import discover, services_home
+
+        found = discover(services_home())
+        if found:
+            os.environ.setdefault("PREFECT_API_URL", found["prefect_api"])
+            os.environ.setdefault("MLFLOW_TRACKING_URI", found["mlflow"])
