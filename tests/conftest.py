@@ -1,10 +1,22 @@
 """Shared test set-up: the process environment tokenmill needs, before Prefect, MLflow or Spark load."""
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from tokenmill.env import prepare_environment
+
+# A developer's `tokenmill up` servers (or exported URLs) must never receive test runs: an empty
+# services home and no service URLs, before prepare_environment looks for them.
+_SERVICES_HOME = tempfile.mkdtemp(prefix="tokenmill-test-home-")
+atexit.register(shutil.rmtree, _SERVICES_HOME, True)
+os.environ["TOKENMILL_HOME"] = _SERVICES_HOME
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("PREFECT_API_URL", None)
 
 prepare_environment()
 
@@ -42,10 +54,10 @@ def spark():
 
 @pytest.fixture(scope="session")
 def pipeline_run(prefect_harness, tmp_path_factory):
-    """The real pretrain-pipeline flow (conf/tiny.yaml, GPT) on one file of the sample corpus, run once."""
-    from flows.pipeline import pretrain_pipeline
+    """The real pipeline flow (conf/tiny.yaml, GPT) on one file of the sample corpus, run once."""
+    from flows.pipeline import pipeline_flow
 
     out = tmp_path_factory.mktemp("runs")
-    return pretrain_pipeline(config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),
+    return pipeline_flow(config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),
                              overrides=[f"run.output_dir={out}",
                                         f"data.input={REPO_ROOT / 'data/sample/crawl-00001.warc.gz'}"])

@@ -1,6 +1,6 @@
 """``tokenmill``: the command line.
 
-    tokenmill run [--config FILE] [--set section.key=value ...]   run the pretrain-pipeline flow
+    tokenmill run [--config FILE] [--set section.key=value ...]   run the pipeline flow
     tokenmill data [--config FILE] [--set ...] [--out DIR]         run the data job alone (no Prefect, no MLflow)
     tokenmill train [--config FILE] [--set ...] [--tokens M]       train on existing token shards (DeepSpeed, MLflow)
     tokenmill config [--config FILE] [--set ...]                   print the resolved configuration
@@ -9,6 +9,9 @@
     tokenmill export MODEL --out DIR                               write a Hugging Face folder for a trained model
     tokenmill generate MODEL --prompt TEXT [...]                   sample from a GPT, T5 or Transformer
     tokenmill attention MODEL --text TEXT --out DIR                save per-layer attention heatmaps
+    tokenmill up [--host H] [--prefect-port N] [--mlflow-port N]   start local Prefect and MLflow servers
+    tokenmill down                                                 stop them
+    tokenmill status                                               are they running? (exit 0 yes, 3 no)
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrain a foundation model from raw web text: Spark cleans the crawl, DeepSpeed trains, "
                     "Prefect orchestrates, MLflow tracks.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the pretrain-pipeline flow (data → tokenizer → training → MLflow)",
-                         description="Run the pretrain-pipeline Prefect flow: Spark data job, BPE tokenizer, "
+    run = sub.add_parser("run", help="run the pipeline flow (data → tokenizer → training → MLflow)",
+                         description="Run the pipeline Prefect flow: Spark data job, BPE tokenizer, "
                                      "DeepSpeed GPT training and evaluation, all tracked in MLflow. Config "
                                      "precedence: defaults < --config file < --set overrides.")
     _add_config_args(run)
@@ -98,6 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("model", metavar="MODEL", help="a tokenmill model folder or a Hugging Face folder")
     att.add_argument("--text", required=True)
     att.add_argument("--out", metavar="DIR", required=True)
+
+    where = ("State, databases, artifacts and logs live in $TOKENMILL_HOME/services, default "
+             "./.tokenmill/services.")
+    svc_up = sub.add_parser("up", help="start a local Prefect server and MLflow tracking server in the background",
+                            description="Start `prefect server start` and `mlflow server` (SQLite, detached) and "
+                                        "wait until both are healthy. tokenmill commands run with the same home "
+                                        "then use them instead of the embedded Prefect API and the SQLite "
+                                        "tracking file; other shells can export the printed variables. Running "
+                                        "servers are reused, not started twice. " + where)
+    svc_up.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only; the servers have no "
+                             "authentication)")
+    svc_up.add_argument("--prefect-port", type=int, default=4200, metavar="N", help="Prefect port (default 4200)")
+    svc_up.add_argument("--mlflow-port", type=int, default=5000, metavar="N", help="MLflow port (default 5000)")
+    svc_up.add_argument("--timeout", type=float, default=180, metavar="S",
+                        help="seconds to wait for both to be healthy (default 180)")
+    sub.add_parser("down", help="stop the servers started by `tokenmill up`",
+                   description="Stop exactly the processes `tokenmill up` recorded (with their children): "
+                               "SIGTERM, then SIGKILL after a grace period. Data and logs are kept. " + where)
+    sub.add_parser("status", help="show whether the `tokenmill up` servers are running",
+                   description="Print each server's state (running, unhealthy, stopped), URL and pid. Exit "
+                               "status 0 when both are running, 3 otherwise. " + where)
     return parser
 
 
@@ -105,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prepare_environment()
     tools = {"models": models_command, "export": export_command, "generate": generate_command,
-             "attention": attention_command, "plan": plan_command}
+             "attention": attention_command, "plan": plan_command,
+             "up": up_command, "down": down_command, "status": status_command}
     if args.command in tools:
         try:
             return tools[args.command](args)
@@ -144,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         return train_command(cfg, args)
 
-    from flows.pipeline import pretrain_pipeline
+    from flows.pipeline import pipeline_flow
 
-    result = pretrain_pipeline(config_path=args.config, overrides=args.overrides)
+    result = pipeline_flow(config_path=args.config, overrides=args.overrides)
     from tokenmill.manifest import read_manifest
 
     print("\n" + funnel_table(read_manifest(result["data_manifest"], stage="data")["funnel"]))
@@ -260,6 +286,47 @@ def plan_command(args) -> int:
     from training.planner import run
 
     return run(args)
+
+
+def up_command(args) -> int:
+    from tokenmill import services
+
+    home = services.services_home()
+    try:
+        urls = services.up(home, host=args.host, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port,
+                           timeout=args.timeout)
+    except services.ServiceError as e:
+        print(f"tokenmill: {e}", file=sys.stderr)
+        return 1
+    print(f"\ntokenmill: services are up (state in {home / 'services'}); stop them with `tokenmill down`.\n"
+          + services.describe(urls))
+    return 0
+
+
+def down_command(args) -> int:
+    from tokenmill import services
+
+    home = services.services_home()
+    if not services.down(home):
+        print(f"tokenmill: no services were running (home {home})")
+    return 0
+
+
+def status_command(args) -> int:
+    from tokenmill import services
+
+    home = services.services_home()
+    states = services.status(home)
+    for name, st in states.items():
+        where = f"  {st['url']}  pid {st['pid']}" if st["pid"] else ""
+        print(f"{name:<8} {st['state']:<10}{where}")
+    if all(st["state"] == "running" for st in states.values()):
+        urls = {"prefect_ui": states["prefect"]["url"], "prefect_api": states["prefect"]["api_url"],
+                "mlflow": states["mlflow"]["url"]}
+        print("\n" + services.describe(urls))
+        return 0
+    print(f"\nstart them with `tokenmill up` (home {home})")
+    return 3
 
 
 def export_command(args) -> int:

@@ -53,3 +53,36 @@ def loss_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def bakeoff_chart(rows: list[dict[str, Any]], histories: dict[str, list[dict]], path: str | Path) -> Path:
+    """Three panels: training loss against tokens per family, validation token loss against each family's
+    unigram baseline, and throughput."""
+    plt = _pyplot()
+    fig, (curves, losses, speed) = plt.subplots(1, 3, figsize=(15, 4.2))
+    for family, history in histories.items():
+        points = [(h["train/tokens_seen"], h["train/loss"]) for h in history if "train/loss" in h]
+        if points:
+            curves.plot(*zip(*points), marker=".", label=family)
+    curves.set_xlabel("tokens seen")
+    curves.set_ylabel("training loss (the family's objective)")
+    curves.set_title("training loss")
+    curves.legend()
+    names = [r["family"] for r in rows]
+    x = range(len(rows))
+    losses.bar([i - 0.2 for i in x], [r["token_loss"] for r in rows], width=0.4, label="model", color="#3b7dd8")
+    losses.bar([i + 0.2 for i in x], [r["unigram_baseline"] for r in rows], width=0.4, label="unigram baseline",
+               color="#bbbbbb")
+    losses.set_xticks(list(x), names)
+    losses.set_ylabel("nats / predicted token")
+    losses.set_title("validation token loss (lower is better)")
+    losses.legend(loc="lower right")
+    speed.bar(names, [r["tokens_per_s"] or 0 for r in rows], color="#e8833a")
+    speed.set_ylabel("tokens / s in the training loop")
+    speed.set_title("throughput")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -24,6 +24,8 @@ Token streams are int64 arrays of documents concatenated, each ending with the E
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -583,3 +585,22 @@ def build_objective(family: str, tokens: np.ndarray, *, block_size: int, special
     if family in ("t5", "transformer"):
         return SpanCorruptionObjective(tokens, block_size, specials=specials, seed=seed, **options)
     raise ValueError(f"unknown model family {family!r}: expected one of {', '.join(_FAMILIES)}")
+
+
+def objective_for_run(cfg, family: str, block_size: int, specials: dict[str, int], vocab_size: int, tokenizer,
+                      train_tokens: np.ndarray, val_tokens: np.ndarray) -> tuple[Objective, Any]:
+    """``(objective, evaluation source)`` for a run's config: paired text when ``train.pairs`` is set (an
+    encoder-decoder only), the family's pre-training objective on the token stream otherwise.
+
+    Training and ``training.evaluate`` both call it, so they score the very same validation examples.
+    """
+    if cfg.train.pairs:
+        if family not in ("t5", "transformer"):
+            raise ValueError(f"train.pairs trains an encoder-decoder on paired text; model.family is {family}")
+        train_pairs, eval_pairs = load_pairs(cfg.train.pairs, tokenizer, cfg.tokenizer.validation_fraction)
+        objective = Seq2SeqObjective(train_pairs, block_size, cfg.train.target_length or block_size, specials,
+                                     cfg.run.seed)
+        return objective, eval_pairs
+    objective = build_objective(family, train_tokens, block_size=block_size, specials=specials, seed=cfg.run.seed,
+                                vocab_size=vocab_size, sentence_end=sentence_end_table(tokenizer))
+    return objective, val_tokens

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.data import unigram_cross_entropy
     from training.hf import load_hf
     from training.models import architecture, build_model, family_of, family_of_architecture
-    from training.objectives import Seq2SeqObjective, build_objective, load_pairs, sentence_end_table
+    from training.objectives import objective_for_run
     from training.tokenizer import load_tokens
     from tokenmill.plots import loss_curve
     from training.flops import detect_device, flops_per_token, mfu, peak_flops
@@ -89,17 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         arch = architecture(cfg.model, vocab_size=vocab_size, pad_id=specials["pad"])
         model = build_model(arch)
     family = family_of_architecture(arch)
-    eval_source = val_tokens
-    if tcfg.pairs:
-        if family not in ("t5", "transformer"):
-            raise ValueError(f"train.pairs trains an encoder-decoder on paired text; model.family is {family}")
-        train_pairs, eval_source = load_pairs(tcfg.pairs, tokenizer, cfg.tokenizer.validation_fraction)
-        objective = Seq2SeqObjective(train_pairs, arch.block_size, tcfg.target_length or arch.block_size,
-                                     specials, cfg.run.seed)
-    else:
-        objective = build_objective(family, train_tokens, block_size=arch.block_size, specials=specials,
-                                    seed=cfg.run.seed, vocab_size=vocab_size,
-                                    sentence_end=sentence_end_table(tokenizer))
+    objective, eval_source = objective_for_run(cfg, family, arch.block_size, specials, vocab_size, tokenizer,
+                                               train_tokens, val_tokens)
     n_params = sum(p.numel() for p in model.parameters())
     ds_config = distributed.deepspeed_config(tcfg, world, tcfg.deepspeed_config)
     engine = distributed.initialize(model, tcfg, ds_config)

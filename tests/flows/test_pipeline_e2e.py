@@ -1,4 +1,4 @@
-"""End to end: the real pretrain-pipeline flow on one WARC file of the sample corpus.
+"""End to end: the real pipeline flow on one WARC file of the sample corpus.
 
 Real Spark (local), real Prefect (test harness API), DeepSpeed ZeRO-2 with 2 processes
 launched by torchrun, MLflow in a temporary SQLite store.
@@ -147,9 +147,9 @@ def test_crashed_training_fails_the_flow_and_the_mlflow_run(prefect_harness, tmp
     """n_head=3 does not divide n_embd=64: the training processes die, and nothing pretends otherwise."""
     from mlflow.tracking import MlflowClient
 
-    from flows.pipeline import pretrain_pipeline
+    from flows.pipeline import pipeline_flow
 
-    state = pretrain_pipeline(config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),
+    state = pipeline_flow(config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),
                               overrides=[f"run.output_dir={tmp_path}", "model.n_head=3", "train.max_steps=2"],
                               return_state=True)
     assert state.is_failed()

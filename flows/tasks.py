@@ -1,0 +1,293 @@
+"""The thin tasks the flows call: each starts one stage's real work and returns its manifest path.
+
+Heavy work runs elsewhere: the data job in Spark, training in the DeepSpeed ranks torchrun starts,
+evaluation in its own process. Every stage task is cached by ``flows.caching`` (inputs, config,
+code), so a rerun skips what did not change. Prefect UI artifacts are published by the flows, not
+here, so a cached stage still shows them.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows.caching import file_fingerprint, manifest_fingerprint, stage_cache, stage_key
+from tokenmill import tracking
+from tokenmill.config import Config, dump_config, load_config, resolve_paths
+from tokenmill.env import REPO_ROOT
+from tokenmill.manifest import read_manifest
+
+# The stages log through "tokenmill.*" loggers; Prefect forwards them (PREFECT_LOGGING_EXTRA_LOGGERS).
+logging.getLogger("tokenmill").setLevel(logging.INFO)
+
+
+def run_config(config_path: str | None, overrides: list[str] | None) -> Config:
+    """The run's config (defaults < file < overrides) with absolute paths, as every flow sees it."""
+    return resolve_paths(load_config(config_path, overrides), REPO_ROOT)
+
+
+def _not_a_config_error(task, task_run, state) -> bool:
+    """Retry transient failures (a lost worker, a killed rank: training resumes from its checkpoint),
+    not errors that would fail the same way again."""
+    try:
+        state.result()
+    except (ValueError, TypeError, FileNotFoundError, KeyError):
+        return False
+    except Exception as e:
+        return not any(f"{name}:" in str(e) for name in ("ValueError", "TypeError", "FileNotFoundError", "KeyError"))
+    return True
+
+
+# --------------------------------------------------------------------------- data
+
+def _data_inputs(args: dict[str, Any]) -> list[str]:
+    from spark_jobs.readers import expand_inputs
+
+    cfg = args["cfg"]
+    return [file_fingerprint(path) for path, _ in expand_inputs(cfg.data.input, cfg.data.format)]
+
+
+@task(name="clean-corpus", retries=1, retry_delay_seconds=10, retry_condition_fn=_not_a_config_error,
+      timeout_seconds=12 * 3600, persist_result=True)
+def clean_corpus(cfg: Config, out_dir: str) -> str:
+    """Spark job: read → configured steps → Parquet shards. Returns the data manifest path."""
+    from spark_jobs.clean import run_clean_job
+
+    run_clean_job(cfg.data, out_dir)
+    return str(Path(out_dir).resolve() / "manifest.json")
+
+
+def cached_clean_corpus(cfg: Config, out_dir: str) -> str:
+    return clean_corpus.with_options(cache_policy=stage_cache("data", out_dir, _data_inputs))(cfg, out_dir)
+
+
+def publish_data(manifest_path: str) -> None:
+    """The data funnel as a table and a chart in the Prefect UI."""
+    from tokenmill.plots import funnel_chart
+
+    manifest = read_manifest(manifest_path, stage="data")
+    create_table_artifact(key="data-funnel", table=manifest["funnel"],
+                          description="Documents into and out of each stage of the data job")
+    chart = funnel_chart(manifest["funnel"], Path(manifest_path).parent / "funnel.png")
+    png = base64.b64encode(chart.read_bytes()).decode()
+    create_markdown_artifact(key="data-funnel-chart", description="The data funnel as a chart",
+                             markdown=f"![data funnel](data:image/png;base64,{png})")
+
+
+# --------------------------------------------------------------------------- tokenize
+
+def _tokenize_inputs(args: dict[str, Any]) -> list[str]:
+    pretrained = args["cfg"].tokenizer.from_pretrained
+    return [manifest_fingerprint(args["data_manifest"]),
+            *([file_fingerprint(Path(pretrained) / "tokenizer.json")] if pretrained else [])]
+
+
+@task(name="tokenize-corpus", retries=1, retry_delay_seconds=5, retry_condition_fn=_not_a_config_error,
+      timeout_seconds=6 * 3600, persist_result=True)
+def tokenize_corpus(cfg: Config, data_manifest: str, out_dir: str) -> str:
+    """Byte-level BPE on the kept shards, then train/validation token shards. Returns the tokens manifest path."""
+    from training.tokenizer import run_tokenize
+
+    run_tokenize(data_manifest, out_dir, cfg.tokenizer)
+    return str(Path(out_dir).resolve() / "manifest.json")
+
+
+def cached_tokenize_corpus(cfg: Config, data_manifest: str, out_dir: str) -> str:
+    return tokenize_corpus.with_options(cache_policy=stage_cache("tokenize", out_dir, _tokenize_inputs))(
+        cfg, data_manifest, out_dir)
+
+
+def publish_tokens(manifest_path: str) -> None:
+    """The tokenizer summary table."""
+    m = read_manifest(manifest_path, stage="tokenize")
+    tok, splits = m["tokenizer"], m["splits"]
+    rows = [{"item": "tokenizer", "value": f"{tok['kind']}, {tok['vocab_size']:,} tokens"},
+            {"item": "special tokens", "value": ", ".join(k for k in tok["special_tokens"]
+                                                          if not k.startswith("sentinel_")) + ", 100 sentinels"}]
+    for name, split in splits.items():
+        rows.append({"item": f"{name} split", "value": f"{split['documents']:,} documents, {split['tokens']:,} tokens "
+                                                      f"({split['tokens'] / max(split['documents'], 1):,.0f}/doc)"})
+    rows.append({"item": "manifest", "value": manifest_path})
+    create_table_artifact(key="tokenizer-summary", table=rows, description="The tokenizer and the token shards")
+
+
+# --------------------------------------------------------------------------- train
+
+def _train_inputs(args: dict[str, Any]) -> list[str]:
+    cfg = args["cfg"]
+    files = [p for p in (cfg.train.pairs, cfg.train.deepspeed_config) if p]
+    init = [file_fingerprint(f) for f in sorted(Path(cfg.model.init_from).glob("*"))] if cfg.model.init_from else []
+    return [manifest_fingerprint(args["tokens_manifest"]), *map(file_fingerprint, files), *init,
+            str(args.get("parent_run_id")), str(args.get("run_name"))]
+
+
+@task(name="train-model", retries=1, retry_delay_seconds=10, retry_condition_fn=_not_a_config_error,
+      timeout_seconds=48 * 3600, persist_result=True)
+def train_model(cfg: Config, tokens_manifest: str, out_dir: str, run_name: str,
+                parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Open (or resume) the MLflow run, launch ``training.train`` on ``train.nproc`` ranks, end the run
+    FINISHED or FAILED. Returns the train manifest path, the MLflow run id and the wall time.
+
+    A retry resumes from the last checkpoint into the same MLflow run. A checkpoint written under a
+    different configuration is not resumed: it is removed and training starts over.
+    """
+    from training import launch
+    from training.models import family_of
+
+    logger = get_run_logger()
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    key = stage_key("train", cfg, _train_inputs({"cfg": cfg, "tokens_manifest": tokens_manifest,
+                                                 "parent_run_id": parent_run_id, "run_name": run_name}), out)
+    marker = out / "stage.json"
+    if (out / "checkpoints").exists() and (not marker.is_file() or marker.read_text().strip() != key):
+        logger.warning("train: %s/checkpoints were written under another configuration; starting over", out)
+        shutil.rmtree(out / "checkpoints")
+    marker.write_text(key + "\n")
+    config_file = out / "config.yaml"
+    dump_config(cfg, config_file)
+
+    run_id = tracking.resumable_run(cfg.tracking_uri, out / "checkpoints") if cfg.train.resume else None
+    if run_id:
+        logger.info("train: resuming from its checkpoint, into MLflow run %s", run_id)
+    else:
+        run_tags = {"tokenmill.stage": "train", "tokenmill.model_family": family_of(cfg.model),
+                    "tokenmill.model_flavor": cfg.model.flavor or "custom",
+                    **prefect_lineage(),
+                    **tracking.lineage_tags(Path(tokens_manifest)), **(tags or {})}
+        if parent_run_id:
+            run_tags["mlflow.parentRunId"] = parent_run_id
+        run_id = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, run_name, tags=run_tags)
+        _log_run_inputs(cfg, run_id, config_file, tokens_manifest)
+    started = time.time()
+    cmd = launch.command(cfg.train, config_file, Path(tokens_manifest), out, run_id, cfg.run.name)
+    logger.info("launching: %s", " ".join(cmd))
+    try:
+        launch.run(cmd, logger.info)
+        manifest = out / "manifest.json"
+        tracking.MlflowLogger(cfg.tracking_uri, run_id).log_artifact(manifest, "train")
+    except BaseException as e:
+        tracking.close_run(cfg.tracking_uri, run_id, error=e)
+        raise
+    tracking.close_run(cfg.tracking_uri, run_id)
+    return {"train_manifest": str(manifest), "mlflow_run_id": run_id, "wall_seconds": time.time() - started}
+
+
+def cached_train_model(cfg: Config, tokens_manifest: str, out_dir: str, run_name: str,
+                       parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    return train_model.with_options(cache_policy=stage_cache("train", out_dir, _train_inputs))(
+        cfg, tokens_manifest, out_dir, run_name, parent_run_id, tags)
+
+
+def prefect_lineage() -> dict[str, str]:
+    """MLflow tags naming the Prefect flow run a person started (the root of any subflows), the stage's own
+    flow run, and the deployment that started it, if any."""
+    from prefect.runtime import deployment, flow_run
+
+    tags = {"tokenmill.prefect_flow_run_id": str(flow_run.root_flow_run_id or flow_run.id or ""),
+            "tokenmill.prefect_stage_flow_run_id": str(flow_run.id or ""),
+            "tokenmill.prefect_flow_name": str(flow_run.flow_name or "")}
+    if deployment.name:
+        tags["tokenmill.prefect_deployment"] = f"{flow_run.flow_name}/{deployment.name}"
+    if flow_run.ui_url:
+        tags["tokenmill.prefect_flow_run_url"] = str(flow_run.ui_url)
+    return tags
+
+
+def _log_run_inputs(cfg: Config, run_id: str, config_file: Path, tokens_manifest: str) -> None:
+    """What is known before training: config, params, the manifests, the tokenizer, the data counts."""
+    mlf = tracking.MlflowLogger(cfg.tracking_uri, run_id)
+    mlf.log_params(cfg.flat())
+    mlf.log_artifact(config_file, "config")
+    mlf.log_artifact(tokens_manifest, "tokens")
+    tokens = read_manifest(tokens_manifest, stage="tokenize")
+    mlf.log_artifact(tokens["tokenizer"]["path"], "tokenizer")
+    metrics = {"tokens/train": tokens["splits"]["train"]["tokens"],
+               "tokens/validation": tokens["splits"]["validation"]["tokens"]}
+    data_path = (tokens.get("data_manifest") or {}).get("path")
+    if data_path and Path(data_path).is_file():
+        mlf.log_artifact(data_path, "data")
+        if (Path(data_path).parent / "funnel.png").exists():
+            mlf.log_artifact(Path(data_path).parent / "funnel.png", "data")
+        data = read_manifest(data_path, stage="data")
+        counts = data["counts"]
+        metrics.update({"data/read": counts["read"], "data/kept": counts["kept"],
+                        "data/dropped": sum(counts["dropped"].values()),
+                        "data/quarantined": sum(counts["quarantined"].values()),
+                        **{f"data/after_{row['stage']}": row["out"] for row in data.get("funnel", [])},
+                        **{f"data/stats/{k}": v for k, v in data.get("stats", {}).items()}})
+    mlf.log_metrics(metrics, step=0)
+
+
+def mlflow_run_url(tracking_uri: str, run_id: str) -> str:
+    """Where a person opens the run: a URL on a tracking server, else the command that starts a UI."""
+    if tracking_uri.startswith(("http://", "https://")):
+        from mlflow.tracking import MlflowClient
+
+        exp = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
+        return f"{tracking_uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 (then find run {run_id})"
+
+
+def publish_training(cfg: Config, result: dict[str, Any]) -> dict[str, Any]:
+    """The MLflow run link and the final-metrics table. Returns the train manifest."""
+    train = read_manifest(result["train_manifest"], stage="train")
+    run_id = result["mlflow_run_id"]
+    url = mlflow_run_url(cfg.tracking_uri, run_id)
+    link = f"[{url}]({url})" if url.startswith("http") else f"`{url}`"
+    create_markdown_artifact(key="mlflow-run", description="The MLflow run of this training", markdown=(
+        f"**MLflow run** `{run_id}` in experiment `{cfg.tracking.experiment}`: {link}\n\n"
+        f"Sample: {train['sample']!r}"))
+    create_table_artifact(key="final-metrics", description="Validation metrics of the trained model", table=[
+        {"metric": f"validation {name}", "value": round(value, 4)} for name, value in train["val_metrics"].items()
+    ] + [
+        {"metric": "token loss vs unigram baseline",
+         "value": f"{train['token_loss']:.4f} vs {train['unigram_baseline_loss']:.4f}"},
+        {"metric": "model", "value": f"{train['model']['family']} ({train['model']['objective']})"},
+        {"metric": "parameters", "value": train["model"]["num_params"]},
+        {"metric": "tokens seen", "value": train["tokens_seen"]},
+        {"metric": "MLflow run", "value": url},
+    ])
+    return train
+
+
+# --------------------------------------------------------------------------- evaluate
+
+def _evaluate_inputs(args: dict[str, Any]) -> list[str]:
+    return [manifest_fingerprint(args["train_manifest"])]
+
+
+@task(name="evaluate-model", retries=1, retry_delay_seconds=5, retry_condition_fn=_not_a_config_error,
+      timeout_seconds=6 * 3600, persist_result=True)
+def evaluate_model(cfg: Config, train_manifest: str, out_dir: str) -> str:
+    """Score the saved model folder on the validation split in its own process; log ``eval/*`` into the
+    training's MLflow run. Returns the evaluate manifest path."""
+    train = read_manifest(train_manifest, stage="train")
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    config_file = out / "config.yaml"
+    dump_config(cfg, config_file)
+    cmd = [sys.executable, "-m", "training.evaluate", "--model", train["model"]["folder"],
+           "--run-config", str(config_file), "--tokens-manifest", train["tokens_manifest"]["path"],
+           "--out", str(out / "manifest.json")]
+    if train.get("mlflow_run_id"):
+        cmd += ["--mlflow-run-id", train["mlflow_run_id"]]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO_ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"evaluation exited with code {proc.returncode}:\n{proc.stderr[-3000:]}")
+    get_run_logger().info(proc.stdout.strip())
+    return str(out / "manifest.json")
+
+
+def cached_evaluate_model(cfg: Config, train_manifest: str, out_dir: str) -> str:
+    return evaluate_model.with_options(cache_policy=stage_cache("evaluate", out_dir, _evaluate_inputs))(
+        cfg, train_manifest, out_dir)

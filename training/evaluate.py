@@ -1,0 +1,106 @@
+"""Evaluate a trained model folder on the validation split, from its saved weights, in one process.
+
+    python -m training.evaluate --model <model folder> --run-config <config.yaml>
+        --tokens-manifest <tokenize manifest.json> --out <evaluate manifest.json> [--mlflow-run-id <id>]
+
+Scores the same validation examples training scored (same objective, same seed), against the same
+unigram baseline, so a model folder that round-trips its weights reproduces the training-time
+validation metrics. Writes an ``evaluate`` manifest and, given a run id, logs ``eval/*`` metrics
+into that MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tokenmill.env import prepare_environment
+
+
+def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[str, Any]:
+    """Validation metrics of the model in ``model_dir`` under the run config ``cfg``: the objective's
+    named losses, the token loss and the unigram baseline (nats/token), and perplexity for GPT."""
+    from tokenizers import Tokenizer
+
+    from tokenmill.manifest import read_manifest
+    from training.data import unigram_cross_entropy
+    from training.models import family_of_architecture
+    from training.objectives import objective_for_run
+    from training.tokenizer import load_tokens
+    from training.train import TOKEN_LOSS, _accumulate, _label_stream
+    from training.weights import load_model
+
+    tokens = read_manifest(tokens_manifest, stage="tokenize")
+    model, tokenizer_path = load_model(model_dir)
+    family = family_of_architecture(model.cfg)
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    specials = tokens["tokenizer"]["special_tokens"]
+    vocab_size = tokens["tokenizer"]["vocab_size"]
+    train_tokens = load_tokens(tokens["splits"]["train"]["path"])
+    val_tokens = load_tokens(tokens["splits"]["validation"]["path"])
+    objective, source = objective_for_run(cfg, family, model.cfg.block_size, specials, vocab_size, tokenizer,
+                                          train_tokens, val_tokens)
+    batches = objective.eval_batches(source, cfg.train.eval_max_blocks, batch_size=1)
+    if not batches:
+        raise ValueError(f"no validation examples from {len(val_tokens)} validation tokens")
+    started = time.time()
+    totals: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for batch in batches:
+            _accumulate(totals, objective.loss(model, batch)[1])
+    metrics = {n: s / max(c, 1) for n, (s, c) in totals.items()}
+    labels = torch.cat([b["labels"].reshape(-1) for b in batches])
+    baseline = unigram_cross_entropy(_label_stream(objective, family, train_tokens), labels[labels != -100],
+                                     vocab_size)
+    token_loss = metrics[TOKEN_LOSS["seq2seq" if cfg.train.pairs else family]]
+    out = {"family": family, "objective": objective.name, "metrics": metrics, "token_loss": token_loss,
+           "unigram_baseline_loss": baseline, "examples": len(batches),
+           "validation_tokens": int((labels != -100).sum()), "seconds": time.time() - started}
+    if family == "gpt":
+        out["perplexity"] = math.exp(min(metrics["loss"], 50.0))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    prepare_environment()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="tokenmill model folder (a run's train/ folder)")
+    p.add_argument("--run-config", required=True, help="the run's resolved config.yaml")
+    p.add_argument("--tokens-manifest", required=True)
+    p.add_argument("--out", required=True, help="where to write the evaluate manifest (JSON)")
+    p.add_argument("--mlflow-run-id", default=None, help="log eval/* metrics into this run")
+    args = p.parse_args(argv)
+
+    from tokenmill.config import load_config
+    from tokenmill.manifest import sha256_file, write_manifest
+
+    torch.manual_seed(0)
+    cfg = load_config(args.run_config)
+    result = evaluate(args.model, cfg, args.tokens_manifest)
+    manifest = {"stage": "evaluate", "model": {"folder": str(Path(args.model).resolve()),
+                                                "sha256": sha256_file(Path(args.model) / "weights.safetensors")},
+                "tokens_manifest": str(Path(args.tokens_manifest).resolve()), "mlflow_run_id": args.mlflow_run_id,
+                **result}
+    write_manifest(args.out, manifest)
+    if args.mlflow_run_id:
+        from tokenmill.tracking import MlflowLogger
+
+        logged = {f"eval/{n}": v for n, v in result["metrics"].items()}
+        logged.update({"eval/token_loss": result["token_loss"],
+                       "eval/unigram_baseline_loss": result["unigram_baseline_loss"]})
+        if "perplexity" in result:
+            logged["eval/perplexity"] = result["perplexity"]
+        MlflowLogger(cfg.tracking_uri, args.mlflow_run_id).log_metrics(logged, step=cfg.train.max_steps)
+    print("evaluate: " + "  ".join(f"{n} {v:.4f}" for n, v in result["metrics"].items())
+          + f"  (unigram baseline {result['unigram_baseline_loss']:.4f}) on {result['examples']} examples")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
