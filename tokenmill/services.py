@@ -258,6 +258,8 @@ def _command(name: str, root: Path, host: str, port: int) -> tuple[list[str], di
         return ([str(bindir / "prefect"), "server", "start", "--host", host, "--port", str(port)],
                 {"PREFECT_HOME": str(home),
                  "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+                 # The UI asks this URL for its API; left alone it assumes port 4200.
+                 "PREFECT_UI_API_URL": f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api",
                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
     mlflow = root / "mlflow"
     return ([str(bindir / "mlflow"), "server", "--host", host, "--port", str(port),
