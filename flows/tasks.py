@@ -196,10 +196,15 @@ def prefect_lineage() -> dict[str, str]:
     tags = {"tokenmill.prefect_flow_run_id": str(flow_run.root_flow_run_id or flow_run.id or ""),
             "tokenmill.prefect_stage_flow_run_id": str(flow_run.id or ""),
             "tokenmill.prefect_flow_name": str(flow_run.flow_name or "")}
-    if deployment.name:
-        tags["tokenmill.prefect_deployment"] = f"{flow_run.flow_name}/{deployment.name}"
-    if flow_run.ui_url:
-        tags["tokenmill.prefect_flow_run_url"] = str(flow_run.ui_url)
+    if deployment.id:
+        from prefect import get_client
+
+        with get_client(sync_client=True) as client:
+            dep = client.read_deployment(deployment.id)
+            tags["tokenmill.prefect_deployment"] = f"{client.read_flow(dep.flow_id).name}/{dep.name}"
+    if flow_run.ui_url:  # the page of the run a person started, not of the stage's subflow
+        tags["tokenmill.prefect_flow_run_url"] = str(flow_run.ui_url).replace(
+            str(flow_run.id), tags["tokenmill.prefect_flow_run_id"])
     return tags
 
 

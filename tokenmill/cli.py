@@ -12,6 +12,8 @@
     tokenmill up [--host H] [--prefect-port N] [--mlflow-port N]   start local Prefect and MLflow servers
     tokenmill down                                                 stop them
     tokenmill status                                               are they running? (exit 0 yes, 3 no)
+    tokenmill serve [DEPLOYMENT ...] [--list]                      serve prefect.yaml's deployments
+    tokenmill bakeoff [--config FILE] [--set ...] [--families ...]  GPT vs BERT vs T5 on the same data
 """
 
 from __future__ import annotations
@@ -123,6 +125,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="show whether the `tokenmill up` servers are running",
                    description="Print each server's state (running, unhealthy, stopped), URL and pid. Exit "
                                "status 0 when both are running, 3 otherwise. " + where)
+
+    serve = sub.add_parser("serve", help="serve the deployments of prefect.yaml (schedules included)",
+                           description="Serve the deployments defined in prefect.yaml (named <flow>/<variant>, "
+                                       "e.g. data/nightly, pipeline/demo, train/on-demand) from this process "
+                                       "until interrupted: their schedules run, and runs triggered from the "
+                                       "Prefect UI or `prefect deployment run` start here as subprocesses, in the "
+                                       "repository folder. Needs a Prefect server: `tokenmill up`, or "
+                                       "PREFECT_API_URL. (The same deployments go to a work pool with "
+                                       "`prefect deploy --all` and `prefect worker start --pool tokenmill-process`.)")
+    serve.add_argument("deployments", nargs="*", metavar="DEPLOYMENT",
+                       help="only these (shell patterns, e.g. 'pipeline/*'); default: all")
+    serve.add_argument("--no-schedules", action="store_true", help="serve for on-demand runs only")
+    serve.add_argument("--limit", type=int, metavar="N", help="at most N flow runs at once")
+    serve.add_argument("--list", action="store_true", help="list the deployments and exit (no server needed)")
+
+    bake = sub.add_parser("bakeoff", help="train GPT, BERT and T5 of comparable size on the same data and compare",
+                          description="Run the bakeoff flow: the data and tokenize stages (cached), then each "
+                                      "family with the width, heads and context of model.* (an encoder-decoder "
+                                      "gets the depth closest in parameters), the same global batch and the same "
+                                      "number of input tokens, as child runs of one MLflow parent run. Prints the "
+                                      "comparison; the plot and table go to the Prefect UI and the parent run.")
+    _add_config_args(bake)
+    bake.add_argument("--families", default="gpt,bert,t5", help="comma-separated (default gpt,bert,t5)")
+    bake.add_argument("--token-budget", type=int, metavar="N",
+                      help="input tokens per family (default train.max_steps x global batch x context)")
     return parser
 
 
@@ -131,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_environment()
     tools = {"models": models_command, "export": export_command, "generate": generate_command,
              "attention": attention_command, "plan": plan_command,
-             "up": up_command, "down": down_command, "status": status_command}
+             "up": up_command, "down": down_command, "status": status_command, "serve": serve_command}
     if args.command in tools:
         try:
             return tools[args.command](args)
@@ -142,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = resolve_paths(load_config(args.config, args.overrides), REPO_ROOT)
-        if args.command in ("run", "data"):
+        if args.command in ("run", "data", "bakeoff"):
             check_data_config(cfg)
         if args.command in ("run", "train"):
             check_model_config(cfg)
@@ -169,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "train":
         return train_command(cfg, args)
+    if args.command == "bakeoff":
+        return bakeoff_command(args)
 
     from flows.pipeline import pipeline_flow
 
@@ -177,6 +206,41 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n" + funnel_table(read_manifest(result["data_manifest"], stage="data")["funnel"]))
     print(summary(result))
+    return 0
+
+
+def serve_command(args) -> int:
+    from flows.deployments import deployment_entries, select, serve
+
+    entries = select(deployment_entries(), args.deployments)
+    if args.list:
+        print(f"{'deployment':<22}{'entrypoint':<38}{'schedule':<22}description")
+        for e in entries:
+            cron = ", ".join(f"{s['cron']}{'' if s.get('active', True) else ' (off)'}"
+                             for s in e.get("schedules") or []) or "on demand"
+            print(f"{e['full_name']:<22}{e['entrypoint']:<38}{cron:<22}{e.get('description', '')[:70]}")
+        return 0
+    try:
+        serve(args.deployments, with_schedules=not args.no_schedules, limit=args.limit)
+    except RuntimeError as e:
+        print(f"tokenmill: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def bakeoff_command(args) -> int:
+    from flows.bakeoff import bakeoff_flow
+
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    result = bakeoff_flow(config_path=args.config, overrides=args.overrides, families=families,
+                          token_budget=args.token_budget)
+    cols = [("family", 13), ("objective", 17), ("parameters", 12), ("input_tokens", 14), ("wall_s", 9),
+            ("tokens_per_s", 14), ("token_loss", 12), ("unigram_baseline", 18)]
+    print("\n" + "".join(f"{name:<{w}}" for name, w in cols))
+    for row in result["rows"]:
+        print("".join(f"{row[name]!s:<{w}}" for name, w in cols))
+    print(f"\ntokenmill: bake-off finished.\n  plot              {result['chart']}\n"
+          f"  MLflow parent run {result['parent_run_id']} at {result['tracking_uri']}")
     return 0
 
 
