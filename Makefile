@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test browser clean
 
 install: $(STAMP)
 
@@ -27,8 +27,17 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 demo: install
 	$(BIN)/tokenmill run --config conf/demo.yaml
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
+
+# The browser test renders the Prefect and MLflow UIs in Debian's chromium: installed here when we may
+# (root with apt-get, as in CI); otherwise the test fails saying what to install.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	      echo "tokenmill: could not install chromium; the browser test will fail" >&2; \
+	  else echo "tokenmill: install chromium (sudo apt-get install chromium) for the browser test" >&2; fi
 
 clean:
 	rm -rf $(VENV) runs .tokenmill .pytest_cache

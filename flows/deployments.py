@@ -62,5 +62,25 @@ def serve(patterns: list[str] | None = None, with_schedules: bool = True, limit:
                            "(or export PREFECT_API_URL=http://HOST:4200/api)")
     from prefect import serve as prefect_serve
 
+    chosen = select(deployment_entries(), patterns)
+    _take_over_from_work_pools([e["full_name"] for e in chosen])
     os.chdir(REPO_ROOT)  # the flows' relative config paths (conf/*.yaml) are the repository's
-    prefect_serve(*runner_deployments(select(deployment_entries(), patterns), with_schedules), limit=limit)
+    prefect_serve(*runner_deployments(chosen, with_schedules), limit=limit)
+
+
+def _take_over_from_work_pools(names: list[str]) -> None:
+    """A deployment of the same name registered on a work pool (``prefect deploy``) keeps its pool and
+    pull steps when served over, and its runs then crash: replace it, saying so."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                dep = client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                continue
+            if dep.work_pool_name:
+                print(f"tokenmill: {name} was deployed to work pool {dep.work_pool_name!r}; serving it here "
+                      "instead (`prefect deploy` puts it back)")
+                client.delete_deployment(dep.id)

@@ -195,7 +195,7 @@ def prefect_lineage() -> dict[str, str]:
 
     tags = {"tokenmill.prefect_flow_run_id": str(flow_run.root_flow_run_id or flow_run.id or ""),
             "tokenmill.prefect_stage_flow_run_id": str(flow_run.id or ""),
-            "tokenmill.prefect_flow_name": str(flow_run.flow_name or "")}
+            "tokenmill.prefect_stage_flow_name": str(flow_run.flow_name or "")}
     if deployment.id:
         from prefect import get_client
 

@@ -51,7 +51,7 @@ def test_rejected_rows_carry_reasons_and_duplicates_point_at_kept_copies(pipelin
     rejected = pq.read_table([s["path"] for s in m["outputs"]["rejected"]][0]).to_pylist()
     kept = {r["id"]: r["text"] for s in m["outputs"]["kept"] for r in pq.read_table(s["path"]).to_pylist()}
     assert all(r["reason"] for r in rejected)
-    norm = lambda t: re.sub(r"\s+", " ", t.strip()).lower()  # noqa: E731
+    norm = lambda t: re.sub(r"\s+", " ", t.strip()).lower()
     for r in rejected:
         if r["reason"] == "exact_dedup_duplicate":
             assert norm(kept[r["duplicate_of"]]) == norm(r["text"])
@@ -168,5 +168,5 @@ def test_rerunning_the_data_job_gives_identical_shards(pipeline_run, tmp_path):
     cfg = load_config(Path(pipeline_run["run_dir"]) / "config.yaml")
     again = run_clean_job(cfg.data, tmp_path / "data")
     assert again["counts"] == first["counts"]
-    digests = lambda m: [(s["rows"], s["sha256"]) for s in m["outputs"]["kept"]]  # noqa: E731
+    digests = lambda m: [(s["rows"], s["sha256"]) for s in m["outputs"]["kept"]]
     assert digests(again) == digests(first)

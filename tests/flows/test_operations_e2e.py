@@ -1,0 +1,229 @@
+"""Operating tokenmill, end to end, as a person would: ``tokenmill up``, ``prefect deploy --all`` from
+prefect.yaml, a process worker running the ``pipeline/tiny`` deployment, ``tokenmill serve`` running
+an on-demand deployment, the run and its lineage in the MLflow server, and both UIs rendered in headless
+Chromium. Real servers on 127.0.0.1 (free ports), real subprocesses; screenshots are kept under the
+run folder and copied to ``runs/ci-artifacts/screenshots`` for CI.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from html import unescape
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tokenmill import services
+from tokenmill.manifest import read_manifest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CI_ARTIFACTS = REPO_ROOT / "runs" / "ci-artifacts" / "screenshots"
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process and everything it started (serve and workers run flows as children)."""
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(tree, timeout=20)
+    for p in alive:
+        p.kill()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """``tokenmill up`` in a fresh project home; the environment a shell in that project would have."""
+    home = tmp_path_factory.mktemp("project") / ".tokenmill"
+    urls = services.up(home, prefect_port=_free_port(), mlflow_port=_free_port(), timeout=240)
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    env.update(TOKENMILL_HOME=str(home), PWD=str(REPO_ROOT))  # prefect.yaml's pull step reads $PWD
+    state = {"home": home, "urls": urls, "env": env, "out": tmp_path_factory.mktemp("runs")}
+    try:
+        yield state
+    finally:
+        services.down(home)
+
+
+def _client(stack):
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    class _Client:
+        def __enter__(self):
+            self.settings = temporary_settings({PREFECT_API_URL: stack["urls"]["prefect_api"]})
+            self.settings.__enter__()
+            self.client = get_client(sync_client=True)
+            return self.client.__enter__()
+
+        def __exit__(self, *exc):
+            self.client.__exit__(*exc)
+            self.settings.__exit__(*exc)
+
+    return _Client()
+
+
+def _trigger_and_wait(stack, name: str, parameters: dict, timeout: float = 900):
+    """Create a run of deployment ``name`` through the API (as the UI's Run button does) and wait for it."""
+    with _client(stack) as client:
+        dep = client.read_deployment_by_name(name)
+        run = client.create_flow_run_from_deployment(dep.id, parameters=parameters)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            run = client.read_flow_run(run.id)
+            if run.state and run.state.is_final():
+                return run
+            time.sleep(3)
+    raise AssertionError(f"{name} did not finish in {timeout} s (last state {run.state})")
+
+
+def test_deploy_registers_every_deployment_of_prefect_yaml(stack):
+    env = {**stack["env"], "PREFECT_API_URL": stack["urls"]["prefect_api"]}
+    subprocess.run([str(BIN / "prefect"), "work-pool", "create", "tokenmill-process", "--type", "process"],
+                   env=env, cwd=REPO_ROOT, check=True, capture_output=True)
+    done = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env, cwd=REPO_ROOT,
+                          check=False, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    from flows.deployments import deployment_entries
+
+    with _client(stack) as client:
+        deployments = client.read_deployments()
+        flows = {f.id: f.name for f in client.read_flows()}
+    names = {f"{flows[d.flow_id]}/{d.name}": d for d in deployments}
+    assert set(names) == {e["full_name"] for e in deployment_entries()}
+    nightly = names["data/nightly"]
+    assert nightly.work_pool_name == "tokenmill-process"
+    assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+    assert not git_status_changed()  # deploying did not rewrite prefect.yaml
+
+
+def git_status_changed() -> bool:
+    out = subprocess.run(["git", "status", "--porcelain", "prefect.yaml"], cwd=REPO_ROOT, check=False,
+                         capture_output=True, text=True)
+    return bool(out.stdout.strip())
+
+
+def test_a_process_worker_runs_the_pipeline_deployment(stack):
+    log = open(stack["out"] / "worker.log", "w")
+    worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "tokenmill-process"],
+                              env={**stack["env"], "PREFECT_API_URL": stack["urls"]["prefect_api"]},
+                              cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        run = _trigger_and_wait(stack, "pipeline/tiny", {"config_path": "conf/tiny.yaml", "overrides": [
+            f"run.output_dir={stack['out']}", "train.max_steps=30", "train.log_every=10"]})
+    finally:
+        _stop(worker)
+        log.close()
+    assert run.state.is_completed(), (stack["out"] / "worker.log").read_text()[-4000:]
+    stack["flow_run"] = run
+
+
+def test_the_run_is_in_the_mlflow_server_with_its_lineage(stack):
+    from mlflow.tracking import MlflowClient
+
+    run = stack["flow_run"]
+    client = MlflowClient(tracking_uri=stack["urls"]["mlflow"])
+    exp = client.get_experiment_by_name("tokenmill")
+    (mlrun,) = client.search_runs([exp.experiment_id],
+                                  filter_string=f"tags.`tokenmill.prefect_flow_run_id` = '{run.id}'")
+    assert mlrun.info.status == "FINISHED"
+    tags = mlrun.data.tags
+    assert tags["tokenmill.prefect_deployment"] == "pipeline/tiny"
+    assert tags["tokenmill.prefect_flow_run_url"].endswith(f"/flow-run/{run.id}")
+    run_dir = stack["out"] / "tiny"
+    assert tags["tokenmill.data_manifest"] == str(run_dir / "data" / "manifest.json")
+    assert tags["tokenmill.tokens_manifest"] == str(run_dir / "tokens" / "manifest.json")
+    train = read_manifest(run_dir / "train" / "manifest.json", stage="train")
+    assert train["mlflow_run_id"] == mlrun.info.run_id
+    assert mlrun.data.metrics["val/loss"] == pytest.approx(train["val_loss"])
+    assert mlrun.data.metrics["eval/loss"] == pytest.approx(train["val_loss"], abs=1e-4)
+    # the server stores artifacts in the project home, not in the run folder
+    stored = stack["home"] / "services" / "mlflow" / "artifacts"
+    assert list(stored.rglob("weights.safetensors"))
+    stack["mlflow_run"] = mlrun
+
+
+def test_tokenmill_serve_runs_an_on_demand_deployment(stack):
+    log_path = stack["out"] / "serve.log"
+    log = open(log_path, "w")
+    serve = subprocess.Popen([str(BIN / "tokenmill"), "serve", "evaluate/on-demand", "--no-schedules"],
+                             env=stack["env"], cwd=stack["out"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while "being served" not in log_path.read_text() and time.time() < deadline:
+            assert serve.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(1)
+        train_manifest = stack["out"] / "tiny" / "train" / "manifest.json"
+        run = _trigger_and_wait(stack, "evaluate/on-demand", {
+            "train_manifest": str(train_manifest), "config_path": "conf/tiny.yaml",
+            "overrides": [f"run.output_dir={stack['out']}", "train.max_steps=30", "train.eval_max_blocks=16"]},
+            timeout=300)
+    finally:
+        _stop(serve)
+        log.close()
+    assert run.state.is_completed(), log_path.read_text()[-4000:]
+    evaluated = read_manifest(stack["out"] / "tiny" / "train" / "evaluate" / "manifest.json", stage="evaluate")
+    assert evaluated["examples"] == 16  # this run's parameters, not the pipeline's cached evaluation
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.fail("Chromium is not installed; `make test` installs Debian's chromium (apt-get install chromium)")
+    return found
+
+
+def _render(url: str, screenshot: Path, budget_ms: int, tmp: Path) -> str:
+    """The page's text after its scripts ran for ``budget_ms`` of virtual time; a screenshot of it too."""
+    base = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
+            f"--virtual-time-budget={budget_ms}"]
+    dom = subprocess.run([*base, f"--user-data-dir={tmp / 'dom'}", "--dump-dom", url], check=False, capture_output=True,
+                         text=True, timeout=180)
+    subprocess.run([*base, f"--user-data-dir={tmp / 'shot'}", f"--screenshot={screenshot}", url],
+                   check=False, capture_output=True, timeout=180)
+    text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom.stdout, flags=re.DOTALL)
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", text)).split())
+
+
+def test_both_uis_show_the_run_in_a_browser(stack, tmp_path):
+    run, mlrun = stack["flow_run"], stack["mlflow_run"]
+    shots = stack["out"] / "tiny" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+
+    prefect_page = _render(f"{stack['urls']['prefect_ui']}/runs/flow-run/{run.id}", shots / "prefect-flow-run.png",
+                           20000, tmp_path / "p")
+    assert run.name in prefect_page, prefect_page[:2000]
+    assert "Completed" in prefect_page and "pipeline" in prefect_page
+
+    url = f"{stack['urls']['mlflow']}/#/experiments/{mlrun.info.experiment_id}/runs/{mlrun.info.run_id}"
+    mlflow_page = _render(url, shots / "mlflow-run.png", 30000, tmp_path / "m")
+    assert mlrun.info.run_name in mlflow_page, mlflow_page[:2000]
+    val = mlrun.data.metrics["val/loss"]
+    assert re.search(rf"val/loss\s+{re.escape(repr(val)[:6])}", mlflow_page), mlflow_page[:3000]
+
+    CI_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for shot in ("prefect-flow-run.png", "mlflow-run.png"):
+        assert (shots / shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (shots / shot).stat().st_size > 20_000  # a rendered page, not a blank one
+        shutil.copyfile(shots / shot, CI_ARTIFACTS / shot)
