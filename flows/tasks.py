@@ -110,9 +110,10 @@ def publish_tokens(manifest_path: str) -> None:
     """The tokenizer summary table."""
     m = read_manifest(manifest_path, stage="tokenize")
     tok, splits = m["tokenizer"], m["splits"]
+    named = [k for k in tok["special_tokens"] if not k.startswith("sentinel_")]
+    sentinels = len(tok["special_tokens"]) - len(named)
     rows = [{"item": "tokenizer", "value": f"{tok['kind']}, {tok['vocab_size']:,} tokens"},
-            {"item": "special tokens", "value": ", ".join(k for k in tok["special_tokens"]
-                                                          if not k.startswith("sentinel_")) + ", 100 sentinels"}]
+            {"item": "special tokens", "value": ", ".join(named) + (f", {sentinels} sentinels" if sentinels else "")}]
     for name, split in splits.items():
         rows.append({"item": f"{name} split", "value": f"{split['documents']:,} documents, {split['tokens']:,} tokens "
                                                       f"({split['tokens'] / max(split['documents'], 1):,.0f}/doc)"})

@@ -33,7 +33,7 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
     from training.models import family_of_architecture
     from training.objectives import objective_for_run
     from training.tokenizer import load_tokens
-    from training.train import TOKEN_LOSS, _accumulate, _label_stream
+    from training.train import TOKEN_LOSS, accumulate, label_stream
     from training.weights import load_model
 
     tokens = read_manifest(tokens_manifest, stage="tokenize")
@@ -53,10 +53,10 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
     totals: dict[str, list[float]] = {}
     with torch.no_grad():
         for batch in batches:
-            _accumulate(totals, objective.loss(model, batch)[1])
+            accumulate(totals, objective.loss(model, batch)[1])
     metrics = {n: s / max(c, 1) for n, (s, c) in totals.items()}
     labels = torch.cat([b["labels"].reshape(-1) for b in batches])
-    baseline = unigram_cross_entropy(_label_stream(objective, family, train_tokens), labels[labels != -100],
+    baseline = unigram_cross_entropy(label_stream(objective, family, train_tokens), labels[labels != -100],
                                      vocab_size)
     token_loss = metrics[TOKEN_LOSS["seq2seq" if cfg.train.pairs else family]]
     out = {"family": family, "objective": objective.name, "metrics": metrics, "token_loss": token_loss,

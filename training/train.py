@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             loss, metrics = objective.loss(engine, batch)
             engine.backward(loss)
             engine.step()
-            _accumulate(window, metrics)
+            accumulate(window, metrics)
             window_tokens += objective.tokens(batch)
         done = step + 1
         if done % tcfg.log_every == 0 or done == tcfg.max_steps:
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     val = _evaluate(engine, objective, eval_batches, rank, world, dev)
     labels = torch.cat([b["labels"].reshape(-1) for b in eval_batches])
-    baseline = unigram_cross_entropy(_label_stream(objective, family, train_tokens), labels[labels != -100],
+    baseline = unigram_cross_entropy(label_stream(objective, family, train_tokens), labels[labels != -100],
                                      vocab_size)
     token_loss = val[TOKEN_LOSS["seq2seq" if tcfg.pairs else family]]
 
@@ -286,7 +286,7 @@ def _evaluate(engine, objective, batches, rank: int, world: int, dev) -> dict[st
             batch = {k: v.to(dev) for k, v in batches[mine[i] if i < len(mine) else 0].items()}
             _, metrics = objective.loss(engine, batch)
             if i < len(mine):
-                _accumulate(totals, metrics)
+                accumulate(totals, metrics)
     names = sorted(totals)
     sums = distributed.all_reduce_sum([x for n in names for x in totals[n]])
     return {n: sums[2 * i] / max(sums[2 * i + 1], 1) for i, n in enumerate(names)}
@@ -326,14 +326,14 @@ def _register(tracker, cfg, family: str, out_dir: Path, state, arch, tokenizer_p
     return {"name": name, "version": version, "artifact": kind} if version else None
 
 
-def _accumulate(into: dict[str, list[float]], metrics: dict[str, tuple[float, float]]) -> None:
+def accumulate(into: dict[str, list[float]], metrics: dict[str, tuple[float, float]]) -> None:
     for name, (total, count) in metrics.items():
         acc = into.setdefault(name, [0.0, 0.0])
         acc[0] += float(total)
         acc[1] += float(count)
 
 
-def _label_stream(objective, family: str, train_tokens, batches: int = 64, batch_size: int = 32):
+def label_stream(objective, family: str, train_tokens, batches: int = 64, batch_size: int = 32):
     """Training tokens as the objective asks to predict them, for the unigram baseline: the stream itself
     for GPT; for the others labels of training batches (T5's targets are full of sentinels and EOS)."""
     if family == "gpt":
