@@ -38,9 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrain a foundation model from raw web text: Spark cleans the crawl, DeepSpeed trains, "
                     "Prefect orchestrates, MLflow tracks.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the pipeline flow (data → tokenizer → training → MLflow)",
+    run = sub.add_parser("run", help="run the pipeline flow (data → tokenize → train → evaluate, in MLflow)",
                          description="Run the pipeline Prefect flow: Spark data job, BPE tokenizer, "
-                                     "DeepSpeed GPT training and evaluation, all tracked in MLflow. Config "
+                                     "DeepSpeed training of model.family, evaluation from the saved weights, "
+                                     "all tracked in MLflow. A rerun skips the stages whose inputs, config and "
+                                     "code did not change. Uses the `tokenmill up` servers when they run. Config "
                                      "precedence: defaults < --config file < --set overrides.")
     _add_config_args(run)
     data = sub.add_parser("data", help="run only the Spark data job and print its funnel",
