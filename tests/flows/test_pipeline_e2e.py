@@ -141,6 +141,12 @@ def test_prefect_ui_artifacts_published(pipeline_run):
     assert Artifact.get("final-metrics") is not None
     assert Artifact.get("data-funnel-chart").data.startswith("![data funnel](data:image/png;base64,")
     assert pipeline_run["mlflow_run_id"] in Artifact.get("mlflow-run").data
+    tokens = read_manifest(pipeline_run["tokens_manifest"], stage="tokenize")
+    summary = {row["item"]: row["value"] for row in json.loads(Artifact.get("tokenizer-summary").data)}
+    assert f"{tokens['tokenizer']['vocab_size']:,} tokens" in summary["tokenizer"]
+    assert summary["train split"].startswith(f"{tokens['splits']['train']['documents']:,} documents")
+    evaluation = {row["metric"]: row for row in json.loads(Artifact.get("evaluation").data)}
+    assert evaluation["loss"]["evaluate"] == evaluation["loss"]["during training"]  # same weights, same examples
 
 
 def test_crashed_training_fails_the_flow_and_the_mlflow_run(prefect_harness, tmp_path):
