@@ -1,8 +1,9 @@
 """Operating tokenmill, end to end, as a person would: ``tokenmill up``, ``prefect deploy --all`` from
-prefect.yaml, a process worker running the ``pipeline/tiny`` deployment, ``tokenmill serve`` running
-an on-demand deployment, the run and its lineage in the MLflow server, and both UIs rendered in headless
-Chromium. Real servers on 127.0.0.1 (free ports), real subprocesses; screenshots are kept under the
-run folder and copied to ``runs/ci-artifacts/screenshots`` for CI.
+prefect.yaml, a custom run of the ``pipeline/tiny`` deployment clicked through the Prefect UI (headless
+Chromium driven by playwright) and run by a process worker, ``tokenmill serve`` running an on-demand
+deployment, the run and its lineage in the MLflow server, and both UIs rendered in headless Chromium.
+Real servers on 127.0.0.1 (free ports), real subprocesses; screenshots are kept under the run folder
+and copied to ``runs/ci-artifacts/screenshots`` for CI.
 """
 
 import os
@@ -58,7 +59,9 @@ def stack(tmp_path_factory):
     urls = services.up(home, prefect_port=_free_port(), mlflow_port=_free_port(), timeout=240)
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     env.update(TOKENMILL_HOME=str(home), PWD=str(REPO_ROOT))  # prefect.yaml's pull step reads $PWD
-    state = {"home": home, "urls": urls, "env": env, "out": tmp_path_factory.mktemp("runs")}
+    out = tmp_path_factory.mktemp("runs")
+    state = {"home": home, "urls": urls, "env": env, "out": out, "shots": out / "tiny" / "screenshots"}
+    state["shots"].mkdir(parents=True)
     try:
         yield state
     finally:
@@ -83,18 +86,23 @@ def _client(stack):
     return _Client()
 
 
-def _trigger_and_wait(stack, name: str, parameters: dict, timeout: float = 900):
-    """Create a run of deployment ``name`` through the API (as the UI's Run button does) and wait for it."""
+def _wait_final(stack, flow_run_id, timeout: float = 900):
     with _client(stack) as client:
-        dep = client.read_deployment_by_name(name)
-        run = client.create_flow_run_from_deployment(dep.id, parameters=parameters)
         deadline = time.time() + timeout
         while time.time() < deadline:
-            run = client.read_flow_run(run.id)
+            run = client.read_flow_run(flow_run_id)
             if run.state and run.state.is_final():
                 return run
             time.sleep(3)
-    raise AssertionError(f"{name} did not finish in {timeout} s (last state {run.state})")
+    raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout} s (last state {run.state})")
+
+
+def _trigger_and_wait(stack, name: str, parameters: dict, timeout: float = 900):
+    """Create a run of deployment ``name`` through the API (as ``prefect deployment run`` does) and wait for it."""
+    with _client(stack) as client:
+        dep = client.read_deployment_by_name(name)
+        run = client.create_flow_run_from_deployment(dep.id, parameters=parameters)
+    return _wait_final(stack, run.id, timeout)
 
 
 def test_deploy_registers_every_deployment_of_prefect_yaml(stack):
@@ -123,18 +131,62 @@ def git_status_changed() -> bool:
     return bool(out.stdout.strip())
 
 
-def test_a_process_worker_runs_the_pipeline_deployment(stack):
+def _custom_run_from_the_ui(stack, name: str, overrides: list[str], run_name: str, shots: Path) -> str:
+    """As a person does in the Prefect UI: deployment page → Run → Custom run, name the run, add each
+    override as a list item, Submit, then open the new run from the deployment's page. Returns the flow
+    run id from the page URL."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with _client(stack) as client:
+        dep = client.read_deployment_by_name(name)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{stack['urls']['prefect_ui']}/deployments/deployment/{dep.id}")
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_text("Custom run", exact=True).click()
+            run_name_box = page.locator(".flow-run-name-input input")
+            expect(run_name_box).not_to_have_value("")  # the form has loaded (it fills in a random name)
+            for override in overrides:
+                page.get_by_role("button", name="Add item").click()
+                page.locator(".schema-form-property-array-item textarea").last.fill(override)
+            run_name_box.fill(run_name)
+            expect(run_name_box).to_have_value(run_name)
+            page.screenshot(path=str(shots / "prefect-custom-run.png"), full_page=True)
+            page.get_by_role("button", name="Submit").click()
+            # back on the deployment page, the new run is listed under its name
+            page.wait_for_url(f"**/deployments/deployment/{dep.id}**")
+            page.get_by_role("link", name=run_name, exact=True).first.click()
+            page.wait_for_url("**/runs/flow-run/**")
+            flow_run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+            expect(page.locator(".page-heading").first).to_contain_text(run_name)
+            return flow_run_id
+        finally:
+            browser.close()
+
+
+def test_a_deployment_run_from_the_prefect_ui_runs_the_pipeline_on_a_process_worker(stack):
     log = open(stack["out"] / "worker.log", "w")
     worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "tokenmill-process"],
                               env={**stack["env"], "PREFECT_API_URL": stack["urls"]["prefect_api"]},
                               cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    overrides = [f"run.output_dir={stack['out']}", "train.max_steps=30", "train.log_every=10"]
     try:
-        run = _trigger_and_wait(stack, "pipeline/tiny", {"config_path": "conf/tiny.yaml", "overrides": [
-            f"run.output_dir={stack['out']}", "train.max_steps=30", "train.log_every=10"]})
+        flow_run_id = _custom_run_from_the_ui(stack, "pipeline/tiny", overrides, "from-the-ui", stack["shots"])
+        run = _wait_final(stack, flow_run_id)
     finally:
         _stop(worker)
         log.close()
     assert run.state.is_completed(), (stack["out"] / "worker.log").read_text()[-4000:]
+    assert run.name == "from-the-ui"
+    with _client(stack) as client:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+        same_name = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run.name])))
+    assert [r.id for r in same_name] == [run.id]  # one Submit, one run
+    assert run.parameters == {"config_path": "conf/tiny.yaml", "overrides": overrides}  # as typed in the form
     stack["flow_run"] = run
 
 
@@ -208,8 +260,7 @@ def _render(url: str, screenshot: Path, budget_ms: int, tmp: Path) -> str:
 
 def test_both_uis_show_the_run_in_a_browser(stack, tmp_path):
     run, mlrun = stack["flow_run"], stack["mlflow_run"]
-    shots = stack["out"] / "tiny" / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = stack["shots"]
 
     prefect_page = _render(f"{stack['urls']['prefect_ui']}/runs/flow-run/{run.id}", shots / "prefect-flow-run.png",
                            20000, tmp_path / "p")
@@ -223,7 +274,7 @@ def test_both_uis_show_the_run_in_a_browser(stack, tmp_path):
     assert re.search(rf"val/loss\s+{re.escape(repr(val)[:6])}", mlflow_page), mlflow_page[:3000]
 
     CI_ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for shot in ("prefect-flow-run.png", "mlflow-run.png"):
+    for shot in ("prefect-custom-run.png", "prefect-flow-run.png", "mlflow-run.png"):
         assert (shots / shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (shots / shot).stat().st_size > 20_000  # a rendered page, not a blank one
         shutil.copyfile(shots / shot, CI_ARTIFACTS / shot)
