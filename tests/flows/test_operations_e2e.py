@@ -181,9 +181,9 @@ def test_a_deployment_run_from_the_prefect_ui_runs_the_pipeline_on_a_process_wor
         log.close()
     assert run.state.is_completed(), (stack["out"] / "worker.log").read_text()[-4000:]
     assert run.name == "from-the-ui"
-    with _client(stack) as client:
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
+    with _client(stack) as client:
         same_name = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run.name])))
     assert [r.id for r in same_name] == [run.id]  # one Submit, one run
     assert run.parameters == {"config_path": "conf/tiny.yaml", "overrides": overrides}  # as typed in the form
