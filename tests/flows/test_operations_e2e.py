@@ -131,10 +131,52 @@ def git_status_changed() -> bool:
     return bool(out.stdout.strip())
 
 
+def _run_named(stack, deployment_id, run_name: str, timeout: float):
+    """The flow run of ``deployment_id`` called ``run_name``, once the server has it; None after ``timeout``."""
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterName,
+    )
+
+    deadline = time.time() + timeout
+    with _client(stack) as client:
+        while time.time() < deadline:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name])),
+                                         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+            if runs:
+                return runs[0]
+            time.sleep(1)
+    return None
+
+
+def _submit_created_no_run(stack, page, deployment_id, run_name: str, trouble: list[str]) -> None:
+    """Fail with what the page, the browser, the server's runs and the server's log said; keep a screenshot."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    CI_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(CI_ARTIFACTS / "prefect-submit-failed.png"), full_page=True)
+    with _client(stack) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    server_log = (stack["home"] / "services" / "logs" / "prefect.log").read_text()[-3000:]
+    pytest.fail(f"Submit created no run named {run_name!r}.\nPage {page.url}:\n{page.inner_text('body')[:2000]}\n"
+                f"Runs of the deployment: {[(r.name, r.parameters, r.state_name) for r in runs]}\n"
+                "Browser:\n" + "\n".join(trouble[-30:]) + f"\nServer log:\n{server_log}")
+
+
+def _needs(stack, key: str):
+    """What an earlier test of this module left in ``stack``; a clear failure if that test failed."""
+    if key not in stack:
+        pytest.fail(f"needs {key!r}, which an earlier test of this module did not produce (it failed: see above)")
+    return stack[key]
+
+
 def _custom_run_from_the_ui(stack, name: str, overrides: list[str], run_name: str, shots: Path) -> str:
     """As a person does in the Prefect UI: deployment page → Run → Custom run, name the run, add each
-    override as a list item, Submit, then open the new run from the deployment's page. Returns the flow
-    run id from the page URL."""
+    override as a list item, Submit, then open the new run's page. Returns the flow run id the server
+    gave the submitted run. If Submit creates no run, the failure carries what the page and the server
+    said, and a screenshot of the page is kept for CI."""
     from playwright.sync_api import expect, sync_playwright
 
     with _client(stack) as client:
@@ -144,25 +186,37 @@ def _custom_run_from_the_ui(stack, name: str, overrides: list[str], run_name: st
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)
+            trouble = []  # for the failure message: what the browser saw go wrong
+            page.on("console", lambda m: trouble.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.on("response", lambda r: trouble.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400
+                    else None)
+            page.on("requestfailed", lambda r: trouble.append(f"failed {r.method} {r.url}: {r.failure}"))
             page.goto(f"{stack['urls']['prefect_ui']}/deployments/deployment/{dep.id}")
             page.get_by_role("button", name="Run", exact=True).click()
             page.get_by_text("Custom run", exact=True).click()
             run_name_box = page.locator(".flow-run-name-input input")
             expect(run_name_box).not_to_have_value("")  # the form has loaded (it fills in a random name)
-            for override in overrides:
+            items = page.locator(".schema-form-property-array-item textarea")
+            for i, override in enumerate(overrides):
                 page.get_by_role("button", name="Add item").click()
-                page.locator(".schema-form-property-array-item textarea").last.fill(override)
+                # fill the new item, not the one before it: it may not be rendered yet when the click returns
+                expect(items).to_have_count(i + 1)
+                items.nth(i).fill(override)
+            for i, override in enumerate(overrides):
+                expect(items.nth(i)).to_have_value(override)
             run_name_box.fill(run_name)
+            run_name_box.press("Tab")  # leave the field, as a person moving on to Submit does
             expect(run_name_box).to_have_value(run_name)
             page.screenshot(path=str(shots / "prefect-custom-run.png"), full_page=True)
-            page.get_by_role("button", name="Submit").click()
-            # back on the deployment page, the new run is listed under its name
-            page.wait_for_url(f"**/deployments/deployment/{dep.id}**")
-            page.get_by_role("link", name=run_name, exact=True).first.click()
-            page.wait_for_url("**/runs/flow-run/**")
-            flow_run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+            submit = page.get_by_role("button", name="Submit")
+            expect(submit).to_be_enabled()
+            submit.click()
+            run = _run_named(stack, dep.id, run_name, timeout=180)
+            if run is None:
+                _submit_created_no_run(stack, page, dep.id, run_name, trouble)
+            page.goto(f"{stack['urls']['prefect_ui']}/runs/flow-run/{run.id}")
             expect(page.locator(".page-heading").first).to_contain_text(run_name)
-            return flow_run_id
+            return str(run.id)
         finally:
             browser.close()
 
@@ -193,7 +247,7 @@ def test_a_deployment_run_from_the_prefect_ui_runs_the_pipeline_on_a_process_wor
 def test_the_run_is_in_the_mlflow_server_with_its_lineage(stack):
     from mlflow.tracking import MlflowClient
 
-    run = stack["flow_run"]
+    run = _needs(stack, "flow_run")
     client = MlflowClient(tracking_uri=stack["urls"]["mlflow"])
     exp = client.get_experiment_by_name("tokenmill")
     (mlrun,) = client.search_runs([exp.experiment_id],
@@ -216,6 +270,7 @@ def test_the_run_is_in_the_mlflow_server_with_its_lineage(stack):
 
 
 def test_tokenmill_serve_runs_an_on_demand_deployment(stack):
+    _needs(stack, "flow_run")  # evaluates the model that run trained
     log_path = stack["out"] / "serve.log"
     log = open(log_path, "w")
     serve = subprocess.Popen([str(BIN / "tokenmill"), "serve", "evaluate/on-demand", "--no-schedules"],
@@ -259,7 +314,7 @@ def _render(url: str, screenshot: Path, budget_ms: int, tmp: Path) -> str:
 
 
 def test_both_uis_show_the_run_in_a_browser(stack, tmp_path):
-    run, mlrun = stack["flow_run"], stack["mlflow_run"]
+    run, mlrun = _needs(stack, "flow_run"), _needs(stack, "mlflow_run")
     shots = stack["shots"]
 
     prefect_page = _render(f"{stack['urls']['prefect_ui']}/runs/flow-run/{run.id}", shots / "prefect-flow-run.png",
