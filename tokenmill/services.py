@@ -260,7 +260,10 @@ def _command(name: str, root: Path, host: str, port: int) -> tuple[list[str], di
                  "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
                  # The UI asks this URL for its API; left alone it assumes port 4200.
                  "PREFECT_UI_API_URL": f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api",
-                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                 # On a busy SQLite store the server answers 503 ("try again") and the UI only says
+                 # "Something went wrong"; this puts the reason (database is locked) in prefect.log.
+                 "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true"})
     mlflow = root / "mlflow"
     return ([str(bindir / "mlflow"), "server", "--host", host, "--port", str(port),
              "--backend-store-uri", f"sqlite:///{mlflow / 'mlflow.db'}",

@@ -111,6 +111,12 @@ def test_up_starts_both_servers_and_they_answer(svc):
     assert (root / "logs" / "prefect.log").stat().st_size and (root / "logs" / "mlflow.log").stat().st_size
 
 
+def test_prefect_server_logs_why_it_answered_busy(svc):
+    """A 503 from a locked SQLite store shows in the UI only as "Something went wrong": the log must say why."""
+    settings = json.loads(_get(svc.urls["prefect_api"] + "/admin/settings"))
+    assert settings["server"]["log_retryable_errors"] is True
+
+
 def test_stale_state_file_read_as_stopped_and_replaced(svc):
     assert {name: st["state"] for name, st in svc.before.items()} == {"prefect": "stopped", "mlflow": "stopped"}
     assert all(rec["pid"] != svc.stale_pid for rec in _recorded(svc.home).values())
