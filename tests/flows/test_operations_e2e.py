@@ -172,10 +172,44 @@ def _needs(stack, key: str):
     return stack[key]
 
 
+def _submit_until_accepted(page, attempts: int = 5) -> list[int]:
+    """Click Submit until the server answers with something other than 503; returns every status it gave.
+
+    A 503 is the Prefect server's "busy, try again": its SQLite store was locked by a concurrent write
+    (a worker's poll, a background service) and the request created nothing. The UI then only shows
+    "Oops. Something went wrong" over the form, so a person closes that and clicks Submit again, as this
+    does."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+    from playwright.sync_api import expect
+
+    submit = page.get_by_role("button", name="Submit")
+    answers = []
+    for _ in range(attempts):
+        expect(submit).to_be_enabled()
+        with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/create_flow_run")) as sent:
+            submit.click()
+        answers.append(sent.value.status)
+        if answers[-1] != 503:
+            break
+        # Toasts lie over Submit: "Something went wrong trying to create a flow run", which times out, and
+        # "Oops. Something went wrong." (twice, stacked), which stays until closed, the top one first.
+        expect(page.get_by_text("trying to create a flow run")).to_have_count(0, timeout=30_000)
+        closes = page.locator(".p-toast__close-btn")
+        for _ in range(4):
+            if not closes.count():
+                break
+            try:
+                closes.last.click(timeout=5_000)
+            except PlaywrightTimeoutError:  # closing one closed both, between count() and click()
+                pass
+        expect(page.get_by_text("Something went wrong")).to_have_count(0)
+    return answers
+
+
 def _custom_run_from_the_ui(stack, name: str, overrides: list[str], run_name: str, shots: Path) -> str:
     """As a person does in the Prefect UI: deployment page → Run → Custom run, name the run, add each
-    override as a list item, Submit, then open the new run's page. Returns the flow run id the server
-    gave the submitted run. If Submit creates no run, the failure carries what the page and the server
+    override as a list item, Submit (again if the server answers 503, see ``_submit_until_accepted``),
+    then open the new run's page. Returns the flow run id the server gave the submitted run. If Submit creates no run, the failure carries what the page and the server
     said, and a screenshot of the page is kept for CI."""
     from playwright.sync_api import expect, sync_playwright
 
@@ -208,12 +242,11 @@ def _custom_run_from_the_ui(stack, name: str, overrides: list[str], run_name: st
             run_name_box.press("Tab")  # leave the field, as a person moving on to Submit does
             expect(run_name_box).to_have_value(run_name)
             page.screenshot(path=str(shots / "prefect-custom-run.png"), full_page=True)
-            submit = page.get_by_role("button", name="Submit")
-            expect(submit).to_be_enabled()
-            submit.click()
-            run = _run_named(stack, dep.id, run_name, timeout=180)
+            answers = _submit_until_accepted(page)
+            print(f"create_flow_run answered {answers}")
+            run = _run_named(stack, dep.id, run_name, timeout=60) if answers[-1] < 300 else None
             if run is None:
-                _submit_created_no_run(stack, page, dep.id, run_name, trouble)
+                _submit_created_no_run(stack, page, dep.id, run_name, trouble + [f"Submit answers: {answers}"])
             page.goto(f"{stack['urls']['prefect_ui']}/runs/flow-run/{run.id}")
             expect(page.locator(".page-heading").first).to_contain_text(run_name)
             return str(run.id)
