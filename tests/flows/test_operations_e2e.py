@@ -209,8 +209,9 @@ def _submit_until_accepted(page, attempts: int = 5) -> list[int]:
 def _custom_run_from_the_ui(stack, name: str, overrides: list[str], run_name: str, shots: Path) -> str:
     """As a person does in the Prefect UI: deployment page → Run → Custom run, name the run, add each
     override as a list item, Submit (again if the server answers 503, see ``_submit_until_accepted``),
-    then open the new run's page. Returns the flow run id the server gave the submitted run. If Submit creates no run, the failure carries what the page and the server
-    said, and a screenshot of the page is kept for CI."""
+    then open the new run's page. Returns the flow run id the server gave the submitted run. If Submit
+    creates no run, the failure carries what the page and the server said, and a screenshot of the page
+    is kept for CI."""
     from playwright.sync_api import expect, sync_playwright
 
     with _client(stack) as client:
