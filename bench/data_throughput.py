@@ -30,7 +30,7 @@ def real_paragraphs() -> list[str]:
     """Paragraphs of ≥ 30 words from the sample crawl's English pages (resiliparse main content)."""
     from resiliparse.extract.html2text import extract_plain_text
 
-    from spark_jobs.readers import read_any
+    from tokenmill.spark_jobs.readers import read_any
 
     paragraphs = []
     for path in sorted((REPO_ROOT / "data" / "sample").glob("*.warc.gz")):
@@ -150,7 +150,7 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=20000)
     p.add_argument("--work", default="/tmp/tokenmill-bench-throughput")
     args = p.parse_args()
-    from tokenmill.env import prepare_environment
+    from tokenmill.core.env import prepare_environment
 
     prepare_environment()
     work = Path(args.work)

@@ -42,11 +42,11 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tokenmill.env import prepare_environment  # noqa: E402
+from tokenmill.core.env import prepare_environment  # noqa: E402
 
 prepare_environment()
 
-from spark_jobs.minhash import MinhashDeduplicator, connected_components, tokenize  # noqa: E402
+from tokenmill.spark_jobs.minhash import MinhashDeduplicator, connected_components, tokenize  # noqa: E402
 
 THRESHOLD = 0.8
 BANDS, ROWS = 14, 8
@@ -62,7 +62,7 @@ def crawl_passages(sample_dir: Path, passage_words: int, min_words: int = 200) -
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
-    from spark_jobs.readers import WarcReader
+    from tokenmill.spark_jobs.readers import WarcReader
 
     passages = []
     files = sorted(sample_dir.glob("*.warc.gz"))
@@ -331,7 +331,7 @@ def main() -> None:
           f"{' '.join(f'{q:.2f}' for q in np.percentile(pj, [25, 50, 75]))}, max {pj.max():.2f}; "
           f"{(pj >= THRESHOLD).sum()} of {len(pj)} at or above {THRESHOLD}")
 
-    from spark_jobs.session import spark_session
+    from tokenmill.spark_jobs.session import spark_session
 
     t0 = time.time()
     spark = spark_session(args.master, "4g", app_name="tokenmill-bench-dedup")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared check for a single-GPU machine (H100 / H200): GPT-2 small (124M) trained by
-# training.train in bf16 with DeepSpeed ZeRO-2 on one process, for a few hundred steps on synthetic
+# tokenmill.training.train in bf16 with DeepSpeed ZeRO-2 on one process, for a few hundred steps on synthetic
 # tokens, printing tokens/s and MFU. Made to finish inside 10 minutes, installs included, on a
 # machine that may have no package access at all.
 #
@@ -23,13 +23,13 @@
 #   For a CUDA image that has everything but DeepSpeed, a wheelhouse of a few MB is enough:
 #     SET="deepspeed hjson pydantic pydantic-core annotated-types typing-inspection typing-extensions" \
 #         NO_DEPS=1 bench/wheelhouse.sh
-#   tokenmill is not installed: it runs from the repo (PYTHONPATH), as training.launch does. Where
-#   pyspark is missing, an empty stand-in package lets tokenmill.config import (see below).
+#   tokenmill is not installed: it runs from the repo (PYTHONPATH), as tokenmill.training.launch does. Where
+#   pyspark is missing, an empty stand-in package lets tokenmill.core.config import (see below).
 # data: no Spark, no crawl: a byte-level BPE tokenizer.json of exactly VOCAB ids (the project's
 #   special tokens first, then the 256 byte symbols, then two-symbol merges) and train/validation
-#   Parquet token shards of random ids, with the tokenize manifest training.train reads.
-# train: `python -m torch.distributed.run --standalone --nproc-per-node=1 -m training.train ...`,
-#   the command `tokenmill train` launches, on a config resolved by tokenmill.config from the
+#   Parquet token shards of random ids, with the tokenize manifest tokenmill.training.train reads.
+# train: `python -m torch.distributed.run --standalone --nproc-per-node=1 -m tokenmill.training.train ...`,
+#   the command `tokenmill train` launches, on a config resolved by tokenmill.core.config from the
 #   --set overrides --dry-run prints (no MLflow run: tracking is off for the check).
 # report: median / max tokens/s and MFU over the logged windows (train/tokens_per_s and train/mfu in
 #   the train manifest's history, else the log lines), peak GPU memory, validation loss, timings.
@@ -80,7 +80,7 @@ RUN_CONFIG=$WORK_DIR/config.yaml
 TRAIN_OUT=$WORK_DIR/train
 TRAIN_LOG=$WORK_DIR/train.log
 
-# Everything training.train is told, as `tokenmill --set` overrides over the built-in defaults.
+# Everything tokenmill.training.train is told, as `tokenmill --set` overrides over the built-in defaults.
 OVERRIDES=(
     run.name=gpu-check
     "run.output_dir=$WORK_DIR/runs"
@@ -105,7 +105,7 @@ OVERRIDES=(
 REQUIRED_MODULES="torch:torch deepspeed:deepspeed tokenizers:tokenizers pyarrow:pyarrow numpy:numpy yaml:pyyaml
 safetensors:safetensors matplotlib:matplotlib"
 
-LAUNCH=(-m torch.distributed.run --standalone --nproc-per-node=1 -m training.train
+LAUNCH=(-m torch.distributed.run --standalone --nproc-per-node=1 -m tokenmill.training.train
         --run-config "$RUN_CONFIG" --tokens-manifest "$TOKENS_MANIFEST" --out-dir "$TRAIN_OUT")
 
 SUMMARY="model $FLAVOR, block $BLOCK, precision $PRECISION, ZeRO-$ZERO_STAGE, micro batch $MICRO_BATCH x $BLOCK tokens, $STEPS steps, 1 process"
@@ -126,7 +126,7 @@ gpu_check --dry-run: nothing is installed, written or run.
          install missing ones: pip install --no-index --find-links $WHEELHOUSE <distributions>
 2. data  (limit ${TIMEOUT_DATA}s): tokenizer.json with $VOCAB ids, $TRAIN_TOKENS random train tokens and
          validation tokens as Parquet shards, tokenize manifest $TOKENS_MANIFEST
-3. train (limit ${TIMEOUT_TRAIN}s): resolve the config with tokenmill.config into $RUN_CONFIG:
+3. train (limit ${TIMEOUT_TRAIN}s): resolve the config with tokenmill.core.config into $RUN_CONFIG:
 $(printf '           --set %s\n' "${OVERRIDES[@]}")
          then run (cwd $REPO, PYTHONPATH=$REPO):
            <python> ${LAUNCH[*]}
@@ -245,16 +245,16 @@ print(f"deepspeed {deepspeed.__version__}, tokenizers {tokenizers.__version__}, 
 versions=${versions##*$'\n'}  # DeepSpeed may log to stdout on import: keep the last line
 echo "gpu_check: $versions"
 
-# training.train reads its config with tokenmill.config, which imports the data steps' modules to
-# check their options; spark_jobs.dedup imports pyspark at import time. Training uses no Spark, so
+# tokenmill.training.train reads its config with tokenmill.core.config, which imports the data steps' modules to
+# check their options; tokenmill.spark_jobs.dedup imports pyspark at import time. Training uses no Spark, so
 # where pyspark is not installed (it is a ~400 MB download) an empty stand-in package is put on the
 # path for this check only.
-config_check='from tokenmill.config import load_config; load_config()'
+config_check='from tokenmill.core.config import load_config; load_config()'
 if ! err=$(timeout 120 "$PY" -c "$config_check" 2>&1); then
     if [[ $err == *"No module named 'pyspark'"* || $err == *"No module named 'py4j'"* ]]; then
         shim=$WORK_DIR/pyspark-standin
         mkdir -p "$shim/pyspark/sql"
-        echo '"""Stand-in written by bench/gpu_check.sh: lets tokenmill.config import without Spark."""' \
+        echo '"""Stand-in written by bench/gpu_check.sh: lets tokenmill.core.config import without Spark."""' \
             >"$shim/pyspark/__init__.py"
         cat >"$shim/pyspark/sql/__init__.py" <<'PYEOF'
 """Stand-in written by bench/gpu_check.sh: names imported by spark_jobs at import time, never used."""
@@ -274,9 +274,9 @@ PYEOF
         echo '"""Stand-in written by bench/gpu_check.sh."""' >"$shim/pyspark/sql/functions.py"
         export PYTHONPATH="$PYTHONPATH:$shim"
         echo "gpu_check: pyspark is not installed: using the import stand-in $shim (training uses no Spark)"
-        err=$(timeout 120 "$PY" -c "$config_check" 2>&1) || die "tokenmill.config does not load: $(echo "$err" | tail -n 1)"
+        err=$(timeout 120 "$PY" -c "$config_check" 2>&1) || die "tokenmill.core.config does not load: $(echo "$err" | tail -n 1)"
     else
-        die "tokenmill.config does not load: $(echo "$err" | tail -n 1)"
+        die "tokenmill.core.config does not load: $(echo "$err" | tail -n 1)"
     fi
 fi
 finish
@@ -285,7 +285,7 @@ finish
 begin data "$TIMEOUT_DATA"
 rm -rf "$TOKENS_DIR"
 timeout "$TIMEOUT_DATA" "$PY" - "$TOKENS_DIR" "$VOCAB" "$TRAIN_TOKENS" "$BLOCK" <<'PYEOF' || die "synthetic tokens were not written (exit $?)"
-"""Synthetic tokenize output in the format training.tokenizer.run_tokenize writes."""
+"""Synthetic tokenize output in the format tokenmill.training.tokenizer.run_tokenize writes."""
 import sys
 import time
 from pathlib import Path
@@ -295,8 +295,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-from tokenmill.manifest import sha256_file, write_manifest
-from training.tokenizer import SPECIAL_TOKENS, special_ids
+from tokenmill.core.manifest import sha256_file, write_manifest
+from tokenmill.training.tokenizer import SPECIAL_TOKENS, special_ids
 
 started = time.time()
 out, vocab_size, train_tokens, block = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -367,9 +367,9 @@ err=$(timeout 120 "$PY" - "$RUN_CONFIG" "${OVERRIDES[@]}" <<'PYEOF' 2>&1
 import sys
 from pathlib import Path
 
-from tokenmill.config import dump_config, load_config, resolve_paths
-from tokenmill.env import REPO_ROOT
-from training.models import architecture
+from tokenmill.core.config import dump_config, load_config, resolve_paths
+from tokenmill.core.env import REPO_ROOT
+from tokenmill.training.models import architecture
 
 cfg = resolve_paths(load_config(None, sys.argv[2:]), REPO_ROOT)
 architecture(cfg.model)  # the model section is valid before any GPU time is spent
@@ -446,7 +446,7 @@ if mfu:
     print(f"gpu_check:   MFU              median {mfu['median']:.1%}  max {mfu['max']:.1%}")
 else:
     print("gpu_check:   MFU              not logged (no train/mfu in the history: no peak FLOP/s known for this "
-          "device, or a training.train without MFU; train.peak_flops sets the peak)")
+          "device, or a tokenmill.training.train without MFU; train.peak_flops sets the peak)")
 if result["peak_gpu_memory_gib"]:
     print(f"gpu_check:   peak GPU memory  {result['peak_gpu_memory_gib']:.1f} GiB")
 if result["val_loss"] is not None:

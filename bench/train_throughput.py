@@ -5,7 +5,7 @@
 
 tokenmill: what ``training/train.py`` does per step, single process: ``CausalLMObjective.batch``,
 ``objective.loss(engine, batch)``, ``engine.backward``, ``engine.step`` on the DeepSpeed engine of
-``training.distributed.initialize`` (AdamW, warmup + cosine, gradient clipping 1.0, ZeRO stage
+``tokenmill.training.distributed.initialize`` (AdamW, warmup + cosine, gradient clipping 1.0, ZeRO stage
 ``--zero``, 0 by default). Peer: transformers' ``GPT2LMHeadModel`` (its default SDPA attention) with
 the same initial weights and batches, ``torch.optim.AdamW`` with the same parameter groups and
 hyper-parameters, the same schedule, ``clip_grad_norm_(1.0)``, cross entropy on its logits. Both
@@ -57,7 +57,7 @@ class TokenmillSide:
     name = "tokenmill (DeepSpeed engine)"
 
     def __init__(self, model, objective, train_cfg, zero: int):
-        from training import distributed
+        from tokenmill.training import distributed
 
         ds_config = distributed.deepspeed_config(train_cfg, 1, REPO_ROOT / "conf" / "deepspeed" / "base.json")
         self.engine = distributed.initialize(model, train_cfg, ds_config)
@@ -83,7 +83,7 @@ class HFSide:
     def __init__(self, model, objective, train_cfg):
         import torch
 
-        from training.schedule import learning_rate
+        from tokenmill.training.schedule import learning_rate
 
         self.model = model.train()
         decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -134,7 +134,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile tokenmill's model (compile time excluded)")
     args = p.parse_args()
 
-    from tokenmill.env import prepare_environment
+    from tokenmill.core.env import prepare_environment
 
     prepare_environment()
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -144,11 +144,11 @@ def main() -> None:
     import torch
     from transformers import GPT2LMHeadModel
 
-    from tokenmill.config import TrainConfig
-    from training import distributed
-    from training.hf import gpt2
-    from training.models.gpt import GPT, GPTConfig
-    from training.objectives import CausalLMObjective
+    from tokenmill.core.config import TrainConfig
+    from tokenmill.training import distributed
+    from tokenmill.training.hf import gpt2
+    from tokenmill.training.models.gpt import GPT, GPTConfig
+    from tokenmill.training.objectives import CausalLMObjective
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     if args.threads:

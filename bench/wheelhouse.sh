@@ -7,7 +7,7 @@
 #   bench/wheelhouse.sh --dry-run    print the pinned list and the pip commands; download nothing
 #
 # Settings (environment):
-#   SET=train     (default) what training.train imports, with every dependency: deepspeed, tokenizers,
+#   SET=train     (default) what tokenmill.training.train imports, with every dependency: deepspeed, tokenizers,
 #                 pyarrow, numpy, pyyaml, safetensors, matplotlib (+ pydantic, hjson, ...): ~150 MB for
 #                 two Python versions. SET=deepspeed: DeepSpeed and its dependencies only. SET=all:
 #                 every pin in requirements/constraints.txt (Spark, Prefect, MLflow, the bench peers;

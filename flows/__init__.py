@@ -5,6 +5,6 @@ services' URLs), so flows behave the same under ``tokenmill``, ``tokenmill serve
 ``prefect worker``.
 """
 
-from tokenmill.env import prepare_environment
+from tokenmill.core.env import prepare_environment
 
 prepare_environment()

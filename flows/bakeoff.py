@@ -22,12 +22,12 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.data import data_flow
-from flows.tasks import cached_train_model, mlflow_run_url, prefect_lineage, run_config
-from flows.tokens import tokenize_flow
-from tokenmill import tracking
-from tokenmill.config import Config
-from tokenmill.manifest import read_manifest
+from tokenmill.flows.data import data_flow
+from tokenmill.flows.tasks import cached_train_model, mlflow_run_url, prefect_lineage, run_config
+from tokenmill.flows.tokens import tokenize_flow
+from tokenmill.core import tracking
+from tokenmill.core.config import Config
+from tokenmill.core.manifest import read_manifest
 
 DEFAULT_FAMILIES = ["gpt", "bert", "t5"]
 
@@ -42,8 +42,8 @@ def bakeoff_sizes(cfg: Config, families: list[str], vocab_size: int, token_budge
     number of input tokens: ``token_budget`` (rounded up to whole steps), default
     ``train.max_steps`` × global batch × context.
     """
-    from training.distributed import batch_sizes
-    from training.models import architecture, count_parameters
+    from tokenmill.training.distributed import batch_sizes
+    from tokenmill.training.models import architecture, count_parameters
 
     base = dataclasses.replace(cfg.model, family="gpt")
     reference = count_parameters(architecture(base, vocab_size=vocab_size))
@@ -138,7 +138,7 @@ def bakeoff_flow(config_path: str | None = None, overrides: list[str] | None = N
 
 def _publish(cfg: Config, parent: str, rows: list[dict], histories: dict[str, list], out: Path) -> Path:
     """The comparison as a Prefect table and markdown (with the plot), and as MLflow artifacts and metrics."""
-    from tokenmill.plots import bakeoff_chart
+    from tokenmill.core.plots import bakeoff_chart
 
     chart = bakeoff_chart(rows, histories, out / "comparison.png")
     (out / "comparison.json").write_text(json.dumps(rows, indent=2))

@@ -18,7 +18,7 @@ from typing import Any
 
 from prefect.cache_policies import CachePolicy
 
-from tokenmill.env import REPO_ROOT
+from tokenmill.core.env import REPO_ROOT
 
 # Keys that change how a stage runs but not what it writes.
 _EXECUTION_ONLY = {"data": {"spark_master", "spark_driver_memory", "spark_shuffle_partitions"},
@@ -28,7 +28,7 @@ _EXECUTION_ONLY = {"data": {"spark_master", "spark_driver_memory", "spark_shuffl
 STAGE_CODE = {
     "data": ["spark_jobs/**/*.py"],
     "tokenize": ["training/tokenizer.py"],
-    "train": ["training/**/*.py", "tokenmill/tracking.py", "conf/deepspeed/*.json"],
+    "train": ["training/**/*.py", "tokenmill/core/tracking.py", "conf/deepspeed/*.json"],
     "evaluate": ["training/**/*.py"],
 }
 

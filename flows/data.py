@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.tasks import cached_clean_corpus, publish_data, run_config
+from tokenmill.flows.tasks import cached_clean_corpus, publish_data, run_config
 
 
 @flow(name="data", log_prints=True)

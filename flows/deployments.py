@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tokenmill.env import REPO_ROOT
+from tokenmill.core.env import REPO_ROOT
 
 PREFECT_FILE = REPO_ROOT / "prefect.yaml"
 

@@ -8,8 +8,8 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from flows.tasks import cached_evaluate_model, run_config
-from tokenmill.manifest import read_manifest
+from tokenmill.flows.tasks import cached_evaluate_model, run_config
+from tokenmill.core.manifest import read_manifest
 
 
 @flow(name="evaluate", log_prints=True)

@@ -10,12 +10,12 @@ from typing import Any
 
 from prefect import flow
 
-from flows.data import data_flow
-from flows.evaluate import evaluate_flow
-from flows.tasks import run_config
-from flows.tokens import tokenize_flow
-from flows.train import train_flow
-from tokenmill.config import dump_config
+from tokenmill.flows.data import data_flow
+from tokenmill.flows.evaluate import evaluate_flow
+from tokenmill.flows.tasks import run_config
+from tokenmill.flows.tokens import tokenize_flow
+from tokenmill.flows.train import train_flow
+from tokenmill.core.config import dump_config
 
 
 @flow(name="pipeline", log_prints=True)

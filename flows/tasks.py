@@ -1,7 +1,7 @@
 """The thin tasks the flows call: each starts one stage's real work and returns its manifest path.
 
 Heavy work runs elsewhere: the data job in Spark, training in the DeepSpeed ranks torchrun starts,
-evaluation in its own process. Every stage task is cached by ``flows.caching`` (inputs, config,
+evaluation in its own process. Every stage task is cached by ``tokenmill.flows.caching`` (inputs, config,
 code), so a rerun skips what did not change. Prefect UI artifacts are published by the flows, not
 here, so a cached stage still shows them.
 """
@@ -20,11 +20,11 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.caching import file_fingerprint, manifest_fingerprint, stage_cache, stage_key
-from tokenmill import tracking
-from tokenmill.config import Config, dump_config, load_config, resolve_paths
-from tokenmill.env import REPO_ROOT
-from tokenmill.manifest import read_manifest
+from tokenmill.flows.caching import file_fingerprint, manifest_fingerprint, stage_cache, stage_key
+from tokenmill.core import tracking
+from tokenmill.core.config import Config, dump_config, load_config, resolve_paths
+from tokenmill.core.env import REPO_ROOT
+from tokenmill.core.manifest import read_manifest
 
 # The stages log through "tokenmill.*" loggers; Prefect forwards them (PREFECT_LOGGING_EXTRA_LOGGERS).
 logging.getLogger("tokenmill").setLevel(logging.INFO)
@@ -50,7 +50,7 @@ def _not_a_config_error(task, task_run, state) -> bool:
 # --------------------------------------------------------------------------- data
 
 def _data_inputs(args: dict[str, Any]) -> list[str]:
-    from spark_jobs.readers import expand_inputs
+    from tokenmill.spark_jobs.readers import expand_inputs
 
     cfg = args["cfg"]
     return [file_fingerprint(path) for path, _ in expand_inputs(cfg.data.input, cfg.data.format)]
@@ -60,7 +60,7 @@ def _data_inputs(args: dict[str, Any]) -> list[str]:
       timeout_seconds=12 * 3600, persist_result=True)
 def clean_corpus(cfg: Config, out_dir: str) -> str:
     """Spark job: read → configured steps → Parquet shards. Returns the data manifest path."""
-    from spark_jobs.clean import run_clean_job
+    from tokenmill.spark_jobs.clean import run_clean_job
 
     run_clean_job(cfg.data, out_dir)
     return str(Path(out_dir).resolve() / "manifest.json")
@@ -72,7 +72,7 @@ def cached_clean_corpus(cfg: Config, out_dir: str) -> str:
 
 def publish_data(manifest_path: str) -> None:
     """The data funnel as a table and a chart in the Prefect UI."""
-    from tokenmill.plots import funnel_chart
+    from tokenmill.core.plots import funnel_chart
 
     manifest = read_manifest(manifest_path, stage="data")
     create_table_artifact(key="data-funnel", table=manifest["funnel"],
@@ -95,7 +95,7 @@ def _tokenize_inputs(args: dict[str, Any]) -> list[str]:
       timeout_seconds=6 * 3600, persist_result=True)
 def tokenize_corpus(cfg: Config, data_manifest: str, out_dir: str) -> str:
     """Byte-level BPE on the kept shards, then train/validation token shards. Returns the tokens manifest path."""
-    from training.tokenizer import run_tokenize
+    from tokenmill.training.tokenizer import run_tokenize
 
     run_tokenize(data_manifest, out_dir, cfg.tokenizer)
     return str(Path(out_dir).resolve() / "manifest.json")
@@ -135,14 +135,14 @@ def _train_inputs(args: dict[str, Any]) -> list[str]:
       timeout_seconds=48 * 3600, persist_result=True)
 def train_model(cfg: Config, tokens_manifest: str, out_dir: str, run_name: str,
                 parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """Open (or resume) the MLflow run, launch ``training.train`` on ``train.nproc`` ranks, end the run
+    """Open (or resume) the MLflow run, launch ``tokenmill.training.train`` on ``train.nproc`` ranks, end the run
     FINISHED or FAILED. Returns the train manifest path, the MLflow run id and the wall time.
 
     A retry resumes from the last checkpoint into the same MLflow run. A checkpoint written under a
     different configuration is not resumed: it is removed and training starts over.
     """
-    from training import launch
-    from training.models import family_of
+    from tokenmill.training import launch
+    from tokenmill.training.models import family_of
 
     logger = get_run_logger()
     out = Path(out_dir).resolve()
@@ -282,7 +282,7 @@ def evaluate_model(cfg: Config, train_manifest: str, out_dir: str) -> str:
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "config.yaml"
     dump_config(cfg, config_file)
-    cmd = [sys.executable, "-m", "training.evaluate", "--model", train["model"]["folder"],
+    cmd = [sys.executable, "-m", "tokenmill.training.evaluate", "--model", train["model"]["folder"],
            "--run-config", str(config_file), "--tokens-manifest", train["tokens_manifest"]["path"],
            "--out", str(out / "manifest.json")]
     if train.get("mlflow_run_id"):

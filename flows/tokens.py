@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.tasks import cached_tokenize_corpus, publish_tokens, run_config
+from tokenmill.flows.tasks import cached_tokenize_corpus, publish_tokens, run_config
 
 
 @flow(name="tokenize", log_prints=True)

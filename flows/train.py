@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.tasks import cached_train_model, publish_training, run_config
+from tokenmill.flows.tasks import cached_train_model, publish_training, run_config
 
 
 @flow(name="train", log_prints=True)

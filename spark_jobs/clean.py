@@ -25,11 +25,11 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from spark_jobs.readers import RAW_SCHEMA, AnyReader, expand_inputs, object_frame
-from spark_jobs.registry import build_step
-from spark_jobs.steps import DatasetStep, DocumentStep
-from tokenmill.config import DataConfig
-from tokenmill.manifest import sha256_file, write_manifest
+from tokenmill.spark_jobs.readers import RAW_SCHEMA, AnyReader, expand_inputs, object_frame
+from tokenmill.spark_jobs.registry import build_step
+from tokenmill.spark_jobs.steps import DatasetStep, DocumentStep
+from tokenmill.core.config import DataConfig
+from tokenmill.core.manifest import sha256_file, write_manifest
 
 log = logging.getLogger("tokenmill.data")
 
@@ -104,7 +104,7 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from spark_jobs.session import spark_session
+    from tokenmill.spark_jobs.session import spark_session
 
     started = time.time()
     out_dir = Path(out_dir).resolve()

@@ -1,6 +1,6 @@
 """A Spark standalone cluster (one master, N workers) on this machine, from the scripts pyspark ships.
 
-    python -m spark_jobs.cluster --workers 2     # start, print the master URL, wait for Ctrl-C
+    python -m tokenmill.spark_jobs.cluster --workers 2     # start, print the master URL, wait for Ctrl-C
 
 Jobs reach it with ``data.spark_master: spark://127.0.0.1:<port>``. Tests use ``StandaloneCluster``
 as a context manager. Everything binds to 127.0.0.1.
@@ -94,7 +94,7 @@ class StandaloneCluster:
 
 
 def main() -> None:
-    from tokenmill.env import prepare_environment
+    from tokenmill.core.env import prepare_environment
 
     prepare_environment()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

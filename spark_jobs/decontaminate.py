@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from spark_jobs.steps import DocumentStep
+from tokenmill.spark_jobs.steps import DocumentStep
 
 log = logging.getLogger("tokenmill.data")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from spark_jobs.steps import DatasetStep
+from tokenmill.spark_jobs.steps import DatasetStep
 
 if TYPE_CHECKING:  # pyspark is imported where a step runs: reading the config must not need it
     from pyspark.sql import Column, DataFrame

@@ -23,7 +23,7 @@ import codecs
 import re
 from typing import Any
 
-from spark_jobs.steps import DocumentStep
+from tokenmill.spark_jobs.steps import DocumentStep
 
 ENGINES = ("resiliparse", "trafilatura")
 

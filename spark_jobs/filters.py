@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from spark_jobs.steps import DocumentFilter, DocumentStep
+from tokenmill.spark_jobs.steps import DocumentFilter, DocumentStep
 
 __all__ = [
     "DocumentFilter",

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from spark_jobs.steps import DocumentStep
+from tokenmill.spark_jobs.steps import DocumentStep
 
 _DETECTOR = None  # the process's loaded detector, shared by every LanguageFilter
 _KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")  # hiragana, katakana (+ halfwidth)

@@ -47,7 +47,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from spark_jobs.steps import DatasetStep
+from tokenmill.spark_jobs.steps import DatasetStep
 
 log = logging.getLogger("tokenmill.data")
 

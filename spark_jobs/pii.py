@@ -43,7 +43,7 @@ import ipaddress
 import re
 from typing import Any
 
-from spark_jobs.steps import DocumentStep
+from tokenmill.spark_jobs.steps import DocumentStep
 
 # Every pattern but the e-mail one starts with a literal or a small character set, so that
 # re's scanner skips ordinary text in C; the "not glued to what comes before" checks are

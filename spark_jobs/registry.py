@@ -11,17 +11,17 @@ import inspect
 from typing import Any
 
 STEPS = {
-    "extract": "spark_jobs.extract:HtmlExtractor",
-    "langid": "spark_jobs.langid:LanguageFilter",
-    "gopher_quality": "spark_jobs.filters:GopherQualityFilter",
-    "gopher_repetition": "spark_jobs.filters:GopherRepetitionFilter",
-    "c4": "spark_jobs.filters:C4QualityFilter",
-    "fineweb": "spark_jobs.filters:FineWebQualityFilter",
-    "pii": "spark_jobs.pii:PIIRedactor",
-    "decontaminate": "spark_jobs.decontaminate:NGramDecontaminator",
-    "exact_dedup": "spark_jobs.dedup:ExactDeduplicator",
-    "url_dedup": "spark_jobs.dedup:UrlDeduplicator",
-    "minhash": "spark_jobs.minhash:MinhashDeduplicator",
+    "extract": "tokenmill.spark_jobs.extract:HtmlExtractor",
+    "langid": "tokenmill.spark_jobs.langid:LanguageFilter",
+    "gopher_quality": "tokenmill.spark_jobs.filters:GopherQualityFilter",
+    "gopher_repetition": "tokenmill.spark_jobs.filters:GopherRepetitionFilter",
+    "c4": "tokenmill.spark_jobs.filters:C4QualityFilter",
+    "fineweb": "tokenmill.spark_jobs.filters:FineWebQualityFilter",
+    "pii": "tokenmill.spark_jobs.pii:PIIRedactor",
+    "decontaminate": "tokenmill.spark_jobs.decontaminate:NGramDecontaminator",
+    "exact_dedup": "tokenmill.spark_jobs.dedup:ExactDeduplicator",
+    "url_dedup": "tokenmill.spark_jobs.dedup:UrlDeduplicator",
+    "minhash": "tokenmill.spark_jobs.minhash:MinhashDeduplicator",
 }
 
 def step_class(name: str) -> type:

@@ -45,7 +45,7 @@ class DocumentFilter(DocumentStep):
 class DatasetStep:
     """A step over the whole document DataFrame.
 
-    ``apply`` receives every document (columns of ``DOC_SCHEMA`` in ``spark_jobs.clean``) and
+    ``apply`` receives every document (columns of ``DOC_SCHEMA`` in ``tokenmill.spark_jobs.clean``) and
     returns them all: rows it drops get ``status = 'dropped'``, ``stage = self.name`` and a
     ``reason``; rows whose status is not ``'kept'`` pass through untouched; no row is lost.
     """

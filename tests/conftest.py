@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tokenmill.env import prepare_environment
+from tokenmill.core.env import prepare_environment
 
 # A developer's `tokenmill up` servers (or exported URLs) must never receive test runs: an empty
 # services home and no service URLs, before prepare_environment looks for them.
@@ -55,7 +55,7 @@ def spark():
 @pytest.fixture(scope="session")
 def pipeline_run(prefect_harness, tmp_path_factory):
     """The real pipeline flow (conf/tiny.yaml, GPT) on one file of the sample corpus, run once."""
-    from flows.pipeline import pipeline_flow
+    from tokenmill.flows.pipeline import pipeline_flow
 
     out = tmp_path_factory.mktemp("runs")
     return pipeline_flow(config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),

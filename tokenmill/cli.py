@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tokenmill.env import REPO_ROOT, prepare_environment
+from tokenmill.core.env import REPO_ROOT, prepare_environment
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "count at its published vocabulary, counted from the model code.")
     models.add_argument("--family", choices=["gpt", "bert", "t5", "transformer"], help="only this family")
 
-    from training.planner import add_arguments as add_plan_arguments
+    from tokenmill.training.planner import add_arguments as add_plan_arguments
 
     plan = sub.add_parser("plan", help="plan a run: parameters, FLOPs, memory per GPU per ZeRO stage, budget, time",
                           description="The course's 'choosing the right options': parameters, FLOPs per token, "
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as e:
             print(f"tokenmill: {e}", file=sys.stderr)
             return 2
-    from tokenmill.config import ConfigError, load_config, resolve_paths
+    from tokenmill.core.config import ConfigError, load_config, resolve_paths
 
     try:
         cfg = resolve_paths(load_config(args.config, args.overrides), REPO_ROOT)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data":
         import logging
 
-        from spark_jobs.clean import run_clean_job
+        from tokenmill.spark_jobs.clean import run_clean_job
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
         out = args.out or cfg.run_dir / "data"
@@ -201,10 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bakeoff":
         return bakeoff_command(args)
 
-    from flows.pipeline import pipeline_flow
+    from tokenmill.flows.pipeline import pipeline_flow
 
     result = pipeline_flow(config_path=args.config, overrides=args.overrides)
-    from tokenmill.manifest import read_manifest
+    from tokenmill.core.manifest import read_manifest
 
     print("\n" + funnel_table(read_manifest(result["data_manifest"], stage="data")["funnel"]))
     print(summary(result))
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve_command(args) -> int:
-    from flows.deployments import deployment_entries, select, serve
+    from tokenmill.flows.deployments import deployment_entries, select, serve
 
     entries = select(deployment_entries(), args.deployments)
     if args.list:
@@ -231,7 +231,7 @@ def serve_command(args) -> int:
 
 
 def bakeoff_command(args) -> int:
-    from flows.bakeoff import bakeoff_flow
+    from tokenmill.flows.bakeoff import bakeoff_flow
 
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     result = bakeoff_flow(config_path=args.config, overrides=args.overrides, families=families,
@@ -248,8 +248,8 @@ def bakeoff_command(args) -> int:
 
 def check_data_config(cfg) -> None:
     """Fail before any service starts: the inputs exist and every data step accepts its options."""
-    from spark_jobs.clean import build_steps
-    from spark_jobs.readers import expand_inputs
+    from tokenmill.spark_jobs.clean import build_steps
+    from tokenmill.spark_jobs.readers import expand_inputs
 
     expand_inputs(cfg.data.input, cfg.data.format)
     try:
@@ -260,7 +260,7 @@ def check_data_config(cfg) -> None:
 
 def check_model_config(cfg) -> None:
     """Fail before any work starts: the model section names a known family/flavour with valid keys."""
-    from training.models import architecture, build_model
+    from tokenmill.training.models import architecture, build_model
 
     arch = architecture(cfg.model)
     with __import__("torch").device("meta"):
@@ -270,11 +270,11 @@ def check_model_config(cfg) -> None:
 def train_command(cfg, args) -> int:
     import logging
 
-    from tokenmill import tracking
-    from tokenmill.config import dump_config
-    from tokenmill.manifest import read_manifest
-    from training import launch
-    from training.models import family_of
+    from tokenmill.core import tracking
+    from tokenmill.core.config import dump_config
+    from tokenmill.core.manifest import read_manifest
+    from tokenmill.training import launch
+    from tokenmill.training.models import family_of
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tokens = Path(args.tokens or cfg.run_dir / "tokens" / "manifest.json").resolve()
@@ -287,7 +287,7 @@ def train_command(cfg, args) -> int:
     if args.dry_run:
         import json
 
-        from training.distributed import deepspeed_config
+        from tokenmill.training.distributed import deepspeed_config
 
         world = cfg.train.nproc * cfg.train.nnodes
         print(" ".join(launch.command(cfg.train, out / "config.yaml", tokens, out, "<mlflow run id>", cfg.run.name)))
@@ -320,9 +320,9 @@ def train_command(cfg, args) -> int:
 
 
 def models_command(args) -> int:
-    from training.models import FAMILIES, OBJECTIVES, architecture, count_parameters
-    from training.models.flavors import FLAVORS
-    from tokenmill.config import ModelConfig
+    from tokenmill.training.models import FAMILIES, OBJECTIVES, architecture, count_parameters
+    from tokenmill.training.models.flavors import FLAVORS
+    from tokenmill.core.config import ModelConfig
 
     rows = []
     for name, flavor in FLAVORS.items():
@@ -349,7 +349,7 @@ def _millions(n: int) -> str:
 
 
 def plan_command(args) -> int:
-    from training.planner import run
+    from tokenmill.training.planner import run
 
     return run(args)
 
@@ -396,8 +396,8 @@ def status_command(args) -> int:
 
 
 def export_command(args) -> int:
-    from training.hf import export
-    from training.weights import load_model
+    from tokenmill.training.hf import export
+    from tokenmill.training.weights import load_model
 
     model, tokenizer = load_model(args.model)
     out = export(model, tokenizer, args.out)
@@ -409,9 +409,9 @@ def generate_command(args) -> int:
     import torch
     from tokenizers import Tokenizer
 
-    from training.models import family_of_architecture
-    from training.tokenizer import special_ids
-    from training.weights import load_model
+    from tokenmill.training.models import family_of_architecture
+    from tokenmill.training.tokenizer import special_ids
+    from tokenmill.training.weights import load_model
 
     model, tok_path = load_model(args.model)
     family = family_of_architecture(model.cfg)
@@ -442,10 +442,10 @@ def generate_command(args) -> int:
 def attention_command(args) -> int:
     from tokenizers import Tokenizer
 
-    from training.attention import attention_maps, head_entropy, save_attention_pngs, token_labels
-    from training.models import family_of_architecture
-    from training.tokenizer import special_ids
-    from training.weights import load_model
+    from tokenmill.training.attention import attention_maps, head_entropy, save_attention_pngs, token_labels
+    from tokenmill.training.models import family_of_architecture
+    from tokenmill.training.tokenizer import special_ids
+    from tokenmill.training.weights import load_model
 
     model, tok_path = load_model(args.model)
     tok = Tokenizer.from_file(str(tok_path))

@@ -37,19 +37,15 @@ from pathlib import Path
 
 import psutil
 
-SERVICES = ("prefect", "mlflow")
-STATE_FILE = "services.json"
+from tokenmill.core.local_services import (SERVICES, STATE_FILE, discover, healthy, read_state, recorded_process,
+                                           service_urls, services_home, state_root)
+
+__all__ = ["SERVICES", "ServiceError", "discover", "down", "services_home", "status", "up"]
 _PORT_OPTION = {"prefect": "--prefect-port", "mlflow": "--mlflow-port"}
 
 
 class ServiceError(RuntimeError):
     """A service could not be started, or a port it needs is taken."""
-
-
-def services_home() -> Path:
-    """``$TOKENMILL_HOME`` if set, else ``<cwd>/.tokenmill`` (absolute; nothing is created)."""
-    env = os.environ.get("TOKENMILL_HOME")
-    return Path(env).expanduser().resolve() if env else Path.cwd().resolve() / ".tokenmill"
 
 
 def up(home: str | Path, host: str = "127.0.0.1", prefect_port: int = 4200, mlflow_port: int = 5000,
@@ -65,15 +61,15 @@ def up(home: str | Path, host: str = "127.0.0.1", prefect_port: int = 4200, mlfl
     for name, port in ports.items():
         if not 0 < port < 65536:
             raise ServiceError(f"{name} port {port} is not a valid port; choose another with {_PORT_OPTION[name]}")
-    root = _root(home)
+    root = state_root(home)
     for sub in ("prefect", "mlflow/artifacts", "logs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     with _lock(root):  # two `up`s at once must not both start servers
-        state = _read_state(root)
-        running = {n: rec for n, rec in state.get("services", {}).items() if n in SERVICES and _process(rec)}
+        state = read_state(root)
+        running = {n: rec for n, rec in state.get("services", {}).items() if n in SERVICES and recorded_process(rec)}
         to_start = [n for n in SERVICES if n not in running]
         # Alive but not answering: perhaps still starting (another `up`), so waited for, never restarted.
-        pending = {n: (rec, None) for n, rec in running.items() if not _healthy(rec["health_url"], 2)}
+        pending = {n: (rec, None) for n, rec in running.items() if not healthy(rec["health_url"], 2)}
         for name, rec in running.items():
             log(f"tokenmill: {name} already running at {rec['url']} (pid {rec['pid']})"
                 + (", waiting for it to answer" if name in pending else ""))
@@ -98,7 +94,7 @@ def up(home: str | Path, host: str = "127.0.0.1", prefect_port: int = 4200, mlfl
             _write_state(root, running)
             raise
         records = {**running, **{n: rec for n, (rec, _) in started.items()}}
-    return {**_urls(records), "started": list(started)}
+    return {**service_urls(records), "started": list(started)}
 
 
 def down(home: str | Path, grace: float = 10.0, log: Callable[[str], None] = print) -> list[str]:
@@ -107,8 +103,8 @@ def down(home: str | Path, grace: float = 10.0, log: Callable[[str], None] = pri
     SIGTERM first, SIGKILL for whatever is left after ``grace`` seconds. Returns the names of the
     services that were running and are now stopped; stale records are dropped silently.
     """
-    root = _root(home)
-    recs = _read_state(root).get("services", {})
+    root = state_root(home)
+    recs = read_state(root).get("services", {})
     stopped = [name for name, ran in zip(recs, _stop(list(recs.values()), grace)) if ran]
     for name in stopped:
         log(f"tokenmill: stopped {name} (pid {recs[name]['pid']})")
@@ -123,33 +119,18 @@ def status(home: str | Path, timeout: float = 2.0) -> dict:
     ``unhealthy``: the recorded process is alive but its health check fails. ``stopped`` has
     ``url``, ``api_url`` and ``pid`` set to None.
     """
-    recs = _read_state(_root(home)).get("services", {})
+    recs = read_state(state_root(home)).get("services", {})
     out = {}
     for name in SERVICES:
         rec = recs.get(name)
-        if rec is None or _process(rec) is None:
+        if rec is None or recorded_process(rec) is None:
             out[name] = {"state": "stopped", "url": None, "api_url": None, "pid": None,
                          "log": rec.get("log") if rec else None}
         else:
-            state = "running" if _healthy(rec["health_url"], timeout) else "unhealthy"
+            state = "running" if healthy(rec["health_url"], timeout) else "unhealthy"
             out[name] = {"state": state, "url": rec["url"], "api_url": rec["api_url"], "pid": rec["pid"],
                          "log": rec["log"]}
     return out
-
-
-def discover(home: str | Path, timeout: float = 1.0) -> dict | None:
-    """``{"prefect_ui", "prefect_api", "mlflow"}`` if both recorded services are alive and healthy, else None.
-
-    Cheap when nothing was started: without ``services.json`` no process or network call is made.
-    """
-    path = _root(home) / STATE_FILE
-    if not path.is_file():
-        return None
-    recs = _read_state(path.parent).get("services", {})
-    if any(n not in recs or not _process(recs[n]) or not _healthy(recs[n]["health_url"], timeout)
-           for n in SERVICES):
-        return None
-    return _urls(recs)
 
 
 def describe(urls: dict) -> str:
@@ -163,15 +144,6 @@ def describe(urls: dict) -> str:
 
 
 # --- internals ---------------------------------------------------------------------------------------------
-
-
-def _root(home: str | Path) -> Path:
-    return Path(home).expanduser().resolve() / "services"
-
-
-def _urls(recs: dict) -> dict:
-    return {"prefect_ui": recs["prefect"]["url"], "prefect_api": recs["prefect"]["api_url"],
-            "mlflow": recs["mlflow"]["url"]}
 
 
 def _is_loopback(host: str) -> bool:
@@ -196,14 +168,6 @@ def _lock(root: Path):
         yield
 
 
-def _read_state(root: Path) -> dict:
-    try:
-        state = json.loads((root / STATE_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):  # a half-written or hand-edited file counts as empty
-        return {}
-    return state if isinstance(state, dict) and isinstance(state.get("services"), dict) else {}
-
-
 def _write_state(root: Path, records: dict) -> None:
     path = root / STATE_FILE
     if not records:
@@ -214,29 +178,6 @@ def _write_state(root: Path, records: dict) -> None:
     tmp.write_text(json.dumps({"version": 1, "home": str(root.parent), "services": records},
                               indent=2) + "\n")
     tmp.replace(path)  # atomic: readers never see half a file
-
-
-def _process(rec: dict) -> psutil.Process | None:
-    """The recorded process if it still runs: same pid *and* start time (pids get reused)."""
-    try:
-        proc = psutil.Process(int(rec["pid"]))
-        if abs(proc.create_time() - float(rec["create_time"])) > 0.05:
-            return None
-        if proc.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped by its parent
-            return None
-        return proc
-    except (psutil.Error, KeyError, TypeError, ValueError):
-        return None
-
-
-def _healthy(url: str, timeout: float) -> bool:
-    # No proxies: a developer's http_proxy must not intercept loopback health checks.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=timeout) as resp:
-            return resp.status == 200
-    except (OSError, ValueError):
-        return False
 
 
 def _check_port_free(host: str, port: int, name: str) -> None:
@@ -297,11 +238,11 @@ def _wait_healthy(services: dict[str, tuple[dict, subprocess.Popen | None]], tim
     waiting = dict(services)
     while waiting:
         for name, (rec, proc) in list(waiting.items()):
-            if _healthy(rec["health_url"], timeout=2):
+            if healthy(rec["health_url"], timeout=2):
                 log(f"tokenmill: {name} ready ({time.monotonic() - start:.1f} s)")
                 del waiting[name]
                 continue
-            exited = proc.poll() is not None if proc else _process(rec) is None
+            exited = proc.poll() is not None if proc else recorded_process(rec) is None
             if exited:
                 code = f" with code {proc.returncode}" if proc else ""
                 raise ServiceError(f"{name} exited{code} while starting; last lines of {rec['log']}:\n"
@@ -328,7 +269,7 @@ def _stop(records: list[dict], grace: float = 10.0) -> list[bool]:
     """Terminate each recorded process with its children, all at once; per record, whether it was running."""
     procs, was_running = [], []
     for rec in records:
-        proc = _process(rec)
+        proc = recorded_process(rec)
         was_running.append(proc is not None)
         if proc is None:
             continue

@@ -16,7 +16,7 @@ import torch
 def attention_maps(model: torch.nn.Module, ids: list[int]) -> dict[str, torch.Tensor]:
     """``{"layer 0": (H, T, T), ...}`` for decoder-only and encoder models; encoder-decoders give
     ``"encoder i"``, ``"decoder i"`` and ``"cross i"`` maps (the decoder reads the same text shifted right)."""
-    from training.models import family_of_architecture
+    from tokenmill.training.models import family_of_architecture
 
     family = family_of_architecture(model.cfg)
     dev = next(model.parameters()).device

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from tokenmill.config import TrainConfig
-from training.schedule import learning_rate
+from tokenmill.core.config import TrainConfig
+from tokenmill.training.schedule import learning_rate
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -1,6 +1,6 @@
 """Evaluate a trained model folder on the validation split, from its saved weights, in one process.
 
-    python -m training.evaluate --model <model folder> --run-config <config.yaml>
+    python -m tokenmill.training.evaluate --model <model folder> --run-config <config.yaml>
         --tokens-manifest <tokenize manifest.json> --out <evaluate manifest.json> [--mlflow-run-id <id>]
 
 Scores the same validation examples training scored (same objective, same seed), against the same
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from tokenmill.env import prepare_environment
+from tokenmill.core.env import prepare_environment
 
 
 def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[str, Any]:
@@ -28,13 +28,13 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
     named losses, the token loss and the unigram baseline (nats/token), and perplexity for GPT."""
     from tokenizers import Tokenizer
 
-    from tokenmill.manifest import read_manifest
-    from training.data import unigram_cross_entropy
-    from training.models import family_of_architecture
-    from training.objectives import objective_for_run
-    from training.tokenizer import load_tokens
-    from training.train import TOKEN_LOSS, accumulate, label_stream
-    from training.weights import load_model
+    from tokenmill.core.manifest import read_manifest
+    from tokenmill.training.data import unigram_cross_entropy
+    from tokenmill.training.models import family_of_architecture
+    from tokenmill.training.objectives import objective_for_run
+    from tokenmill.training.tokenizer import load_tokens
+    from tokenmill.training.train import TOKEN_LOSS, accumulate, label_stream
+    from tokenmill.training.weights import load_model
 
     tokens = read_manifest(tokens_manifest, stage="tokenize")
     model, tokenizer_path = load_model(model_dir)
@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mlflow-run-id", default=None, help="log eval/* metrics into this run")
     args = p.parse_args(argv)
 
-    from tokenmill.config import load_config
-    from tokenmill.manifest import sha256_file, write_manifest
+    from tokenmill.core.config import load_config
+    from tokenmill.core.manifest import sha256_file, write_manifest
 
     torch.manual_seed(0)
     cfg = load_config(args.run_config)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 **result}
     write_manifest(args.out, manifest)
     if args.mlflow_run_id:
-        from tokenmill.tracking import MlflowLogger
+        from tokenmill.core.tracking import MlflowLogger
 
         logged = {f"eval/{n}": v for n, v in result["metrics"].items()}
         logged.update({"eval/token_loss": result["token_loss"],

@@ -43,7 +43,7 @@ def _dims(arch) -> tuple[int, int, int, int, int, bool]:
 
 
 def _family(arch) -> str:
-    from training.models import family_of_architecture
+    from tokenmill.training.models import family_of_architecture
 
     return family_of_architecture(arch)
 
@@ -80,7 +80,7 @@ def matmul_parameters(arch) -> dict[str, int]:
 def _encoder_decoder_lengths(arch, input_len: int | None, target_len: int | None) -> tuple[int, int]:
     S = input_len or arch.block_size
     if target_len is None:
-        from training.objectives import span_corruption_lengths
+        from tokenmill.training.objectives import span_corruption_lengths
 
         target_len = span_corruption_lengths(S)[1]
     return S, target_len

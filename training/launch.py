@@ -1,4 +1,4 @@
-"""Start ``training.train`` on ``train.nproc`` processes with torchrun and follow its output.
+"""Start ``tokenmill.training.train`` on ``train.nproc`` processes with torchrun and follow its output.
 
 Shared by the pipeline flow's train task and ``tokenmill train``.
 """
@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from tokenmill.env import REPO_ROOT
+from tokenmill.core.env import REPO_ROOT
 
 
 def command(train, config_file: Path, tokens_manifest: Path, out_dir: Path, run_id: str | None,
@@ -34,7 +34,7 @@ def command(train, config_file: Path, tokens_manifest: Path, out_dir: Path, run_
             raise FileNotFoundError(f"train.hostfile {train.hostfile} does not exist")
         deepspeed = Path(sys.executable).with_name("deepspeed")
         return [str(deepspeed), "--hostfile", str(train.hostfile), "--num_gpus", str(train.nproc), "--no_local_rank",
-                "--module", "training.train", *script]
+                "--module", "tokenmill.training.train", *script]
     if train.launcher != "torchrun":
         raise ValueError(f"train.launcher must be torchrun or deepspeed, got {train.launcher!r}")
     run = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={train.nproc}"]
@@ -46,7 +46,7 @@ def command(train, config_file: Path, tokens_manifest: Path, out_dir: Path, run_
                 f"--rdzv-id={run_name}"]
     else:
         run += ["--standalone"]
-    return [*run, "-m", "training.train", *script]
+    return [*run, "-m", "tokenmill.training.train", *script]
 
 
 def run(cmd: list[str], on_line: Callable[[str], None]) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.data import PackedBatches, eval_blocks
+from tokenmill.training.data import PackedBatches, eval_blocks
 
 IGNORE = -100  # label of positions that are not scored (torch's cross_entropy default ignore_index)
 _EVAL_SEED = 0x5EED  # validation examples use their own fixed seed, whatever the run's seed
@@ -546,7 +546,7 @@ def load_pairs(path, tokenizer, validation_fraction: float) -> tuple[list, list]
     import json
     from pathlib import Path
 
-    from training.tokenizer import split_of
+    from tokenmill.training.tokenizer import split_of
 
     splits: dict[str, list] = {"train": [], "validation": []}
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
@@ -592,7 +592,7 @@ def objective_for_run(cfg, family: str, block_size: int, specials: dict[str, int
     """``(objective, evaluation source)`` for a run's config: paired text when ``train.pairs`` is set (an
     encoder-decoder only), the family's pre-training objective on the token stream otherwise.
 
-    Training and ``training.evaluate`` both call it, so they score the very same validation examples.
+    Training and ``tokenmill.training.evaluate`` both call it, so they score the very same validation examples.
     """
     if cfg.train.pairs:
         if family not in ("t5", "transformer"):

@@ -2,7 +2,7 @@
 
 For a model flavour and a cluster it estimates what the run will need and cost:
 
-* **parameters** (``count_parameters``) and **training FLOPs per token** (``training.flops``);
+* **parameters** (``count_parameters``) and **training FLOPs per token** (``tokenmill.training.flops``);
 * **model-state memory per GPU** under each ZeRO stage, using the ZeRO paper's accounting
   (Rajbhandari et al. 2020, section 3.1) for mixed-precision Adam, Ψ parameters:
   ``2Ψ`` bf16/fp16 parameters + ``2Ψ`` bf16/fp16 gradients + ``12Ψ`` optimizer states (fp32
@@ -41,7 +41,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from training import flops as F
+from tokenmill.training import flops as F
 
 CHINCHILLA_TOKENS_PER_PARAM = 20
 FIT_HEADROOM = 0.9  # "fits" below 90% of the GPU's memory; "tight" up to 100%
@@ -283,7 +283,7 @@ def plan(model_cfg, *, gpus: int, zero: int, offload: bool = False, micro_batch:
          target_len: int | None = None, peak: float | None = None) -> Plan:
     """Estimate parameters, FLOPs, memory per GPU for each ZeRO stage and wall time for ``model_cfg``
     (a ``ModelConfig``) on ``gpus`` x ``gpu``. ``peak`` overrides the table's FLOP/s per GPU."""
-    from training.models import architecture, count_parameters, family_of_architecture
+    from tokenmill.training.models import architecture, count_parameters, family_of_architecture
 
     if gpus < 1:
         raise ValueError(f"gpus must be >= 1, got {gpus}")
@@ -369,8 +369,8 @@ def parse_count(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``tokenmill plan`` options."""
-    from training.models import FAMILIES
-    from training.models.flavors import FLAVORS
+    from tokenmill.training.models import FAMILIES
+    from tokenmill.training.models.flavors import FLAVORS
 
     parser.add_argument("--model", required=True, metavar="FLAVOUR",
                         help=f"a model flavour ({', '.join(FLAVORS)})")
@@ -397,7 +397,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the plan for parsed ``args``; 0 on success, 2 with a message on stderr for bad options."""
-    from tokenmill.config import ModelConfig
+    from tokenmill.core.config import ModelConfig
 
     try:
         result = plan(ModelConfig(family=args.family, flavor=args.model), gpus=args.gpus, zero=args.zero,

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tokenmill.config import TokenizerConfig
-from tokenmill.manifest import read_manifest, sha256_file, write_manifest
+from tokenmill.core.config import TokenizerConfig
+from tokenmill.core.manifest import read_manifest, sha256_file, write_manifest
 
 log = logging.getLogger("tokenmill.tokenize")
 

@@ -1,6 +1,6 @@
 """The training entry point every rank runs (started by ``torchrun`` or the ``deepspeed`` launcher).
 
-    python -m training.train --run-config <resolved config.yaml> --tokens-manifest <tokenize manifest.json>
+    python -m tokenmill.training.train --run-config <resolved config.yaml> --tokens-manifest <tokenize manifest.json>
         --out-dir <dir> [--mlflow-run-id <id>]
 
 Trains the configured family (GPT, BERT, T5, Transformer) on its objective with DeepSpeed,
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from tokenmill.env import prepare_environment
+from tokenmill.core.env import prepare_environment
 
 log = logging.getLogger("tokenmill.train")
 
@@ -48,19 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from tokenizers import Tokenizer
 
-    from tokenmill.config import load_config
-    from tokenmill.manifest import read_manifest, sha256_file, write_manifest
-    from tokenmill.tracking import MetricsLogger, MlflowLogger
-    from training import distributed
-    from training.attention import attention_maps, save_attention_pngs, token_labels
-    from training.data import unigram_cross_entropy
-    from training.hf import load_hf
-    from training.models import architecture, build_model, family_of, family_of_architecture
-    from training.objectives import objective_for_run
-    from training.tokenizer import load_tokens
-    from tokenmill.plots import loss_curve
-    from training.flops import detect_device, flops_per_token, mfu, peak_flops
-    from training.weights import save_model_folder
+    from tokenmill.core.config import load_config
+    from tokenmill.core.manifest import read_manifest, sha256_file, write_manifest
+    from tokenmill.core.tracking import MetricsLogger, MlflowLogger
+    from tokenmill.training import distributed
+    from tokenmill.training.attention import attention_maps, save_attention_pngs, token_labels
+    from tokenmill.training.data import unigram_cross_entropy
+    from tokenmill.training.hf import load_hf
+    from tokenmill.training.models import architecture, build_model, family_of, family_of_architecture
+    from tokenmill.training.objectives import objective_for_run
+    from tokenmill.training.tokenizer import load_tokens
+    from tokenmill.core.plots import loss_curve
+    from tokenmill.training.flops import detect_device, flops_per_token, mfu, peak_flops
+    from tokenmill.training.weights import save_model_folder
 
     cfg = load_config(args.run_config)
     tcfg = cfg.train
@@ -276,7 +276,7 @@ class _StopFlag:
 def _evaluate(engine, objective, batches, rank: int, world: int, dev) -> dict[str, float]:
     """Every rank scores its share of the same fixed batches, padded to equal counts so that ZeRO-3's
     collective forward passes line up; the (sum, count) metrics are summed over ranks."""
-    from training import distributed
+    from tokenmill.training import distributed
 
     engine.eval()
     mine = list(range(rank, len(batches), world))
@@ -308,8 +308,8 @@ def _register(tracker, cfg, family: str, out_dir: Path, state, arch, tokenizer_p
     """
     if not cfg.tracking.register_model:
         return None
-    from training.hf import export
-    from training.models import build_model
+    from tokenmill.training.hf import export
+    from tokenmill.training.models import build_model
 
     name = cfg.tracking.model_name or f"tokenmill-{cfg.run.name}-{family}"
     model = build_model(arch)

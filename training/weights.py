@@ -41,7 +41,7 @@ def save_model_folder(out_dir: str | Path, state: dict[str, torch.Tensor], arch,
     """A self-contained model folder: ``weights.safetensors``, ``model.json`` (family + config), ``tokenizer.json``."""
     import shutil
 
-    from training.models import save_architecture
+    from tokenmill.training.models import save_architecture
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -54,14 +54,14 @@ def save_model_folder(out_dir: str | Path, state: dict[str, torch.Tensor], arch,
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, Path]:
     """``(model in eval mode, tokenizer.json path)`` from a tokenmill model folder or a Hugging Face folder."""
-    from training.models import build_model, load_architecture
+    from tokenmill.training.models import build_model, load_architecture
 
     path = Path(path)
     if (path / "model.json").is_file():
         model = build_model(load_architecture(path / "model.json"))
         load_weights(model, path / "weights.safetensors")
     elif (path / "config.json").is_file():
-        from training.hf import load_hf
+        from tokenmill.training.hf import load_hf
 
         model = load_hf(path)
     else:

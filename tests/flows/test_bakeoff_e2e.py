@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prefect_states import task_states_since
 
-from tokenmill.manifest import read_manifest
+from tokenmill.core.manifest import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def bakeoff(pipeline_run):
-    from flows.bakeoff import bakeoff_flow
+    from tokenmill.flows.bakeoff import bakeoff_flow
 
     since = datetime.now(UTC)
     # the same config and output folder as the session pipeline (conftest.py), fewer steps

@@ -4,15 +4,15 @@ parameters against its flow, and becomes a runner deployment with its schedule."
 import pytest
 import yaml
 
-from flows.bakeoff import bakeoff_sizes
-from flows.deployments import (
+from tokenmill.flows.bakeoff import bakeoff_sizes
+from tokenmill.flows.deployments import (
     PREFECT_FILE,
     deployment_entries,
     runner_deployments,
     select,
 )
 from tokenmill.cli import main
-from tokenmill.config import load_config
+from tokenmill.core.config import load_config
 
 
 @pytest.fixture(scope="module")

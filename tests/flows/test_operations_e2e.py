@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from tokenmill import services
-from tokenmill.manifest import read_manifest
+from tokenmill.core.manifest import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -112,7 +112,7 @@ def test_deploy_registers_every_deployment_of_prefect_yaml(stack):
     done = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env, cwd=REPO_ROOT,
                           check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    from flows.deployments import deployment_entries
+    from tokenmill.flows.deployments import deployment_entries
 
     with _client(stack) as client:
         deployments = client.read_deployments()

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tokenmill.manifest import read_manifest, sha256_file
+from tokenmill.core.manifest import read_manifest, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SLICE = "data/sample/crawl-00001.warc.gz"  # what the session's ``pipeline_run`` fixture (conftest.py) reads
@@ -107,10 +107,10 @@ def test_mlflow_run_finished_with_metrics_and_artifacts(pipeline_run):
 
 def test_saved_weights_reproduce_the_reported_validation_loss(pipeline_run):
     """The model folder holds the model that was evaluated: a fresh single-process load scores the same."""
-    from tokenmill.config import load_config
-    from training.objectives import build_objective
-    from training.tokenizer import load_tokens
-    from training.weights import load_model
+    from tokenmill.core.config import load_config
+    from tokenmill.training.objectives import build_objective
+    from tokenmill.training.tokenizer import load_tokens
+    from tokenmill.training.weights import load_model
 
     result = read_manifest(pipeline_run["train_manifest"], stage="train")
     tokens = read_manifest(pipeline_run["tokens_manifest"], stage="tokenize")
@@ -153,7 +153,7 @@ def test_crashed_training_fails_the_flow_and_the_mlflow_run(prefect_harness, tmp
     """n_head=3 does not divide n_embd=64: the training processes die, and nothing pretends otherwise."""
     from mlflow.tracking import MlflowClient
 
-    from flows.pipeline import pipeline_flow
+    from tokenmill.flows.pipeline import pipeline_flow
 
     state = pipeline_flow(config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),
                               overrides=[f"run.output_dir={tmp_path}", "model.n_head=3", "train.max_steps=2"],
@@ -167,8 +167,8 @@ def test_crashed_training_fails_the_flow_and_the_mlflow_run(prefect_harness, tmp
 
 
 def test_rerunning_the_data_job_gives_identical_shards(pipeline_run, tmp_path):
-    from spark_jobs.clean import run_clean_job
-    from tokenmill.config import load_config
+    from tokenmill.spark_jobs.clean import run_clean_job
+    from tokenmill.core.config import load_config
 
     first = read_manifest(pipeline_run["data_manifest"], stage="data")
     cfg = load_config(Path(pipeline_run["run_dir"]) / "config.yaml")

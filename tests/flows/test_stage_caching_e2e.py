@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prefect_states import task_states_since
 
-from tokenmill.manifest import read_manifest
+from tokenmill.core.manifest import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["clean-corpus", "tokenize-corpus", "train-model", "evaluate-model"]
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _run(out: Path, *extra: str):
-    from flows.pipeline import pipeline_flow
+    from tokenmill.flows.pipeline import pipeline_flow
 
     since = datetime.now(UTC)
     result = pipeline_flow(config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tokenmill.config import load_config
+from tokenmill.core.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "infra" / "compose"

@@ -1,5 +1,5 @@
 """The multi-node launch templates and the GPU check scripts: they parse, they launch what
-``training.train`` expects, and every ``--set`` key they or the README use is a tokenmill config key.
+``tokenmill.training.train`` expects, and every ``--set`` key they or the README use is a tokenmill config key.
 
 Nothing here needs Slurm, ssh, several nodes or a GPU: Slurm's ``scontrol``/``srun`` are stand-ins
 that record what they are asked, and the GPU check runs in its ``--dry-run`` and ``--cpu-smoke`` modes.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tokenmill.config import ConfigError, load_config
+from tokenmill.core.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 SBATCH = REPO / "infra" / "slurm" / "train.sbatch"
@@ -90,17 +90,17 @@ def test_sbatch_directives_parse():
 def test_sbatch_launches_torchrun_rendezvous():
     text = SBATCH.read_text()
     for needle in ("torch.distributed.run", "--rdzv-backend c10d", "--rdzv-endpoint", "--rdzv-id", "--nnodes",
-                   "--nproc-per-node", "-m training.train", "--run-config", "--tokens-manifest", "--out-dir",
+                   "--nproc-per-node", "-m tokenmill.training.train", "--run-config", "--tokens-manifest", "--out-dir",
                    'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1', "srun", "NCCL_SOCKET_IFNAME"):
         assert needle in text, needle
 
 
 def test_sbatch_runs_with_standin_slurm(tmp_path):
     """Run the template with stand-in ``scontrol``/``srun``: the launcher command parses with torchrun's own
-    parser, the script arguments with training.train's, and the recorded config holds the job's layout."""
+    parser, the script arguments with tokenmill.training.train's, and the recorded config holds the job's layout."""
     from torch.distributed.run import get_args_parser
 
-    from training.train import parse_args
+    from tokenmill.training.train import parse_args
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -125,7 +125,7 @@ def test_sbatch_runs_with_standin_slurm(tmp_path):
     assert (torchrun.nnodes, torchrun.nproc_per_node) == ("2", "4")
     assert torchrun.rdzv_backend == "c10d" and torchrun.rdzv_id == "4242"
     assert torchrun.rdzv_endpoint == f"gpu-a:{29500 + 4242 % 1000}"
-    assert torchrun.module and torchrun.training_script == "training.train"
+    assert torchrun.module and torchrun.training_script == "tokenmill.training.train"
     script_args = parse_args(torchrun.training_script_args)
     assert Path(script_args.run_config) == out / "config.yaml"
     assert Path(script_args.tokens_manifest) == tokens and Path(script_args.out_dir) == out
@@ -187,7 +187,7 @@ def test_gpu_check_dry_run(tmp_path):
     result = run(["bash", str(GPU_CHECK), "--dry-run"], env={"WORK_DIR": str(work)})
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for needle in ("gpt2-small", "bf16", "ZeRO-2", "torch.distributed.run", "training.train", "tokens/s", "MFU"):
+    for needle in ("gpt2-small", "bf16", "ZeRO-2", "torch.distributed.run", "tokenmill.training.train", "tokens/s", "MFU"):
         assert needle in out, needle
     assert not work.exists(), "--dry-run must not write anything"
     overrides = [f"{k}={v}" for k, v in SET_ARG.findall(out)]

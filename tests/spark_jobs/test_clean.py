@@ -1,4 +1,4 @@
-"""spark_jobs.clean.DocumentPipeline and the funnel: every record becomes kept, dropped or quarantined (no Spark)."""
+"""tokenmill.spark_jobs.clean.DocumentPipeline and the funnel: every record becomes kept, dropped or quarantined (no Spark)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import json
 import pandas as pd
 import pytest
 
-from spark_jobs.clean import DOC_COLUMNS, DocumentPipeline, _funnel
-from spark_jobs.extract import HtmlExtractor
-from spark_jobs.filters import GopherQualityFilter
-from spark_jobs.pii import PIIRedactor
-from spark_jobs.readers import RAW_COLUMNS
-from spark_jobs.steps import DocumentStep
+from tokenmill.spark_jobs.clean import DOC_COLUMNS, DocumentPipeline, _funnel
+from tokenmill.spark_jobs.extract import HtmlExtractor
+from tokenmill.spark_jobs.filters import GopherQualityFilter
+from tokenmill.spark_jobs.pii import PIIRedactor
+from tokenmill.spark_jobs.readers import RAW_COLUMNS
+from tokenmill.spark_jobs.steps import DocumentStep
 
 SENTENCE = "The quick brown fox jumps over the lazy dog and then it runs to the river bank."
 GOOD_TEXT = " ".join([f"{SENTENCE[:-1]} number {i}." for i in range(8)])

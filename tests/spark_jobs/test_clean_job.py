@@ -4,9 +4,9 @@
 import pyarrow.parquet as pq
 from hostile import BIG, build_hostile_corpus
 
-from spark_jobs.clean import run_clean_job
+from tokenmill.spark_jobs.clean import run_clean_job
 from tokenmill.cli import main
-from tokenmill.config import load_config
+from tokenmill.core.config import load_config
 
 
 def rows(shards):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from spark_jobs.cluster import StandaloneCluster
+from tokenmill.spark_jobs.cluster import StandaloneCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

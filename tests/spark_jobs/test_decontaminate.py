@@ -1,4 +1,4 @@
-"""spark_jobs.decontaminate.NGramDecontaminator: word 13-gram overlap with evaluation texts (no Spark)."""
+"""tokenmill.spark_jobs.decontaminate.NGramDecontaminator: word 13-gram overlap with evaluation texts (no Spark)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from spark_jobs.decontaminate import NGramDecontaminator, NGramHasher, normalized_words
-from spark_jobs.steps import DocumentStep
+from tokenmill.spark_jobs.decontaminate import NGramDecontaminator, NGramHasher, normalized_words
+from tokenmill.spark_jobs.steps import DocumentStep
 
 EVAL = ("Which of the following best describes the primary function of mitochondria in eukaryotic cells "
         "during aerobic respiration and the production of adenosine triphosphate")
@@ -135,7 +135,7 @@ def test_process_sets_up_lazily_and_pickles_without_the_table(eval_dir):
 
 
 def test_hashes_are_deterministic_across_processes():
-    code = ("from spark_jobs.decontaminate import NGramHasher; "
+    code = ("from tokenmill.spark_jobs.decontaminate import NGramHasher; "
             "print(NGramHasher(3).hashes('one two three four').tolist())")
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}

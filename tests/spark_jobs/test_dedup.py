@@ -1,9 +1,9 @@
-"""spark_jobs.dedup: exact-text and URL dedup on a small local Spark DataFrame."""
+"""tokenmill.spark_jobs.dedup: exact-text and URL dedup on a small local Spark DataFrame."""
 
 from __future__ import annotations
 
-from spark_jobs.clean import DOC_COLUMNS, DOC_SCHEMA
-from spark_jobs.dedup import ExactDeduplicator, UrlDeduplicator
+from tokenmill.spark_jobs.clean import DOC_COLUMNS, DOC_SCHEMA
+from tokenmill.spark_jobs.dedup import ExactDeduplicator, UrlDeduplicator
 
 
 def doc(id, text, status="kept", url=None, stage=None, reason=None):

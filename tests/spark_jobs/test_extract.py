@@ -1,4 +1,4 @@
-"""spark_jobs.extract.HtmlExtractor: HTML payloads to main-content text (no Spark)."""
+"""tokenmill.spark_jobs.extract.HtmlExtractor: HTML payloads to main-content text (no Spark)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from spark_jobs.extract import HtmlExtractor, decode_html, is_html
-from spark_jobs.steps import DocumentStep
+from tokenmill.spark_jobs.extract import HtmlExtractor, decode_html, is_html
+from tokenmill.spark_jobs.steps import DocumentStep
 
 ARTICLE = ("The river delta supports a remarkable diversity of migratory birds, and local researchers have "
            "spent decades counting the herons, egrets and sandpipers that arrive there each spring. ")

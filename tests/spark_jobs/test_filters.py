@@ -1,4 +1,4 @@
-"""spark_jobs.filters: Gopher quality, Gopher repetition, C4 and FineWeb filters.
+"""tokenmill.spark_jobs.filters: Gopher quality, Gopher repetition, C4 and FineWeb filters.
 
 Every threshold is tested at its boundary: one example just inside (kept) and one just outside
 (dropped with the rule's reason), built here so the measured value is known exactly.
@@ -14,8 +14,8 @@ from collections import Counter
 import pytest
 import yaml
 
-import spark_jobs.steps as steps
-from spark_jobs.filters import (
+import tokenmill.spark_jobs.steps as steps
+from tokenmill.spark_jobs.filters import (
     C4QualityFilter,
     DocumentFilter,
     DocumentStep,
@@ -228,7 +228,7 @@ def test_empty_text_with_zero_min_words_does_not_crash():
 
 
 def test_gopher_quality_positional_arguments_keep_their_order():
-    """``spark_jobs.clean`` passes the first four positionally."""
+    """``tokenmill.spark_jobs.clean`` passes the first four positionally."""
     f = GopherQualityFilter(10, 20, 2.0, 8.0)
     assert (f.min_words, f.max_words, f.min_mean_word_length, f.max_mean_word_length) == (10, 20, 2.0, 8.0)
 

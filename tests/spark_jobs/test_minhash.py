@@ -1,4 +1,4 @@
-"""spark_jobs.minhash: signatures (numpy), verification, connected components and the dedup step (local Spark)."""
+"""tokenmill.spark_jobs.minhash: signatures (numpy), verification, connected components and the dedup step (local Spark)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spark_jobs.minhash import (
+from tokenmill.spark_jobs.minhash import (
     MERSENNE_61,
     MinHasher,
     MinhashDeduplicator,
@@ -145,7 +145,7 @@ GOLDEN_PREFIX = [71603355295654003, 76560883192298252, 124832367710823497, 40151
 def test_signatures_are_stable_across_processes_and_hash_seeds():
     here = signature(GOLDEN_TEXT)
     assert here.tolist()[:4] == GOLDEN_PREFIX
-    code = ("import json, sys; from spark_jobs.minhash import MinHasher; "
+    code = ("import json, sys; from tokenmill.spark_jobs.minhash import MinHasher; "
             "s, _ = MinHasher(112, 5, 1).signatures([sys.argv[1]]); print(json.dumps(s[0].tolist()))")
     for hash_seed in ("0", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}

@@ -1,11 +1,11 @@
-"""spark_jobs.pii.PIIRedactor: e-mail, public IP and phone redaction (no Spark)."""
+"""tokenmill.spark_jobs.pii.PIIRedactor: e-mail, public IP and phone redaction (no Spark)."""
 
 from __future__ import annotations
 
 import pytest
 
-from spark_jobs.pii import PIIRedactor
-from spark_jobs.steps import DocumentStep
+from tokenmill.spark_jobs.pii import PIIRedactor
+from tokenmill.spark_jobs.steps import DocumentStep
 
 
 def doc(text: str | None, stats: dict | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""spark_jobs.readers: input files of every format to raw rows, never losing a record; input expansion."""
+"""tokenmill.spark_jobs.readers: input files of every format to raw rows, never losing a record; input expansion."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from spark_jobs import readers
-from spark_jobs.readers import (
+from tokenmill.spark_jobs import readers
+from tokenmill.spark_jobs.readers import (
     READERS,
     RAW_SCHEMA,
     AnyReader,

@@ -1,4 +1,4 @@
-"""tokenmill.config: precedence, strict keys, type checks, path resolution."""
+"""tokenmill.core.config: precedence, strict keys, type checks, path resolution."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tokenmill.config import Config, ConfigError, TrainConfig, load_config, resolve_paths
-from tokenmill.env import REPO_ROOT
+from tokenmill.core.config import Config, ConfigError, TrainConfig, load_config, resolve_paths
+from tokenmill.core.env import REPO_ROOT
 
 
 def write_yaml(path: Path, text: str) -> Path:
@@ -25,7 +25,7 @@ def test_no_file_no_overrides_gives_dataclass_defaults():
 
 
 def test_step_options_are_filled_from_the_step_class_and_checked():
-    from spark_jobs.filters import GopherQualityFilter
+    from tokenmill.spark_jobs.filters import GopherQualityFilter
 
     cfg = load_config(overrides=["data.gopher_quality.min_words=20", "data.langid.threshold=5e-1"])
     assert cfg.data.gopher_quality["min_words"] == 20

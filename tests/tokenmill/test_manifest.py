@@ -1,4 +1,4 @@
-"""tokenmill.manifest: atomic JSON hand-off between stages."""
+"""tokenmill.core.manifest: atomic JSON hand-off between stages."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tokenmill.manifest import read_manifest, sha256_file, write_manifest
+from tokenmill.core.manifest import read_manifest, sha256_file, write_manifest
 
 
 def test_write_then_read_round_trips_and_leaves_no_temp_file(tmp_path):

@@ -175,7 +175,7 @@ def test_mlflow_run_lands_in_the_services_home(svc):
 
 def _env_seen_by_a_new_process(home: Path) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
-    code = ("from tokenmill.env import prepare_environment; prepare_environment(); import os; "
+    code = ("from tokenmill.core.env import prepare_environment; prepare_environment(); import os; "
             "print(os.environ.get('MLFLOW_TRACKING_URI')); print(os.environ.get('PREFECT_API_URL'))")
     out = subprocess.run([sys.executable, "-c", code], env={**env, "TOKENMILL_HOME": str(home)}, cwd=REPO_ROOT,
                          capture_output=True, text=True, check=True, timeout=120)
@@ -188,7 +188,7 @@ def test_prepare_environment_uses_running_services_else_embedded(svc, tmp_path):
 
 
 def test_tracking_uri_precedence(monkeypatch, tmp_path):
-    from tokenmill.config import Config, RunConfig, TrackingConfig
+    from tokenmill.core.config import Config, RunConfig, TrackingConfig
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = Config(run=RunConfig(output_dir=str(tmp_path)))

@@ -1,4 +1,4 @@
-"""training.data: deterministic packed batches, evaluation blocks and the unigram baseline."""
+"""tokenmill.training.data: deterministic packed batches, evaluation blocks and the unigram baseline."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import PackedBatches, eval_blocks, unigram_cross_entropy
+from tokenmill.training.data import PackedBatches, eval_blocks, unigram_cross_entropy
 
 
 @pytest.fixture

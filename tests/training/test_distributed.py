@@ -1,4 +1,4 @@
-"""training.distributed.deepspeed_config (DeepSpeed itself is not started here)."""
+"""tokenmill.training.distributed.deepspeed_config (DeepSpeed itself is not started here)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tokenmill.config import TrainConfig
-from tokenmill.env import REPO_ROOT
-from training.distributed import deepspeed_config
+from tokenmill.core.config import TrainConfig
+from tokenmill.core.env import REPO_ROOT
+from tokenmill.training.distributed import deepspeed_config
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_missing_base_file_raises(tmp_path):
 # --- derived values and their validation --------------------------------------------------------
 
 def test_global_batch_derives_accumulation_and_must_divide():
-    from training.distributed import batch_sizes
+    from tokenmill.training.distributed import batch_sizes
 
     assert batch_sizes(TrainConfig(micro_batch_size=4, global_batch_size=32), 2) == (4, 4, 32)
     with pytest.raises(ValueError, match="not divisible by micro_batch_size 4 x world size 3 = 12"):
@@ -121,9 +121,9 @@ def test_invalid_training_settings_are_clear_errors(bad, message):
 def test_activation_checkpointing_wraps_every_block_and_keeps_the_math():
     import torch
 
-    from training.distributed import checkpoint_blocks
-    from training.models import architecture, build_model
-    from tokenmill.config import ModelConfig
+    from tokenmill.training.distributed import checkpoint_blocks
+    from tokenmill.training.models import architecture, build_model
+    from tokenmill.core.config import ModelConfig
 
     for family in ("gpt", "bert", "t5", "transformer"):
         torch.manual_seed(0)
@@ -144,7 +144,7 @@ def test_activation_checkpointing_wraps_every_block_and_keeps_the_math():
 
 
 def test_schedules():
-    from training.schedule import learning_rate
+    from tokenmill.training.schedule import learning_rate
 
     kw = dict(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
     assert learning_rate(4, **kw) == pytest.approx(0.5)

@@ -1,4 +1,4 @@
-"""training.flops: FLOPs per token against hand arithmetic, the peak table, MFU."""
+"""tokenmill.training.flops: FLOPs per token against hand arithmetic, the peak table, MFU."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from tokenmill.config import ModelConfig
-from training import flops as F
-from training.models import architecture, build_model, family_of_architecture
-from training.models.flavors import FLAVORS
+from tokenmill.core.config import ModelConfig
+from tokenmill.training import flops as F
+from tokenmill.training.models import architecture, build_model, family_of_architecture
+from tokenmill.training.models.flavors import FLAVORS
 
 
 def arch_of(flavor: str, family: str | None = None):
@@ -112,7 +112,7 @@ def test_encoder_decoder_flops_per_example_by_hand():
 
 
 def test_encoder_decoder_defaults_to_span_corruption_target_length():
-    from training.objectives import span_corruption_lengths
+    from tokenmill.training.objectives import span_corruption_lengths
 
     arch = arch_of("t5-small")
     S = arch.block_size

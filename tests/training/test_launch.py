@@ -1,4 +1,4 @@
-"""training.launch: the launcher command for one node, several nodes, and DeepSpeed's hostfile launcher."""
+"""tokenmill.training.launch: the launcher command for one node, several nodes, and DeepSpeed's hostfile launcher."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tokenmill.config import TrainConfig
-from training.launch import command, root_cause
+from tokenmill.core.config import TrainConfig
+from tokenmill.training.launch import command, root_cause
 
 ARGS = (Path("c.yaml"), Path("tokens.json"), Path("out"), "run123", "demo")
 
@@ -16,7 +16,7 @@ def test_single_node_is_standalone_torchrun():
     cmd = command(TrainConfig(nproc=4), *ARGS)
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--nproc-per-node=4"]
     assert "--standalone" in cmd and not any(a.startswith("--rdzv") for a in cmd)
-    assert cmd[cmd.index("-m", 3):][:2] == ["-m", "training.train"]
+    assert cmd[cmd.index("-m", 3):][:2] == ["-m", "tokenmill.training.train"]
     assert cmd[-2:] == ["--mlflow-run-id", "run123"]
 
 
@@ -34,7 +34,7 @@ def test_deepspeed_launcher_uses_the_hostfile(tmp_path):
     cmd = command(TrainConfig(launcher="deepspeed", hostfile=str(hostfile), nproc=8), *ARGS)
     assert Path(cmd[0]).name == "deepspeed"
     assert cmd[1:8] == ["--hostfile", str(hostfile), "--num_gpus", "8", "--no_local_rank", "--module",
-                        "training.train"]
+                        "tokenmill.training.train"]
     with pytest.raises(ValueError, match="needs train.hostfile"):
         command(TrainConfig(launcher="deepspeed"), *ARGS)
     with pytest.raises(FileNotFoundError):
@@ -44,10 +44,10 @@ def test_deepspeed_launcher_uses_the_hostfile(tmp_path):
 
 
 def test_the_training_script_accepts_what_the_launchers_pass():
-    from training.train import parse_args
+    from tokenmill.training.train import parse_args
 
     cmd = command(TrainConfig(), *ARGS)
-    args = parse_args(cmd[cmd.index("training.train") + 1:])
+    args = parse_args(cmd[cmd.index("tokenmill.training.train") + 1:])
     assert (args.run_config, args.tokens_manifest, args.out_dir, args.mlflow_run_id) == (
         "c.yaml", "tokens.json", "out", "run123")
 

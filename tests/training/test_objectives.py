@@ -1,4 +1,4 @@
-"""training.objectives: batches and losses of the causal LM, BERT (MLM + NSP) and T5 (span corruption) objectives."""
+"""tokenmill.training.objectives: batches and losses of the causal LM, BERT (MLM + NSP) and T5 (span corruption) objectives."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.data import PackedBatches, eval_blocks
-from training.objectives import (
+from tokenmill.training.data import PackedBatches, eval_blocks
+from tokenmill.training.objectives import (
     CausalLMObjective,
     MaskedLMObjective,
     Seq2SeqObjective,

@@ -1,4 +1,4 @@
-"""training.planner: memory per ZeRO stage, activations, Chinchilla budget and wall time, by hand."""
+"""tokenmill.training.planner: memory per ZeRO stage, activations, Chinchilla budget and wall time, by hand."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
-from tokenmill.config import ModelConfig
-from training import planner
-from training.planner import GiB, activation_bytes, model_state_bytes, plan
+from tokenmill.core.config import ModelConfig
+from tokenmill.training import planner
+from tokenmill.training.planner import GiB, activation_bytes, model_state_bytes, plan
 
 # GPT-2 small, all parameters (what memory is sized by), by hand:
 # wte 50257·768 = 38,597,376 (tied with the output projection: stored once); wpe 1024·768 = 786,432;
@@ -98,7 +98,7 @@ def test_activation_memory_by_hand():
 
 
 def test_activations_scale_with_micro_batch_and_encoder_decoder():
-    from training.models import architecture
+    from tokenmill.training.models import architecture
 
     arch = architecture(ModelConfig(flavor="t5-small"))
     one = activation_bytes(arch, 1, 512, 114)

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tokenmill.manifest import read_manifest
+from tokenmill.core.manifest import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

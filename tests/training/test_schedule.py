@@ -1,10 +1,10 @@
-"""training.schedule.warmup_cosine."""
+"""tokenmill.training.schedule.warmup_cosine."""
 
 from __future__ import annotations
 
 import pytest
 
-from training.schedule import warmup_cosine
+from tokenmill.training.schedule import warmup_cosine
 
 KW = dict(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=100)
 

@@ -1,4 +1,4 @@
-"""training.tokenizer: deterministic split, byte-level BPE, the tokenize stage and its manifest."""
+"""tokenmill.training.tokenizer: deterministic split, byte-level BPE, the tokenize stage and its manifest."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from tokenizers import Tokenizer
 
-from tokenmill.config import TokenizerConfig
-from tokenmill.manifest import read_manifest, sha256_file, write_manifest
-from training.tokenizer import EOT, SPECIAL_TOKENS, load_tokens, run_tokenize, special_ids, split_of, train_bpe
+from tokenmill.core.config import TokenizerConfig
+from tokenmill.core.manifest import read_manifest, sha256_file, write_manifest
+from tokenmill.training.tokenizer import EOT, SPECIAL_TOKENS, load_tokens, run_tokenize, special_ids, split_of, train_bpe
 
 ENGLISH = [
     "The cat sat on the mat. The dog sat on the log.",

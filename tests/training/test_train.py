@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from tokenmill import cli
-from tokenmill.manifest import read_manifest
-from training.objectives import build_objective
-from training.tokenizer import load_tokens
-from training.weights import load_model
+from tokenmill.core.manifest import read_manifest
+from tokenmill.training.objectives import build_objective
+from tokenmill.training.tokenizer import load_tokens
+from tokenmill.training.weights import load_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEPS = 60
@@ -233,7 +233,7 @@ def test_zero3_with_cpu_offload_bf16_and_activation_checkpointing_trains_and_reg
     assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 2  # step 10 and the end
     assert any(k.startswith("system/") for k in run.data.metrics)
     tokens = read_manifest(pipeline_run["tokens_manifest"], stage="tokenize")
-    assert run.data.tags["tokenmill.tokens_sha256"] == __import__("tokenmill.manifest", fromlist=["x"]).sha256_file(
+    assert run.data.tags["tokenmill.tokens_sha256"] == __import__("tokenmill.core.manifest", fromlist=["x"]).sha256_file(
         pipeline_run["tokens_manifest"])
     assert run.data.tags["tokenmill.data_manifest"] == tokens["data_manifest"]["path"]
     assert "plots/loss_curve.png" in {f.path for f in client.list_artifacts(run.info.run_id, "plots")}

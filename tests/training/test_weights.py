@@ -1,4 +1,4 @@
-"""training.weights: safetensors round-trip, tied tensors stored once."""
+"""tokenmill.training.weights: safetensors round-trip, tied tensors stored once."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from training.models.gpt import GPT, GPTConfig
-from training.weights import load_weights, save_weights
+from tokenmill.training.models.gpt import GPT, GPTConfig
+from tokenmill.training.weights import load_weights, save_weights
 
 
 def tiny(tie: bool, seed: int, bias: bool = False) -> GPT:

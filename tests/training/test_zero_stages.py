@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tokenmill.config import dump_config, load_config
-from tokenmill.manifest import read_manifest
-from training import launch
+from tokenmill.core.config import dump_config, load_config
+from tokenmill.core.manifest import read_manifest
+from tokenmill.training import launch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEPS = 20

@@ -17,8 +17,8 @@ import torch
 
 log = logging.getLogger("tokenmill.hf")
 
-MODULES = {"gpt": "training.hf.gpt2", "bert": "training.hf.bert", "t5": "training.hf.t5",
-           "transformer": "training.hf.marian"}
+MODULES = {"gpt": "tokenmill.training.hf.gpt2", "bert": "tokenmill.training.hf.bert", "t5": "tokenmill.training.hf.t5",
+           "transformer": "tokenmill.training.hf.marian"}
 
 
 def module_for(family: str) -> ModuleType:
@@ -39,7 +39,7 @@ def to_hf_model(model: torch.nn.Module, specials: dict[str, int]):
     """The ``transformers`` model equal to ``model`` (same weights, same function)."""
     import transformers
 
-    from training.models import family_of_architecture
+    from tokenmill.training.models import family_of_architecture
 
     family = family_of_architecture(model.cfg)
     mod = module_for(family)
@@ -51,7 +51,7 @@ def to_hf_model(model: torch.nn.Module, specials: dict[str, int]):
 
 def from_hf_model(hf_model) -> torch.nn.Module:
     """A tokenmill model equal to a ``transformers`` model of a supported architecture."""
-    from training.models import build_model
+    from tokenmill.training.models import build_model
 
     family = _family_for_architecture(type(hf_model).__name__)
     arch, state = module_for(family).from_hf(hf_model.config, hf_model.state_dict())
@@ -62,8 +62,8 @@ def from_hf_model(hf_model) -> torch.nn.Module:
 
 def export(model: torch.nn.Module, tokenizer_path: str | Path, out_dir: str | Path) -> Path:
     """Write ``model`` and its tokenizer as a Hugging Face folder (safetensors); returns the folder."""
-    from training.models import family_of_architecture
-    from training.tokenizer import load_pretrained, special_ids
+    from tokenmill.training.models import family_of_architecture
+    from tokenmill.training.tokenizer import load_pretrained, special_ids
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from transformers import BertConfig, PretrainedConfig
 
-from training.models.bert import BERTConfig
-from training.models.layers import sinusoidal_positions
+from tokenmill.training.models.bert import BERTConfig
+from tokenmill.training.models.layers import sinusoidal_positions
 
 HF_ARCHITECTURE = "BertForPreTraining"
 

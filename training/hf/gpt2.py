@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from transformers import GPT2Config, PretrainedConfig
 
-from training.models.gpt import GPTConfig
-from training.models.layers import sinusoidal_positions
+from tokenmill.training.models.gpt import GPTConfig
+from tokenmill.training.models.layers import sinusoidal_positions
 
 HF_ARCHITECTURE = "GPT2LMHeadModel"
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 import transformers
 
-from training.models.layers import sinusoidal_positions
-from training.models.transformer import TransformerConfig
+from tokenmill.training.models.layers import sinusoidal_positions
+from tokenmill.training.models.transformer import TransformerConfig
 
 HF_ARCHITECTURE = "MarianMTModel"
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import transformers
 
-from training.models.t5 import T5Config
+from tokenmill.training.models.t5 import T5Config
 
 HF_ARCHITECTURE = "T5ForConditionalGeneration"
 

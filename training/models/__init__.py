@@ -16,14 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.models.flavors import FLAVORS
+from tokenmill.training.models.flavors import FLAVORS
 
 # family → (module, model class, config class)
 FAMILIES: dict[str, tuple[str, str, str]] = {
-    "gpt": ("training.models.gpt", "GPT", "GPTConfig"),
-    "bert": ("training.models.bert", "BERT", "BERTConfig"),
-    "t5": ("training.models.t5", "T5", "T5Config"),
-    "transformer": ("training.models.transformer", "Transformer", "TransformerConfig"),
+    "gpt": ("tokenmill.training.models.gpt", "GPT", "GPTConfig"),
+    "bert": ("tokenmill.training.models.bert", "BERT", "BERTConfig"),
+    "t5": ("tokenmill.training.models.t5", "T5", "T5Config"),
+    "transformer": ("tokenmill.training.models.transformer", "Transformer", "TransformerConfig"),
 }
 OBJECTIVES = {"gpt": "causal language modelling", "bert": "masked LM + next-sentence prediction",
               "t5": "span corruption", "transformer": "span corruption"}

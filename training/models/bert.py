@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.models.layers import (Attention, FeedForward, RotaryEmbedding, add_bias, alibi_bias, alibi_slopes,
+from tokenmill.training.models.layers import (Attention, FeedForward, RotaryEmbedding, add_bias, alibi_bias, alibi_slopes,
                                     padding_bias, sinusoidal_positions)
 
 BERT_POSITIONS = ("learned", "sinusoidal", "rope", "alibi")

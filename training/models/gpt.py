@@ -3,7 +3,7 @@
 Pre-LN blocks (LayerNorm before attention and MLP, as in GPT-2), positions learned (GPT-1/2/3),
 sinusoidal, RoPE or ALiBi, optional tied input/output embeddings, PyTorch's fused
 ``scaled_dot_product_attention``, and a key/value cache for generation. Plain single-device
-PyTorch: the DeepSpeed wrapping lives in ``training.distributed``.
+PyTorch: the DeepSpeed wrapping lives in ``tokenmill.training.distributed``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from training.models.layers import (Attention, Cache, FeedForward, RotaryEmbedding, add_bias, alibi_bias,
+from tokenmill.training.models.layers import (Attention, Cache, FeedForward, RotaryEmbedding, add_bias, alibi_bias,
                                     alibi_slopes, padding_bias, sample_next, sinusoidal_positions)
 
 

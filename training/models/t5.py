@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from training.models.layers import Attention, FeedForward, RelativePositionBias, RMSNorm, add_bias, padding_bias
-from training.models.transformer import EncoderDecoder, cache_length
+from tokenmill.training.models.layers import Attention, FeedForward, RelativePositionBias, RMSNorm, add_bias, padding_bias
+from tokenmill.training.models.transformer import EncoderDecoder, cache_length
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from training.models.layers import Attention, Cache, FeedForward, padding_bias, sample_next, sinusoidal_positions
+from tokenmill.training.models.layers import Attention, Cache, FeedForward, padding_bias, sample_next, sinusoidal_positions
 
 
 @dataclass

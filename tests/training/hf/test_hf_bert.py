@@ -1,4 +1,4 @@
-"""training.hf.bert: our BERT ↔ transformers' BertForPreTraining give the same logits, both ways."""
+"""tokenmill.training.hf.bert: our BERT ↔ transformers' BertForPreTraining give the same logits, both ways."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForPreTraining
 
-from training.hf import bert as hf_bert
-from training.models.bert import BERT, BERTConfig
+from tokenmill.training.hf import bert as hf_bert
+from tokenmill.training.models.bert import BERT, BERTConfig
 
 V, T, PAD = 96, 16, 1
 SPECIALS = {"eot": 0, "pad": PAD, "cls": 2, "sep": 3, "mask": 4}

@@ -1,4 +1,4 @@
-"""training.hf.gpt2: our GPT ↔ transformers' GPT2LMHeadModel, checked on logits and generation."""
+"""tokenmill.training.hf.gpt2: our GPT ↔ transformers' GPT2LMHeadModel, checked on logits and generation."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, BertConfig, GPT2Config, GPT2LMHeadModel
 
-from training.hf import gpt2
-from training.models.gpt import GPT, GPTConfig
+from tokenmill.training.hf import gpt2
+from tokenmill.training.models.gpt import GPT, GPTConfig
 
 V, T = 64, 16
 SPECIALS = {"eot": 0, "pad": 1}
@@ -120,7 +120,7 @@ def test_state_keys_are_exactly_gpt2s_and_conv1d_weights_are_transposed():
 
 
 def test_sinusoidal_exports_its_table_as_wpe():
-    from training.models.layers import sinusoidal_positions
+    from tokenmill.training.models.layers import sinusoidal_positions
 
     model = ours(position="sinusoidal")
     state = gpt2.to_hf_state(model.state_dict(), model.cfg)

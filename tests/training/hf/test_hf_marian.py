@@ -1,4 +1,4 @@
-"""training.hf.marian: our Transformer ↔ transformers' MarianMTModel, exact both ways."""
+"""tokenmill.training.hf.marian: our Transformer ↔ transformers' MarianMTModel, exact both ways."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 import transformers
 
-from training.hf import marian as hf_marian
-from training.models.layers import sinusoidal_positions
-from training.models.transformer import Transformer, TransformerConfig
+from tokenmill.training.hf import marian as hf_marian
+from tokenmill.training.models.layers import sinusoidal_positions
+from tokenmill.training.models.transformer import Transformer, TransformerConfig
 
 V, T = 64, 32
 SPECIALS = {"eot": 0, "pad": 1, "cls": 2, "sep": 3, "mask": 4}

@@ -1,4 +1,4 @@
-"""training.hf.t5: our T5 ↔ transformers' T5ForConditionalGeneration, exact both ways."""
+"""tokenmill.training.hf.t5: our T5 ↔ transformers' T5ForConditionalGeneration, exact both ways."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 import transformers
 
-from training.hf import t5 as hf_t5
-from training.models.t5 import T5, T5Config
+from tokenmill.training.hf import t5 as hf_t5
+from tokenmill.training.models.t5 import T5, T5Config
 
 V = 64
 SPECIALS = {"eot": 0, "pad": 1, "cls": 2, "sep": 3, "mask": 4}

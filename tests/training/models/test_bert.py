@@ -1,11 +1,11 @@
-"""training.models.bert: shapes, padding, segments, bidirectionality, attention weights, positions, tying."""
+"""tokenmill.training.models.bert: shapes, padding, segments, bidirectionality, attention weights, positions, tying."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from training.models.bert import BERT, BERTConfig
+from tokenmill.training.models.bert import BERT, BERTConfig
 
 V, T, PAD = 64, 16, 1
 

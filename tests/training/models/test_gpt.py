@@ -1,4 +1,4 @@
-"""training.models.gpt: the decoder-only family (logits only; the loss lives in training.objectives)."""
+"""tokenmill.training.models.gpt: the decoder-only family (logits only; the loss lives in tokenmill.training.objectives)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.models.gpt import GPT, GPTConfig
+from tokenmill.training.models.gpt import GPT, GPTConfig
 
 V, T = 64, 16
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi")

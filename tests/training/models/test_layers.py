@@ -1,4 +1,4 @@
-"""training.models.layers: the building blocks every family shares."""
+"""tokenmill.training.models.layers: the building blocks every family shares."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.models.layers import (Attention, FeedForward, RelativePositionBias, RMSNorm, RotaryEmbedding,
+from tokenmill.training.models.layers import (Attention, FeedForward, RelativePositionBias, RMSNorm, RotaryEmbedding,
                                     add_bias, alibi_bias, alibi_slopes, padding_bias, sample_next,
                                     sinusoidal_positions)
 

@@ -1,4 +1,4 @@
-"""training.models: flavours, config resolution, parameter counts and model.json."""
+"""tokenmill.training.models: flavours, config resolution, parameter counts and model.json."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from tokenmill.config import Config, ModelConfig, load_config
-from tokenmill.env import REPO_ROOT
-from training.models import (FAMILIES, architecture, build_model, count_parameters, family_of,
+from tokenmill.core.config import Config, ModelConfig, load_config
+from tokenmill.core.env import REPO_ROOT
+from tokenmill.training.models import (FAMILIES, architecture, build_model, count_parameters, family_of,
                              family_of_architecture, load_architecture, save_architecture)
-from training.models.flavors import FLAVORS
+from tokenmill.training.models.flavors import FLAVORS
 
 
 def gpt2_small_by_hand() -> int:
@@ -36,7 +36,7 @@ def test_published_counts_match_transformers_built_from_the_exported_config(flav
     import transformers
 
     arch = architecture(ModelConfig(flavor=flavor))
-    mod = importlib.import_module(f"training.hf.{hf_module}")
+    mod = importlib.import_module(f"tokenmill.training.hf.{hf_module}")
     specials = {"eot": 0, "pad": 1, "cls": 2, "sep": 3, "mask": 4}
     with torch.device("meta"):
         hf = getattr(transformers, mod.HF_ARCHITECTURE)(mod.hf_config(arch, specials))

@@ -1,12 +1,12 @@
-"""training.models.t5: the T5 encoder-decoder (pre-norm RMSNorm, relative position bias)."""
+"""tokenmill.training.models.t5: the T5 encoder-decoder (pre-norm RMSNorm, relative position bias)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from training.models.layers import RelativePositionBias
-from training.models.t5 import T5, T5Config
+from tokenmill.training.models.layers import RelativePositionBias
+from tokenmill.training.models.t5 import T5, T5Config
 
 V, PAD = 48, 1
 

@@ -1,4 +1,4 @@
-"""training.models.transformer: the original encoder-decoder Transformer (post-LN, sinusoidal positions)."""
+"""tokenmill.training.models.transformer: the original encoder-decoder Transformer (post-LN, sinusoidal positions)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from training.models.layers import sinusoidal_positions
-from training.models.transformer import Transformer, TransformerConfig
+from tokenmill.training.models.layers import sinusoidal_positions
+from tokenmill.training.models.transformer import Transformer, TransformerConfig
 
 V, T, PAD = 48, 16, 1
 

@@ -138,7 +138,7 @@ def resumable_run(tracking_uri: str, checkpoints: str | Path) -> str | None:
 def lineage_tags(tokens_manifest: Path) -> dict[str, str]:
     """Tags linking a training run to the data that made its shards: manifest paths and hashes, and the
     MLflow run of the data stage when the data manifest names one."""
-    from tokenmill.manifest import read_manifest, sha256_file
+    from tokenmill.core.manifest import read_manifest, sha256_file
 
     tokens_manifest = Path(tokens_manifest)
 

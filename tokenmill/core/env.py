@@ -10,7 +10,7 @@ import platform
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def prepare_environment() -> None:
@@ -41,7 +41,7 @@ def prepare_environment() -> None:
     # Servers started by `tokenmill up` for this project replace the embedded Prefect API and the
     # SQLite tracking store; without them (or with both variables set by the user) nothing is probed.
     if not (os.environ.get("PREFECT_API_URL") and os.environ.get("MLFLOW_TRACKING_URI")):
-        from tokenmill.services import discover, services_home
+        from tokenmill.core.local_services import discover, services_home
 
         found = discover(services_home())
         if found:

@@ -205,7 +205,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def _complete_step_options(data: DataConfig) -> None:
     """Check each data step's options against its class and fill in the class's defaults."""
-    from spark_jobs.registry import STEPS, step_defaults
+    from tokenmill.spark_jobs.registry import STEPS, step_defaults
 
     for name in data.steps:
         if name not in STEPS:
