@@ -23,8 +23,8 @@
 #   For a CUDA image that has everything but DeepSpeed, a wheelhouse of a few MB is enough:
 #     SET="deepspeed hjson pydantic pydantic-core annotated-types typing-inspection typing-extensions" \
 #         NO_DEPS=1 bench/wheelhouse.sh
-#   tokenmill is not installed: it runs from the repo (PYTHONPATH), as tokenmill.training.launch does. Where
-#   pyspark is missing, an empty stand-in package lets tokenmill.core.config import (see below).
+#   tokenmill is not installed: it runs from the repo (PYTHONPATH), as tokenmill.training.launch does;
+#   training imports no Spark, so pyspark need not be there.
 # data: no Spark, no crawl: a byte-level BPE tokenizer.json of exactly VOCAB ids (the project's
 #   special tokens first, then the 256 byte symbols, then two-symbol merges) and train/validation
 #   Parquet token shards of random ids, with the tokenize manifest tokenmill.training.train reads.
@@ -245,40 +245,9 @@ print(f"deepspeed {deepspeed.__version__}, tokenizers {tokenizers.__version__}, 
 versions=${versions##*$'\n'}  # DeepSpeed may log to stdout on import: keep the last line
 echo "gpu_check: $versions"
 
-# tokenmill.training.train reads its config with tokenmill.core.config, which imports the data steps' modules to
-# check their options; tokenmill.spark_jobs.dedup imports pyspark at import time. Training uses no Spark, so
-# where pyspark is not installed (it is a ~400 MB download) an empty stand-in package is put on the
-# path for this check only.
+# tokenmill.training.train reads its config with tokenmill.core.config, which imports no stage (no Spark).
 config_check='from tokenmill.core.config import load_config; load_config()'
-if ! err=$(timeout 120 "$PY" -c "$config_check" 2>&1); then
-    if [[ $err == *"No module named 'pyspark'"* || $err == *"No module named 'py4j'"* ]]; then
-        shim=$WORK_DIR/pyspark-standin
-        mkdir -p "$shim/pyspark/sql"
-        echo '"""Stand-in written by bench/gpu_check.sh: lets tokenmill.core.config import without Spark."""' \
-            >"$shim/pyspark/__init__.py"
-        cat >"$shim/pyspark/sql/__init__.py" <<'PYEOF'
-"""Stand-in written by bench/gpu_check.sh: names imported by spark_jobs at import time, never used."""
-
-
-class Column: ...
-
-
-class DataFrame: ...
-
-
-class Window: ...
-
-
-class SparkSession: ...
-PYEOF
-        echo '"""Stand-in written by bench/gpu_check.sh."""' >"$shim/pyspark/sql/functions.py"
-        export PYTHONPATH="$PYTHONPATH:$shim"
-        echo "gpu_check: pyspark is not installed: using the import stand-in $shim (training uses no Spark)"
-        err=$(timeout 120 "$PY" -c "$config_check" 2>&1) || die "tokenmill.core.config does not load: $(echo "$err" | tail -n 1)"
-    else
-        die "tokenmill.core.config does not load: $(echo "$err" | tail -n 1)"
-    fi
-fi
+err=$(timeout 120 "$PY" -c "$config_check" 2>&1) || die "tokenmill.core.config does not load: $(echo "$err" | tail -n 1)"
 finish
 
 # ----------------------------------------------------------------------------------------- data

@@ -23,11 +23,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tokenmill.flows.data import data_flow
-from tokenmill.flows.tasks import cached_train_model, mlflow_run_url, prefect_lineage, run_config
+from tokenmill.flows.tasks import cached_train_model, mlflow_run_url, prefect_lineage
 from tokenmill.flows.tokens import tokenize_flow
 from tokenmill.core import tracking
 from tokenmill.core.config import Config
 from tokenmill.core.manifest import read_manifest
+from tokenmill.resolve import resolve_and_dump
 
 DEFAULT_FAMILIES = ["gpt", "bert", "t5"]
 
@@ -100,9 +101,9 @@ def bakeoff_flow(config_path: str | None = None, overrides: list[str] | None = N
     returns the parent MLflow run id, the comparison rows and the plot's path."""
     logger = get_run_logger()
     families = families or list(DEFAULT_FAMILIES)
-    cfg = run_config(config_path, overrides)
-    data_manifest = data_flow(config_path, overrides)
-    tokens_manifest = tokenize_flow(data_manifest, config_path, overrides)
+    cfg, resolved = resolve_and_dump(config_path, overrides)
+    data_manifest = data_flow(resolved)
+    tokens_manifest = tokenize_flow(data_manifest, resolved)
     vocab = read_manifest(tokens_manifest, stage="tokenize")["tokenizer"]["vocab_size"]
     sizes = bakeoff_sizes(cfg, families, vocab, token_budget)
     out = cfg.run_dir.resolve() / "bakeoff"

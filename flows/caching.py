@@ -1,82 +1,24 @@
 """Stage caching: a rerun skips a stage whose inputs, config and code did not change, and only that stage.
 
-A stage's cache key hashes three things: the config keys that can change its output (execution-only
-keys such as the Spark master are left out), fingerprints of its input files (the upstream
-manifest's hash, or size and mtime of raw crawl files), and the source of the code it runs. The
-key records live in the stage's output folder (``<out>/.prefect-cache``), so deleting an output
-folder also forgets its cache entry and the stage runs again.
+The key is the stage's fingerprint (``tokenmill.core.fingerprint.stage_key``: config part, input
+fingerprints, code, output folder). The key records live in the stage's output folder
+(``<out>/.prefect-cache``), so deleting an output folder also forgets its cache entry and the stage
+runs again.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefect.cache_policies import CachePolicy
 
-from tokenmill.core.env import REPO_ROOT
+from tokenmill.core.fingerprint import (STAGE_CODE, code_fingerprint, config_part, file_fingerprint,
+                                        manifest_fingerprint, stage_key)
 
-# Keys that change how a stage runs but not what it writes.
-_EXECUTION_ONLY = {"data": {"spark_master", "spark_driver_memory", "spark_shuffle_partitions"},
-                   "train": {"launcher", "rdzv_endpoint", "hostfile", "checkpoint_every", "resume"}}
-
-# The code each stage runs, as globs under the repository root.
-STAGE_CODE = {
-    "data": ["spark_jobs/**/*.py"],
-    "tokenize": ["training/tokenizer.py"],
-    "train": ["training/**/*.py", "tokenmill/core/tracking.py", "conf/deepspeed/*.json"],
-    "evaluate": ["training/**/*.py"],
-}
-
-
-def config_part(cfg, stage: str) -> dict[str, Any]:
-    """The config keys ``stage``'s output depends on."""
-    drop = _EXECUTION_ONLY.get(stage, set())
-    if stage == "data":
-        part = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in drop}
-    elif stage == "tokenize":
-        part = {"tokenizer": dataclasses.asdict(cfg.tokenizer), "seed": cfg.run.seed}
-    elif stage == "train":
-        part = {"model": dataclasses.asdict(cfg.model), "seed": cfg.run.seed, "tracking": cfg.tracking_uri,
-                "experiment": cfg.tracking.experiment,
-                "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in drop}}
-    elif stage == "evaluate":
-        part = {"eval_max_blocks": cfg.train.eval_max_blocks, "seed": cfg.run.seed, "tracking": cfg.tracking_uri}
-    else:
-        raise ValueError(f"unknown stage {stage!r}")
-    return part
-
-
-def file_fingerprint(path: str | Path) -> str:
-    """Size and modification time: enough to notice a replaced input without reading gigabytes of crawl."""
-    st = Path(path).stat()
-    return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def manifest_fingerprint(path: str | Path) -> str:
-    """A manifest's content hash: it names every output file of the stage that wrote it, with hashes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def code_fingerprint(stage: str, root: Path = REPO_ROOT) -> str:
-    h = hashlib.sha256()
-    for pattern in STAGE_CODE[stage]:
-        for path in sorted(root.glob(pattern)):
-            h.update(str(path.relative_to(root)).encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def stage_key(stage: str, cfg, inputs: list[str], out_dir: str | Path) -> str:
-    """The cache key of one stage run: config part, input fingerprints, code, output folder."""
-    blob = json.dumps({"stage": stage, "config": config_part(cfg, stage), "inputs": inputs,
-                       "code": code_fingerprint(stage), "out": str(Path(out_dir).resolve())},
-                      sort_keys=True, default=str)
-    return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:32]}"
+__all__ = ["STAGE_CODE", "StageCachePolicy", "code_fingerprint", "config_part", "file_fingerprint",
+           "manifest_fingerprint", "stage_cache", "stage_key"]
 
 
 @dataclass

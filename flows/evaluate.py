@@ -8,8 +8,9 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from tokenmill.flows.tasks import cached_evaluate_model, run_config
+from tokenmill.flows.tasks import cached_evaluate_model
 from tokenmill.core.manifest import read_manifest
+from tokenmill.resolve import resolve_config
 
 
 @flow(name="evaluate", log_prints=True)
@@ -17,7 +18,7 @@ def evaluate_flow(train_manifest: str, config_path: str | None = None,
                   overrides: list[str] | None = None) -> dict[str, Any]:
     """Evaluate the model a train manifest names into ``<its folder>/evaluate``; publishes the metrics
     next to those measured during training. Returns the evaluate manifest path and its metrics."""
-    cfg = run_config(config_path, overrides)
+    cfg = resolve_config(config_path, overrides)
     out_dir = Path(train_manifest).resolve().parent / "evaluate"
     manifest = cached_evaluate_model(cfg, train_manifest, str(out_dir))
     ev = read_manifest(manifest, stage="evaluate")

@@ -12,23 +12,21 @@ from prefect import flow
 
 from tokenmill.flows.data import data_flow
 from tokenmill.flows.evaluate import evaluate_flow
-from tokenmill.flows.tasks import run_config
 from tokenmill.flows.tokens import tokenize_flow
 from tokenmill.flows.train import train_flow
-from tokenmill.core.config import dump_config
+from tokenmill.resolve import resolve_and_dump
 
 
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(config_path: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Run every stage on the configured corpus; returns the manifests, the MLflow run id and the losses."""
-    cfg = run_config(config_path, overrides)
+    # Resolved once: the stages read its dump (absolute paths, every step's options filled in).
+    cfg, resolved = resolve_and_dump(config_path, overrides)
     run_dir = cfg.run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
 
-    data_manifest = data_flow(config_path, overrides)
-    tokens_manifest = tokenize_flow(data_manifest, config_path, overrides)
-    trained = train_flow(tokens_manifest, config_path, overrides)
-    evaluated = evaluate_flow(trained["train_manifest"], config_path, overrides)
+    data_manifest = data_flow(resolved)
+    tokens_manifest = tokenize_flow(data_manifest, resolved)
+    trained = train_flow(tokens_manifest, resolved)
+    evaluated = evaluate_flow(trained["train_manifest"], resolved)
     return {"run_dir": str(run_dir), "data_manifest": data_manifest, "tokens_manifest": tokens_manifest,
             **trained, "evaluate_manifest": evaluated["evaluate_manifest"], "eval_metrics": evaluated["metrics"]}

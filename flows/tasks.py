@@ -10,29 +10,21 @@ from __future__ import annotations
 
 import base64
 import logging
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tokenmill.flows.caching import file_fingerprint, manifest_fingerprint, stage_cache, stage_key
-from tokenmill.core import tracking
-from tokenmill.core.config import Config, dump_config, load_config, resolve_paths
+from tokenmill.flows.caching import file_fingerprint, manifest_fingerprint, stage_cache
+from tokenmill.core.config import Config, dump_config
 from tokenmill.core.env import REPO_ROOT
 from tokenmill.core.manifest import read_manifest
 
 # The stages log through "tokenmill.*" loggers; Prefect forwards them (PREFECT_LOGGING_EXTRA_LOGGERS).
 logging.getLogger("tokenmill").setLevel(logging.INFO)
-
-
-def run_config(config_path: str | None, overrides: list[str] | None) -> Config:
-    """The run's config (defaults < file < overrides) with absolute paths, as every flow sees it."""
-    return resolve_paths(load_config(config_path, overrides), REPO_ROOT)
 
 
 def _not_a_config_error(task, task_run, state) -> bool:
@@ -124,63 +116,21 @@ def publish_tokens(manifest_path: str) -> None:
 # --------------------------------------------------------------------------- train
 
 def _train_inputs(args: dict[str, Any]) -> list[str]:
-    cfg = args["cfg"]
-    files = [p for p in (cfg.train.pairs, cfg.train.deepspeed_config) if p]
-    init = [file_fingerprint(f) for f in sorted(Path(cfg.model.init_from).glob("*"))] if cfg.model.init_from else []
-    return [manifest_fingerprint(args["tokens_manifest"]), *map(file_fingerprint, files), *init,
-            str(args.get("parent_run_id")), str(args.get("run_name"))]
+    from tokenmill.training.stage import train_inputs
+
+    return train_inputs(args["cfg"], args["tokens_manifest"], args.get("run_name"), args.get("parent_run_id"))
 
 
 @task(name="train-model", retries=1, retry_delay_seconds=10, retry_condition_fn=_not_a_config_error,
       timeout_seconds=48 * 3600, persist_result=True)
 def train_model(cfg: Config, tokens_manifest: str, out_dir: str, run_name: str,
                 parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """Open (or resume) the MLflow run, launch ``tokenmill.training.train`` on ``train.nproc`` ranks, end the run
-    FINISHED or FAILED. Returns the train manifest path, the MLflow run id and the wall time.
+    """``tokenmill.training.stage.train_stage``, with the Prefect lineage in the MLflow run's tags. A retry
+    resumes from the last checkpoint into the same MLflow run."""
+    from tokenmill.training.stage import train_stage
 
-    A retry resumes from the last checkpoint into the same MLflow run. A checkpoint written under a
-    different configuration is not resumed: it is removed and training starts over.
-    """
-    from tokenmill.training import launch
-    from tokenmill.training.models import family_of
-
-    logger = get_run_logger()
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    key = stage_key("train", cfg, _train_inputs({"cfg": cfg, "tokens_manifest": tokens_manifest,
-                                                 "parent_run_id": parent_run_id, "run_name": run_name}), out)
-    marker = out / "stage.json"
-    if (out / "checkpoints").exists() and (not marker.is_file() or marker.read_text().strip() != key):
-        logger.warning("train: %s/checkpoints were written under another configuration; starting over", out)
-        shutil.rmtree(out / "checkpoints")
-    marker.write_text(key + "\n")
-    config_file = out / "config.yaml"
-    dump_config(cfg, config_file)
-
-    run_id = tracking.resumable_run(cfg.tracking_uri, out / "checkpoints") if cfg.train.resume else None
-    if run_id:
-        logger.info("train: resuming from its checkpoint, into MLflow run %s", run_id)
-    else:
-        run_tags = {"tokenmill.stage": "train", "tokenmill.model_family": family_of(cfg.model),
-                    "tokenmill.model_flavor": cfg.model.flavor or "custom",
-                    **prefect_lineage(),
-                    **tracking.lineage_tags(Path(tokens_manifest)), **(tags or {})}
-        if parent_run_id:
-            run_tags["mlflow.parentRunId"] = parent_run_id
-        run_id = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, run_name, tags=run_tags)
-        _log_run_inputs(cfg, run_id, config_file, tokens_manifest)
-    started = time.time()
-    cmd = launch.command(cfg.train, config_file, Path(tokens_manifest), out, run_id, cfg.run.name)
-    logger.info("launching: %s", " ".join(cmd))
-    try:
-        launch.run(cmd, logger.info)
-        manifest = out / "manifest.json"
-        tracking.MlflowLogger(cfg.tracking_uri, run_id).log_artifact(manifest, "train")
-    except BaseException as e:
-        tracking.close_run(cfg.tracking_uri, run_id, error=e)
-        raise
-    tracking.close_run(cfg.tracking_uri, run_id)
-    return {"train_manifest": str(manifest), "mlflow_run_id": run_id, "wall_seconds": time.time() - started}
+    return train_stage(cfg, tokens_manifest, out_dir, run_name, parent_run_id=parent_run_id,
+                       tags={**prefect_lineage(), **(tags or {})}, echo=get_run_logger().info)
 
 
 def cached_train_model(cfg: Config, tokens_manifest: str, out_dir: str, run_name: str,
@@ -207,31 +157,6 @@ def prefect_lineage() -> dict[str, str]:
         tags["tokenmill.prefect_flow_run_url"] = str(flow_run.ui_url).replace(
             str(flow_run.id), tags["tokenmill.prefect_flow_run_id"])
     return tags
-
-
-def _log_run_inputs(cfg: Config, run_id: str, config_file: Path, tokens_manifest: str) -> None:
-    """What is known before training: config, params, the manifests, the tokenizer, the data counts."""
-    mlf = tracking.MlflowLogger(cfg.tracking_uri, run_id)
-    mlf.log_params(cfg.flat())
-    mlf.log_artifact(config_file, "config")
-    mlf.log_artifact(tokens_manifest, "tokens")
-    tokens = read_manifest(tokens_manifest, stage="tokenize")
-    mlf.log_artifact(tokens["tokenizer"]["path"], "tokenizer")
-    metrics = {"tokens/train": tokens["splits"]["train"]["tokens"],
-               "tokens/validation": tokens["splits"]["validation"]["tokens"]}
-    data_path = (tokens.get("data_manifest") or {}).get("path")
-    if data_path and Path(data_path).is_file():
-        mlf.log_artifact(data_path, "data")
-        if (Path(data_path).parent / "funnel.png").exists():
-            mlf.log_artifact(Path(data_path).parent / "funnel.png", "data")
-        data = read_manifest(data_path, stage="data")
-        counts = data["counts"]
-        metrics.update({"data/read": counts["read"], "data/kept": counts["kept"],
-                        "data/dropped": sum(counts["dropped"].values()),
-                        "data/quarantined": sum(counts["quarantined"].values()),
-                        **{f"data/after_{row['stage']}": row["out"] for row in data.get("funnel", [])},
-                        **{f"data/stats/{k}": v for k, v in data.get("stats", {}).items()}})
-    mlf.log_metrics(metrics, step=0)
 
 
 def mlflow_run_url(tracking_uri: str, run_id: str) -> str:

@@ -7,7 +7,8 @@ from typing import Any
 
 from prefect import flow
 
-from tokenmill.flows.tasks import cached_train_model, publish_training, run_config
+from tokenmill.flows.tasks import cached_train_model, publish_training
+from tokenmill.resolve import resolve_config
 
 
 @flow(name="train", log_prints=True)
@@ -15,7 +16,7 @@ def train_flow(tokens_manifest: str, config_path: str | None = None, overrides: 
                out_dir: str | None = None, run_name: str | None = None) -> dict[str, Any]:
     """Train on ``tokens_manifest`` into ``out_dir`` (default ``<run>/train``). Returns the train manifest
     path, the MLflow run id and the validation metrics."""
-    cfg = run_config(config_path, overrides)
+    cfg = resolve_config(config_path, overrides)
     result = cached_train_model(cfg, tokens_manifest, out_dir or str(cfg.run_dir.resolve() / "train"),
                                 run_name or cfg.run.name)
     train = publish_training(cfg, result)

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from tokenmill.spark_jobs.readers import RAW_SCHEMA, AnyReader, expand_inputs, object_frame
-from tokenmill.spark_jobs.registry import build_step
+from tokenmill.spark_jobs.registry import build_step, complete_step_options
 from tokenmill.spark_jobs.steps import DatasetStep, DocumentStep
 from tokenmill.core.config import DataConfig
 from tokenmill.core.manifest import sha256_file, write_manifest
@@ -96,7 +96,9 @@ class DocumentPipeline:
 
 
 def build_steps(cfg: DataConfig) -> list[DocumentStep | DatasetStep]:
-    return [build_step(name, getattr(cfg, name)) for name in cfg.steps]
+    """The configured steps, in order, built from their checked options (a resolved config passes as is)."""
+    complete_step_options(cfg)
+    return [build_step(name, cfg.step_options[name]) for name in cfg.steps]
 
 
 def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:

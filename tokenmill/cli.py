@@ -167,10 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as e:
             print(f"tokenmill: {e}", file=sys.stderr)
             return 2
-    from tokenmill.core.config import ConfigError, load_config, resolve_paths
+    from tokenmill.core.config import ConfigError
+    from tokenmill.resolve import resolve_config
 
     try:
-        cfg = resolve_paths(load_config(args.config, args.overrides), REPO_ROOT)
+        cfg = resolve_config(args.config, args.overrides)
         if args.command in ("run", "data", "bakeoff"):
             check_data_config(cfg)
         if args.command in ("run", "train"):
@@ -270,11 +271,9 @@ def check_model_config(cfg) -> None:
 def train_command(cfg, args) -> int:
     import logging
 
-    from tokenmill.core import tracking
-    from tokenmill.core.config import dump_config
     from tokenmill.core.manifest import read_manifest
     from tokenmill.training import launch
-    from tokenmill.training.models import family_of
+    from tokenmill.training.stage import train_stage
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tokens = Path(args.tokens or cfg.run_dir / "tokens" / "manifest.json").resolve()
@@ -293,25 +292,12 @@ def train_command(cfg, args) -> int:
         print(" ".join(launch.command(cfg.train, out / "config.yaml", tokens, out, "<mlflow run id>", cfg.run.name)))
         print(json.dumps(deepspeed_config(cfg.train, world, cfg.train.deepspeed_config), indent=2))
         return 0
-    out.mkdir(parents=True, exist_ok=True)
-    config_file = out / "config.yaml"
-    dump_config(cfg, config_file)
-    run_id = tracking.resumable_run(cfg.tracking_uri, out / "checkpoints") if cfg.train.resume else None
-    if run_id is None:
-        run_id = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, f"{cfg.run.name}-train",
-                                   tags={"tokenmill.stage": "train", "tokenmill.model_family": family_of(cfg.model),
-                                         "tokenmill.model_flavor": cfg.model.flavor or "custom",
-                                         **tracking.lineage_tags(tokens)})
-        tracking.MlflowLogger(cfg.tracking_uri, run_id).log_params(cfg.flat())
-    else:
-        print(f"tokenmill: resuming into MLflow run {run_id}")
     try:
-        launch.run(launch.command(cfg.train, config_file, tokens, out, run_id, cfg.run.name), print)
+        trained = train_stage(cfg, tokens, out, echo=print)
     except BaseException as e:
-        tracking.close_run(cfg.tracking_uri, run_id, error=e)
         print(f"tokenmill: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
-    tracking.close_run(cfg.tracking_uri, run_id)
+    run_id = trained["mlflow_run_id"]
     result = read_manifest(out / "manifest.json", stage="train")
     print(f"\ntokenmill: trained {result['model']['family']} ({result['model']['objective']}), validation "
           + ", ".join(f"{k} {v:.4f}" for k, v in result["val_metrics"].items())

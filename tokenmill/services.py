@@ -30,7 +30,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path

@@ -20,9 +20,9 @@ COPY Makefile pyproject.toml ./
 COPY requirements/ requirements/
 ARG TORCH=torch==2.13.0
 ARG PIP_EXTRA_INDEX_URL=
-# The editable install maps each top-level package to its folder here; stubs stand in for the code,
-# which lands in those folders below.
-RUN for p in tokenmill flows spark_jobs training; do mkdir -p $p && touch $p/__init__.py; done \
+# The editable install maps the one top-level package, tokenmill, to its folder here; a stub stands in
+# for the code, which lands there below (with its links to flows/, spark_jobs/ and training/).
+RUN mkdir -p tokenmill && touch tokenmill/__init__.py \
  && make install PYTHON=python3.11 TORCH="$TORCH" \
  && rm -rf /root/.cache/pip
 COPY . .

@@ -21,22 +21,16 @@ def test_no_file_no_overrides_gives_dataclass_defaults():
     cfg = load_config()
     assert (cfg.run, cfg.train, cfg.model, cfg.tokenizer, cfg.tracking) == (
         Config().run, Config().train, Config().model, Config().tokenizer, Config().tracking)
-    assert cfg.data.steps == Config().data.steps
+    assert cfg.data.steps is None  # every registered step: the registry owns the list (tokenmill.resolve)
 
 
-def test_step_options_are_filled_from_the_step_class_and_checked():
-    from tokenmill.spark_jobs.filters import GopherQualityFilter
-
-    cfg = load_config(overrides=["data.gopher_quality.min_words=20", "data.langid.threshold=5e-1"])
-    assert cfg.data.gopher_quality["min_words"] == 20
-    assert cfg.data.gopher_quality["max_words"] == GopherQualityFilter().max_words  # the class's default
-    assert cfg.data.langid["threshold"] == 0.5
-    with pytest.raises(ConfigError, match="did you mean 'min_words'"):
-        load_config(overrides=["data.gopher_quality.min_word=20"])
-    with pytest.raises(ConfigError, match="data.gopher_quality.min_words must be int"):
-        load_config(overrides=["data.gopher_quality.min_words=many"])
-    with pytest.raises(ConfigError, match="unknown data step 'minhsh'.*did you mean 'minhash'"):
-        load_config(overrides=["data.steps=[extract, minhsh]"])
+def test_data_step_options_are_kept_for_the_steps_to_check():
+    """The core knows no step: a mapping under data.<name> is kept as that step's options, a scalar is an error."""
+    cfg = load_config(overrides=["data.minhash.threshold=0.5", "data.shard_target_mb=64"])
+    assert cfg.data.step_options == {"minhash": {"threshold": 0.5}}
+    assert cfg.to_dict()["data"]["minhash"] == {"threshold": 0.5}  # written back where the YAML has it
+    with pytest.raises(ConfigError, match="unknown config key data.'shard_target_mbb'"):
+        load_config(overrides=["data.shard_target_mbb=64"])
 
 
 def test_file_overrides_defaults_and_overrides_override_file(tmp_path):
@@ -79,7 +73,9 @@ def test_shipped_configs_load_and_demo_documents_every_key():
     assert load_config(REPO_ROOT / "conf" / "demo.yaml").run.name == "demo"
     tree = yaml.safe_load((REPO_ROOT / "conf" / "demo.yaml").read_text())
     documented = {f"{s}.{k}" for s, sec in tree.items() for k in sec}
-    assert documented == set(Config().flat())
+    from tokenmill.resolve import resolve_config  # every data step's options, as resolved
+
+    assert documented == {".".join(k.split(".")[:2]) for k in resolve_config().flat()}
 
 
 # --- unknown keys -----------------------------------------------------------------------------
@@ -246,7 +242,8 @@ def test_flat_has_one_dotted_key_per_field():
     assert flat["train.lr"] == 0.25
     assert flat["run.name"] == "demo"
     assert flat["tracking.uri"] is None
-    assert flat["data.langid.threshold"] == 0.65  # step options flatten one level deeper
+    cfg.data.step_options["langid"] = {"threshold": 0.65}
+    assert cfg.flat()["data.langid.threshold"] == 0.65  # step options flatten one level deeper
     sections = cfg.to_dict()
     assert {k.split(".")[0] for k in flat} == set(sections)
     assert all(k.count(".") == 1 for k in flat if not k.startswith("data."))

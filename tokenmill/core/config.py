@@ -24,10 +24,6 @@ class ConfigError(ValueError):
     """A configuration file or override that cannot be used as given."""
 
 
-_DEFAULT_STEPS = ["extract", "langid", "gopher_quality", "gopher_repetition", "c4", "fineweb", "pii",
-                  "decontaminate", "exact_dedup", "url_dedup", "minhash"]
-
-
 @dataclass
 class RunConfig:
     name: str = "demo"
@@ -42,20 +38,12 @@ class DataConfig:
     spark_master: str = "local[*]"
     spark_driver_memory: str = "4g"
     spark_shuffle_partitions: int = 16  # raise on a cluster: about 2-3 per executor core
-    # Steps run in this order; each one's options are the mapping of the same name below,
-    # checked against the step's class (spark_jobs/registry.py), defaults filled in from it.
-    steps: list[str] = field(default_factory=lambda: list(_DEFAULT_STEPS))
-    extract: dict = field(default_factory=dict)
-    langid: dict = field(default_factory=dict)
-    gopher_quality: dict = field(default_factory=dict)
-    gopher_repetition: dict = field(default_factory=dict)
-    c4: dict = field(default_factory=dict)
-    fineweb: dict = field(default_factory=dict)
-    pii: dict = field(default_factory=dict)
-    decontaminate: dict = field(default_factory=dict)
-    exact_dedup: dict = field(default_factory=dict)
-    url_dedup: dict = field(default_factory=dict)
-    minhash: dict = field(default_factory=dict)
+    # Steps run in this order; null: every registered step (`tokenmill.spark_jobs.registry`, where the
+    # list lives), in the registry's order. Each step's options are a mapping of the step's name under
+    # `data` (e.g. `data.minhash.threshold`), checked against the step's class when the run's config is
+    # resolved (`tokenmill.resolve`), its defaults filled in from it.
+    steps: list[str] | None = None
+    step_options: dict = field(default_factory=dict, metadata={"extra_mappings": True})
     shard_target_mb: int = 256  # kept-text Parquet shards are cut to about this size
     row_group_mb: int = 128
 
@@ -144,7 +132,10 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as its YAML reads: step options under ``data.<step>``, next to the data keys."""
+        out = dataclasses.asdict(self)
+        out["data"].update(out["data"].pop("step_options"))
+        return out
 
     def flat(self) -> dict[str, Any]:
         """``{"train.lr": 0.001, "data.langid.threshold": 0.65, ...}``: the form MLflow parameters take."""
@@ -198,39 +189,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             if not isinstance(node, dict):
                 raise ConfigError(f"{key}: {part!r} is not a mapping")
         node[name] = yaml.safe_load(raw) if raw.strip() else None
-    cfg = _build(Config, tree, where="")
-    _complete_step_options(cfg.data)
-    return cfg
-
-
-def _complete_step_options(data: DataConfig) -> None:
-    """Check each data step's options against its class and fill in the class's defaults."""
-    from tokenmill.spark_jobs.registry import STEPS, step_defaults
-
-    for name in data.steps:
-        if name not in STEPS:
-            close = difflib.get_close_matches(name, STEPS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown data step {name!r} in data.steps{hint}; known: {', '.join(STEPS)}")
-    for name in STEPS:
-        defaults = step_defaults(name)
-        given = getattr(data, name)
-        for key, value in given.items():
-            if key not in defaults:
-                close = difflib.get_close_matches(key, defaults, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"unknown option data.{name}.{key!r}{hint}; valid: {', '.join(defaults)}")
-            default = defaults[key]
-            if default is not None and not isinstance(default, (list, dict)):
-                given[key] = _coerce(value, type(default), f"data.{name}.{key}")
-        setattr(data, name, {**defaults, **given})
+    return _build(Config, tree, where="")
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    # A field marked extra_mappings collects the mappings under keys that are not fields (the data steps'
+    # options): the layer that owns those names checks them.
+    extra = next((f.name for f in fields.values() if f.metadata.get("extra_mappings")), None)
     hints = typing.get_type_hints(cls)
-    kwargs = {}
+    kwargs: dict[str, Any] = {extra: {}} if extra else {}
     for key, value in values.items():
+        if extra and key not in fields and isinstance(value, dict):
+            kwargs[extra][key] = dict(value)
+            continue
+        if key == extra:
+            raise ConfigError(f"unknown config key {where}{key!r}: give each step's options as {where}<step>")
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f" (did you mean {where}{close[0]!r}?)" if close else ""
@@ -241,16 +215,19 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
                 raise ConfigError(f"{where}{key} must be a mapping")
             kwargs[key] = _build(hint, value, where=f"{where}{key}.")
         else:
-            kwargs[key] = _coerce(value, hint, f"{where}{key}")
+            kwargs[key] = coerce(value, hint, f"{where}{key}")
     return cls(**kwargs)
 
 
-def _coerce(value: Any, hint: Any, name: str) -> Any:
+def coerce(value: Any, hint: Any, name: str) -> Any:
+    """``value`` as the type ``hint`` names (``int``, ``float | None``, ``list[str]``, ...), or a ConfigError."""
+    if isinstance(hint, types.UnionType) and isinstance(value, list):  # `list[str] | None` given a list
+        hint = next((a for a in typing.get_args(hint) if typing.get_origin(a) is list), hint)
     if typing.get_origin(hint) is list:
         if not isinstance(value, list):
             raise ConfigError(f"{name} must be a list, got {value!r}")
         (item,) = typing.get_args(hint)
-        return [_coerce(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
+        return [coerce(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
     if hint is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{name} must be a mapping, got {value!r}")

@@ -1,0 +1,107 @@
+"""The train stage, written once: ``tokenmill train`` and the flows' train task both call ``train_stage``.
+
+It opens (or resumes) the MLflow run, launches ``tokenmill.training.train`` on ``train.nproc`` ranks
+(``launch``), and ends the run FINISHED or FAILED. A checkpoint written under another configuration
+(another stage key: config, inputs, code, output folder) is not resumed: it is removed and training
+starts over.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tokenmill.core import tracking
+from tokenmill.core.config import Config, dump_config
+from tokenmill.core.fingerprint import file_fingerprint, manifest_fingerprint, stage_key
+from tokenmill.core.manifest import read_manifest
+
+log = logging.getLogger("tokenmill.train")
+
+
+def train_inputs(cfg: Config, tokens_manifest: str | Path, run_name: str | None = None,
+                 parent_run_id: str | None = None) -> list[str]:
+    """Fingerprints of what training reads besides the config: token shards, pairs, DeepSpeed JSON, init weights."""
+    files = [p for p in (cfg.train.pairs, cfg.train.deepspeed_config) if p]
+    init = [file_fingerprint(f) for f in sorted(Path(cfg.model.init_from).glob("*"))] if cfg.model.init_from else []
+    return [manifest_fingerprint(tokens_manifest), *map(file_fingerprint, files), *init,
+            str(parent_run_id), str(run_name)]
+
+
+def train_stage(cfg: Config, tokens_manifest: str | Path, out_dir: str | Path, run_name: str | None = None, *,
+                parent_run_id: str | None = None, tags: dict[str, str] | None = None,
+                echo: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """Train ``cfg``'s model on ``tokens_manifest`` into ``out_dir``; ``echo`` receives the ranks' output.
+
+    Returns the train manifest path, the MLflow run id and the wall time. ``run_name`` defaults to
+    ``run.name``; ``tags`` are added to a new MLflow run (``parent_run_id`` nests it).
+    """
+    from tokenmill.training import launch
+    from tokenmill.training.models import family_of
+
+    tokens_manifest = str(Path(tokens_manifest).resolve())
+    read_manifest(tokens_manifest, stage="tokenize")
+    run_name = run_name or cfg.run.name
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    key = stage_key("train", cfg, train_inputs(cfg, tokens_manifest, run_name, parent_run_id), out)
+    marker = out / "stage.json"
+    if (out / "checkpoints").exists() and (not marker.is_file() or marker.read_text().strip() != key):
+        log.warning("train: %s/checkpoints were written under another configuration; starting over", out)
+        shutil.rmtree(out / "checkpoints")
+    marker.write_text(key + "\n")
+    config_file = out / "config.yaml"
+    dump_config(cfg, config_file)
+
+    run_id = tracking.resumable_run(cfg.tracking_uri, out / "checkpoints") if cfg.train.resume else None
+    if run_id:
+        log.info("train: resuming from its checkpoint, into MLflow run %s", run_id)
+    else:
+        run_tags = {"tokenmill.stage": "train", "tokenmill.model_family": family_of(cfg.model),
+                    "tokenmill.model_flavor": cfg.model.flavor or "custom",
+                    **tracking.lineage_tags(Path(tokens_manifest)), **(tags or {})}
+        if parent_run_id:
+            run_tags["mlflow.parentRunId"] = parent_run_id
+        run_id = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, run_name, tags=run_tags)
+        log_run_inputs(cfg, run_id, config_file, tokens_manifest)
+    started = time.time()
+    cmd = launch.command(cfg.train, config_file, Path(tokens_manifest), out, run_id, cfg.run.name)
+    log.info("launching: %s", " ".join(cmd))
+    try:
+        launch.run(cmd, echo)
+        manifest = out / "manifest.json"
+        tracking.MlflowLogger(cfg.tracking_uri, run_id).log_artifact(manifest, "train")
+    except BaseException as e:
+        tracking.close_run(cfg.tracking_uri, run_id, error=e)
+        raise
+    tracking.close_run(cfg.tracking_uri, run_id)
+    return {"train_manifest": str(manifest), "mlflow_run_id": run_id, "wall_seconds": time.time() - started}
+
+
+def log_run_inputs(cfg: Config, run_id: str, config_file: Path, tokens_manifest: str) -> None:
+    """What is known before training: config, params, the manifests, the tokenizer, the data counts."""
+    mlf = tracking.MlflowLogger(cfg.tracking_uri, run_id)
+    mlf.log_params(cfg.flat())
+    mlf.log_artifact(config_file, "config")
+    mlf.log_artifact(tokens_manifest, "tokens")
+    tokens = read_manifest(tokens_manifest, stage="tokenize")
+    mlf.log_artifact(tokens["tokenizer"]["path"], "tokenizer")
+    metrics = {"tokens/train": tokens["splits"]["train"]["tokens"],
+               "tokens/validation": tokens["splits"]["validation"]["tokens"]}
+    data_path = (tokens.get("data_manifest") or {}).get("path")
+    if data_path and Path(data_path).is_file():
+        mlf.log_artifact(data_path, "data")
+        if (Path(data_path).parent / "funnel.png").exists():
+            mlf.log_artifact(Path(data_path).parent / "funnel.png", "data")
+        data = read_manifest(data_path, stage="data")
+        counts = data["counts"]
+        metrics.update({"data/read": counts["read"], "data/kept": counts["kept"],
+                        "data/dropped": sum(counts["dropped"].values()),
+                        "data/quarantined": sum(counts["quarantined"].values()),
+                        **{f"data/after_{row['stage']}": row["out"] for row in data.get("funnel", [])},
+                        **{f"data/stats/{k}": v for k, v in data.get("stats", {}).items()}})
+    mlf.log_metrics(metrics, step=0)
