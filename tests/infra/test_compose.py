@@ -481,6 +481,9 @@ def test_spark_workers_see_the_drivers_paths_and_code():
             for package in ("spark_jobs", "tokenmill"):
                 assert (COMPOSE_DIR / code[f"/opt/tokenmill/{package}"]).resolve() == REPO / package
             assert re.fullmatch(r"\d+:\d+", worker["user"])
+    # tokenmill.spark_jobs is the link tokenmill/spark_jobs -> ../spark_jobs: relative, so it resolves to the
+    # second mount inside the container too
+    assert (REPO / "tokenmill" / "spark_jobs").readlink() == Path("../spark_jobs")
     assert resolve(RAW, {"PWD": "/x", "TOKENMILL_UID": "1234", "TOKENMILL_GID": "99"})["services"]["spark-worker-2"][
         "user"] == "1234:99"
 
