@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from transformers import BertConfig, PretrainedConfig
 
+from tokenmill.training.hf._state import StateReader
 from tokenmill.training.models.bert import BERTConfig
 from tokenmill.training.models.layers import sinusoidal_positions
 
@@ -23,6 +24,10 @@ _ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 _ACT_FROM_HF = {"gelu": "gelu", "gelu_python": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
                 "gelu_fast": "gelu_tanh", "gelu_python_tanh": "gelu_tanh", "relu": "relu"}
 
+# (ours, BertConfig's) for the settings that carry over unchanged, in both directions.
+_SAME = [("vocab_size", "vocab_size"), ("block_size", "max_position_embeddings"), ("n_embd", "hidden_size"),
+         ("n_layer", "num_hidden_layers"), ("n_head", "num_attention_heads"), ("type_vocab_size", "type_vocab_size"),
+         ("dropout", "hidden_dropout_prob"), ("norm_eps", "layer_norm_eps")]
 # (ours, HF) for the modules that map one to one; each has a weight and, in HF, a bias.
 _EMBED = [("wte", "bert.embeddings.word_embeddings"), ("wtype", "bert.embeddings.token_type_embeddings")]
 _TOP = [("ln_emb", "bert.embeddings.LayerNorm"), ("pooler", "bert.pooler.dense"),
@@ -47,18 +52,11 @@ def hf_config(cfg: BERTConfig, specials: dict[str, int]) -> BertConfig:
         raise ValueError(f"n_embd {cfg.n_embd} is not divisible by n_head {cfg.n_head}")
     return BertConfig(
         architectures=[HF_ARCHITECTURE],
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.n_embd,
-        num_hidden_layers=cfg.n_layer,
-        num_attention_heads=cfg.n_head,
+        **{hf: getattr(cfg, ours) for ours, hf in _SAME},
         intermediate_size=cfg.d_ff or 4 * cfg.n_embd,
         hidden_act=_ACT_TO_HF[cfg.activation],
-        hidden_dropout_prob=cfg.dropout,
-        attention_probs_dropout_prob=cfg.dropout,
-        max_position_embeddings=cfg.block_size,
-        type_vocab_size=cfg.type_vocab_size,
+        attention_probs_dropout_prob=cfg.dropout,  # ours has one dropout rate
         initializer_range=0.02,
-        layer_norm_eps=cfg.norm_eps,
         pad_token_id=specials.get("pad", cfg.pad_id),
         tie_word_embeddings=True,
     )
@@ -117,29 +115,15 @@ def from_hf(hf_config: PretrainedConfig,
     if not isinstance(c.hidden_act, str) or c.hidden_act not in _ACT_FROM_HF:
         raise ValueError(f"hidden_act {c.hidden_act!r} is not supported; use one of {', '.join(_ACT_FROM_HF)}")
     cfg = BERTConfig(
-        vocab_size=c.vocab_size,
-        block_size=c.max_position_embeddings,
-        n_layer=c.num_hidden_layers,
-        n_head=c.num_attention_heads,
-        n_embd=c.hidden_size,
+        **{ours: getattr(c, hf) for ours, hf in _SAME},
         d_ff=None if c.intermediate_size == 4 * c.hidden_size else c.intermediate_size,
-        dropout=c.hidden_dropout_prob,
-        type_vocab_size=c.type_vocab_size,
-        norm_eps=c.layer_norm_eps,
         activation=_ACT_FROM_HF[c.hidden_act],
         position="learned",
         pad_id=c.pad_token_id if c.pad_token_id is not None else BERTConfig.pad_id,
         bias=True,
     )
     hf = {k: v for k, v in hf_state.items() if not k.endswith(("embeddings.position_ids", "embeddings.token_type_ids"))}
-    taken = set()
-
-    def take(key: str) -> torch.Tensor:
-        if key not in hf:
-            raise ValueError(f"HF state has no {key!r}")
-        taken.add(key)
-        return hf[key]
-
+    take = StateReader(hf, "HF state")
     wte = take("bert.embeddings.word_embeddings.weight")
     decoder = take("cls.predictions.decoder.weight")
     if not torch.equal(decoder, wte):
@@ -159,7 +143,7 @@ def from_hf(hf_config: PretrainedConfig,
             for ours, hf_name in _LAYER:
                 state[f"{p}{ours}.{kind}"] = take(f"{q}{hf_name}.{kind}")
     state["lm_head.weight"], state["lm_head.bias"] = wte, out_bias
-    left = sorted(set(hf) - taken)
+    left = take.unread()
     if left:
         raise ValueError(f"HF state has weights our BERT has no place for: {', '.join(left[:5])}")
     return cfg, state

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from transformers import GPT2Config, PretrainedConfig
 
+from tokenmill.training.hf._state import StateReader
 from tokenmill.training.models.gpt import GPTConfig
 from tokenmill.training.models.layers import sinusoidal_positions
 
@@ -32,6 +33,10 @@ _ACT_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
 _ACT_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_python_tanh": "gelu_tanh",
                 "gelu_fast": "gelu_tanh", "gelu": "gelu", "gelu_python": "gelu", "relu": "relu"}
 
+# (ours, GPT2Config's) for the settings that carry over unchanged, in both directions.
+_SAME = [("vocab_size", "vocab_size"), ("block_size", "n_positions"), ("n_embd", "n_embd"), ("n_layer", "n_layer"),
+         ("n_head", "n_head"), ("d_ff", "n_inner"),  # d_ff=None is 4 × n_embd, and so is n_inner=None
+         ("norm_eps", "layer_norm_epsilon")]
 # (ours, HF, is_conv1d) for each block's modules: Conv1D weights are stored transposed.
 _LAYER = [("ln_1", "ln_1", False), ("attn.qkv", "attn.c_attn", True), ("attn.out", "attn.c_proj", True),
           ("ln_2", "ln_2", False), ("mlp.fc", "mlp.c_fc", True), ("mlp.proj", "mlp.c_proj", True)]
@@ -56,17 +61,11 @@ def hf_config(cfg: GPTConfig, specials: dict[str, int]) -> GPT2Config:
     eot = specials.get("eot")
     return GPT2Config(
         architectures=[HF_ARCHITECTURE],
-        vocab_size=cfg.vocab_size,
-        n_positions=cfg.block_size,
-        n_embd=cfg.n_embd,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        n_inner=cfg.d_ff,  # None: 4 × n_embd, in both
+        **{hf: getattr(cfg, ours) for ours, hf in _SAME},
         activation_function=_ACT_TO_HF[cfg.activation],
         resid_pdrop=cfg.dropout,
         embd_pdrop=cfg.dropout,
         attn_pdrop=cfg.dropout,
-        layer_norm_epsilon=cfg.norm_eps,
         initializer_range=0.02,
         scale_attn_weights=True,
         scale_attn_by_inverse_layer_idx=False,
@@ -123,20 +122,11 @@ def from_hf(hf_config: PretrainedConfig,
     if c.n_embd % c.n_head:
         raise ValueError(f"n_embd {c.n_embd} is not divisible by n_head {c.n_head}")
     tied = bool(getattr(c, "tie_word_embeddings", True))
-    cfg = GPTConfig(vocab_size=c.vocab_size, block_size=c.n_positions, n_layer=c.n_layer, n_head=c.n_head,
-                    n_embd=c.n_embd, d_ff=c.n_inner, dropout=float(c.resid_pdrop), bias=True,
-                    tie_embeddings=tied, position="learned", activation=_ACT_FROM_HF[c.activation_function],
-                    norm_eps=c.layer_norm_epsilon)
+    cfg = GPTConfig(**{ours: getattr(c, hf) for ours, hf in _SAME}, dropout=float(c.resid_pdrop), bias=True,
+                    tie_embeddings=tied, position="learned", activation=_ACT_FROM_HF[c.activation_function])
 
     hf_state = {k: v for k, v in hf_state.items() if not k.endswith(_LEGACY_BUFFERS)}
-    used = set()
-
-    def take(key: str) -> torch.Tensor:
-        if key not in hf_state:
-            raise ValueError(f"GPT-2 state dict has no {key!r}")
-        used.add(key)
-        return hf_state[key]
-
+    take = StateReader(hf_state, "GPT-2 state dict")
     wte = take("transformer.wte.weight")
     state = {"wte.weight": wte, "wpe.weight": take("transformer.wpe.weight")}
     for i in range(c.n_layer):
@@ -147,11 +137,11 @@ def from_hf(hf_config: PretrainedConfig,
     state["ln_f.weight"] = take("transformer.ln_f.weight")
     state["ln_f.bias"] = take("transformer.ln_f.bias")
     if tied:
-        used.add("lm_head.weight")  # the same tensor as wte when present
+        take.skip("lm_head.weight")  # the same tensor as wte when present
         state["lm_head.weight"] = wte
     else:
         state["lm_head.weight"] = take("lm_head.weight")
-    extra = sorted(set(hf_state) - used)
+    extra = take.unread()
     if extra:
         raise ValueError(f"GPT-2 weights tokenmill has no place for: {', '.join(extra[:5])}"
                          + (f" and {len(extra) - 5} more" if len(extra) > 5 else ""))

@@ -15,21 +15,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tokenmill.training.models.layers import (Attention, FeedForward, RotaryEmbedding, add_bias, alibi_bias, alibi_slopes,
-                                    padding_bias, sinusoidal_positions)
+from tokenmill.training.models.layers import Attention, FeedForward, SingleStack, StackConfig
 
 BERT_POSITIONS = ("learned", "sinusoidal", "rope", "alibi")
 BERT_ACTIVATIONS = ("gelu", "gelu_tanh", "relu")  # the MLM head applies it too, so no gated variants
 
 
 @dataclass
-class BERTConfig:
-    vocab_size: int = 8192
-    block_size: int = 128  # longest sequence (learned and sinusoidal tables have this many rows)
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 256
-    d_ff: int | None = None  # None: 4 × n_embd
+class BERTConfig(StackConfig):
+    # from StackConfig: vocab_size=8192, block_size=128, n_layer=4, n_head=4, n_embd=256, d_ff=None (4 × n_embd)
     dropout: float = 0.1  # embeddings, attention probabilities and both residual branches, as BERT
     type_vocab_size: int = 2  # segments A and B
     norm_eps: float = 1e-12
@@ -65,7 +59,7 @@ class Block(nn.Module):
         return self.ln_2(x + self.resid_dropout(self.mlp(x))), weights
 
 
-class BERT(nn.Module):
+class BERT(SingleStack):
     def __init__(self, cfg: BERTConfig):
         super().__init__()
         if cfg.position not in BERT_POSITIONS:
@@ -75,13 +69,7 @@ class BERT(nn.Module):
         self.cfg = cfg
         C = cfg.n_embd
         self.wte = nn.Embedding(cfg.vocab_size, C, padding_idx=cfg.pad_id)
-        if cfg.position == "learned":
-            self.wpe = nn.Embedding(cfg.block_size, C)
-        elif cfg.position == "sinusoidal":
-            self.register_buffer("wpe_table", sinusoidal_positions(cfg.block_size, C), persistent=False)
-        self.rope = RotaryEmbedding(C // cfg.n_head, cfg.block_size) if cfg.position == "rope" else None
-        if cfg.position == "alibi":
-            self.register_buffer("slopes", alibi_slopes(cfg.n_head), persistent=False)
+        self._init_positions(cfg)  # wpe (learned), wpe_table (sinusoidal), rope, slopes (alibi)
         self.wtype = nn.Embedding(cfg.type_vocab_size, C)  # segment (token type) embeddings
         self.ln_emb = nn.LayerNorm(C, eps=cfg.norm_eps, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
@@ -101,17 +89,11 @@ class BERT(nn.Module):
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         # BERT: N(0, 0.02) weights, zero biases, LayerNorm at identity (and the pad row at zero, above).
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        SingleStack._init_weights(module)
         if isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, need_weights: bool = False):
@@ -126,16 +108,10 @@ class BERT(nn.Module):
             raise ValueError(f"sequence of {T} tokens exceeds block_size {self.cfg.block_size}")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = self.wte(input_ids) + self.wtype(token_type_ids)  # (B, T, C)
-        pos = torch.arange(T, device=input_ids.device)
-        if self.cfg.position == "learned":
-            x = x + self.wpe(pos)
-        elif self.cfg.position == "sinusoidal":
-            x = x + self.wpe_table[pos].to(x.dtype)
+        x = self._add_positions(self.wte(input_ids) + self.wtype(token_type_ids), 0)  # (B, T, C)
         x = self.drop(self.ln_emb(x))
-        bias = padding_bias(attention_mask, x.dtype)  # (B, 1, 1, T)
-        if self.cfg.position == "alibi":  # symmetric: a key at distance d costs slope·d either side
-            bias = add_bias(bias, alibi_bias(self.slopes, T, T, causal=False).to(x.dtype))
+        # ALiBi is symmetric here: a key at distance d costs slope·d either side.
+        bias = self._attention_bias(attention_mask, x.dtype, T, 0, causal=False)  # (B|1, 1|H, T, T)
         attentions = []
         for block in self.blocks:
             x, weights = block(x, bias, self.rope, need_weights)

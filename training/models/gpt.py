@@ -14,18 +14,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from tokenmill.training.models.layers import (Attention, Cache, FeedForward, RotaryEmbedding, add_bias, alibi_bias,
-                                    alibi_slopes, padding_bias, sample_next, sinusoidal_positions)
+from tokenmill.training.models.layers import Attention, Cache, FeedForward, SingleStack, StackConfig, sample_next
 
 
 @dataclass
-class GPTConfig:
-    vocab_size: int = 8192
-    block_size: int = 128  # longest sequence (learned and sinusoidal tables have this many rows)
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 256
-    d_ff: int | None = None  # None: 4 × n_embd
+class GPTConfig(StackConfig):
+    # from StackConfig: vocab_size=8192, block_size=128, n_layer=4, n_head=4, n_embd=256, d_ff=None (4 × n_embd)
     dropout: float = 0.0
     bias: bool = False
     tie_embeddings: bool = True
@@ -50,41 +44,25 @@ class Block(nn.Module):
         return x + self.resid_dropout(self.mlp(self.ln_2(x))), weights
 
 
-class GPT(nn.Module):
+class GPT(SingleStack):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         if cfg.position not in ("learned", "sinusoidal", "rope", "alibi"):
             raise ValueError(f"GPT positions must be learned, sinusoidal, rope or alibi, got {cfg.position!r}")
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        if cfg.position == "learned":
-            self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
-        elif cfg.position == "sinusoidal":
-            self.register_buffer("wpe_table", sinusoidal_positions(cfg.block_size, cfg.n_embd), persistent=False)
-        self.rope = RotaryEmbedding(cfg.n_embd // cfg.n_head, cfg.block_size) if cfg.position == "rope" else None
-        if cfg.position == "alibi":
-            self.register_buffer("slopes", alibi_slopes(cfg.n_head), persistent=False)
+        self._init_positions(cfg)  # wpe (learned), wpe_table (sinusoidal), rope, slopes (alibi)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
-        self.apply(self._init_weights)
+        self.apply(self._init_weights)  # SingleStack's: N(0, 0.02) weights, zero biases
         # GPT-2: scale the residual projections by 1/sqrt(2·n_layer) so the residual stream's variance stays put.
         for name, p in self.named_parameters():
             if name.endswith(("attn.out.weight", "mlp.proj.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     def new_cache(self) -> list[Cache]:
         return [{} for _ in self.blocks]
@@ -100,16 +78,8 @@ class GPT(nn.Module):
         past = cache[0]["k"].size(2) if cache and "k" in cache[0] else 0
         if past + T > self.cfg.block_size and self.cfg.position in ("learned", "sinusoidal", "rope"):
             raise ValueError(f"sequence of {past + T} tokens exceeds block_size {self.cfg.block_size}")
-        x = self.wte(input_ids)  # (B, T, C)
-        pos = torch.arange(past, past + T, device=input_ids.device)
-        if self.cfg.position == "learned":
-            x = x + self.wpe(pos)
-        elif self.cfg.position == "sinusoidal":
-            x = x + self.wpe_table[pos].to(x.dtype)
-        x = self.drop(x)
-        bias = padding_bias(attention_mask, x.dtype)
-        if self.cfg.position == "alibi":
-            bias = add_bias(bias, alibi_bias(self.slopes, T, past + T, causal=True).to(x.dtype))
+        x = self.drop(self._add_positions(self.wte(input_ids), past))  # (B, T, C)
+        bias = self._attention_bias(attention_mask, x.dtype, T, past, causal=True)  # (B|1, 1|H, T, P + T)
         attentions = []
         for i, block in enumerate(self.blocks):
             x, weights = block(x, bias, self.rope, cache[i] if cache is not None else None, need_weights)

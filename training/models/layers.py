@@ -1,4 +1,5 @@
-"""Building blocks shared by the model families: attention, positions, feed-forward, norms, sampling.
+"""Building blocks shared by the model families: attention, positions, feed-forward, norms, sampling,
+and the one-stack base of GPT and BERT.
 
 Plain single-device PyTorch. Each family file (``gpt.py``, ``bert.py``, ``t5.py``,
 ``transformer.py``) composes these; parameter names are kept short and stable because the
@@ -8,6 +9,7 @@ Hugging Face export (``training/hf.py``) maps them one to one.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -258,6 +260,70 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         variance = x.float().pow(2).mean(-1, keepdim=True)
         return (x.float() * torch.rsqrt(variance + self.eps)).to(x.dtype) * self.weight
+
+
+# --- one stack of blocks: what GPT and BERT share -----------------------------------------------
+
+
+@dataclass
+class StackConfig:
+    """The sizes of a one-stack model; ``GPTConfig`` and ``BERTConfig`` add their own fields after these."""
+    vocab_size: int = 8192
+    block_size: int = 128  # longest sequence (learned and sinusoidal tables have this many rows)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    d_ff: int | None = None  # None: 4 × n_embd
+
+
+class SingleStack(nn.Module):
+    """Positions and attention bias for a model with one stack of blocks over token embeddings (GPT, BERT).
+
+    A subclass sets ``cfg`` (with ``position`` one of learned, sinusoidal, rope, alibi) and calls
+    ``_init_positions`` right after creating its token embedding ``wte``.
+    """
+
+    def _init_positions(self, cfg) -> None:
+        """What ``cfg.position`` needs, under the names the state dicts and Hugging Face mappings use:
+        ``wpe`` (learned table), the ``wpe_table`` buffer (sinusoidal), ``rope`` (None unless RoPE) and
+        the ``slopes`` buffer (ALiBi)."""
+        if cfg.position == "learned":
+            self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        elif cfg.position == "sinusoidal":
+            self.register_buffer("wpe_table", sinusoidal_positions(cfg.block_size, cfg.n_embd), persistent=False)
+        self.rope = RotaryEmbedding(cfg.n_embd // cfg.n_head, cfg.block_size) if cfg.position == "rope" else None
+        if cfg.position == "alibi":
+            self.register_buffer("slopes", alibi_slopes(cfg.n_head), persistent=False)
+
+    def _add_positions(self, x: torch.Tensor, past: int) -> torch.Tensor:
+        """``x`` ``(B, T, C)`` plus the learned or sinusoidal encodings of positions ``past … past + T - 1``
+        (RoPE and ALiBi act inside attention instead: ``x`` is returned as is)."""
+        pos = torch.arange(past, past + x.size(1), device=x.device)
+        if self.cfg.position == "learned":
+            x = x + self.wpe(pos)
+        elif self.cfg.position == "sinusoidal":
+            x = x + self.wpe_table[pos].to(x.dtype)
+        return x
+
+    def _attention_bias(self, attention_mask: torch.Tensor | None, dtype: torch.dtype, T: int, past: int,
+                        causal: bool) -> torch.Tensor | None:
+        """The padding bias ``(B, 1, 1, P + T)`` of ``attention_mask``, plus with ALiBi the distance penalty
+        ``(1, H, T, P + T)`` of ``T`` queries after ``past`` cached positions (only looking back if ``causal``)."""
+        bias = padding_bias(attention_mask, dtype)
+        if self.cfg.position == "alibi":
+            bias = add_bias(bias, alibi_bias(self.slopes, T, past + T, causal=causal).to(dtype))
+        return bias
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """GPT-2's initialisation, which BERT shares: weights ~ N(0, 0.02), biases zero."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
 
 # --- sampling ---------------------------------------------------------------------------------

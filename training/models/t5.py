@@ -125,10 +125,7 @@ class T5(EncoderDecoder):
         S = input_ids.size(1)
         x = self.drop(self.wte(input_ids))  # (B, S, C)
         bias = add_bias(padding_bias(attention_mask, x.dtype), self.encoder.rel_bias(S, S).to(x.dtype))  # (B, H, S, S)
-        weights = []
-        for block in self.encoder.blocks:
-            x, w, _ = block(x, bias, need_weights=need_weights)
-            weights.append(w)
+        x, weights = self._encoder_blocks(x, bias, need_weights)
         return self.drop(self.encoder.ln_f(x)), weights
 
     def _decode(self, decoder_input_ids, memory, attention_mask, cache, decoder_attention_mask, need_weights):
@@ -138,12 +135,7 @@ class T5(EncoderDecoder):
         bias = add_bias(padding_bias(decoder_attention_mask, x.dtype),
                         self.decoder.rel_bias(L, past + L).to(x.dtype))  # (B, H, L, P + L)
         memory_bias = padding_bias(attention_mask, x.dtype)  # (B, 1, 1, S)
-        self_weights, cross_weights = [], []
-        for i, block in enumerate(self.decoder.blocks):
-            x, ws, wc = block(x, bias, causal=True, memory=memory, memory_bias=memory_bias,
-                              cache=cache[i] if cache is not None else None, need_weights=need_weights)
-            self_weights.append(ws)
-            cross_weights.append(wc)
+        x, self_weights, cross_weights = self._decoder_blocks(x, bias, memory, memory_bias, cache, need_weights)
         x = self.drop(self.decoder.ln_f(x))
         if self.cfg.tie_embeddings:
             x = x * self.cfg.n_embd ** -0.5  # the embedding's scale suits inputs, not logits

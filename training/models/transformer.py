@@ -48,10 +48,12 @@ def cache_length(cache: list[dict[str, Cache]] | None) -> int:
 class EncoderDecoder(nn.Module):
     """Forward, encode, decode, caches and generation for an encoder-decoder family.
 
-    A subclass sets ``cfg`` (with ``pad_id``, the decoder start id, and ``block_size``) and
-    ``decoder.blocks``, and implements ``_encode(input_ids, attention_mask, need_weights) ->
-    (memory, weights)`` and ``_decode(decoder_input_ids, memory, attention_mask, cache,
-    decoder_attention_mask, need_weights) -> (logits, self_weights, cross_weights)``.
+    A subclass sets ``cfg`` (with ``pad_id``, the decoder start id, and ``block_size``),
+    ``encoder.blocks`` and ``decoder.blocks`` (called as ``block(x, bias, causal, memory, memory_bias,
+    cache, need_weights) -> (x, self_weights, cross_weights)``), and implements
+    ``_encode(input_ids, attention_mask, need_weights) -> (memory, weights)`` and ``_decode(decoder_input_ids,
+    memory, attention_mask, cache, decoder_attention_mask, need_weights) -> (logits, self_weights,
+    cross_weights)``, which embed and run ``_encoder_blocks`` / ``_decoder_blocks``.
     """
 
     def num_params(self) -> int:
@@ -60,6 +62,26 @@ class EncoderDecoder(nn.Module):
     def new_cache(self) -> list[dict[str, Cache]]:
         """One ``{"self": {...}, "cross": {...}}`` per decoder layer, filled as decoding goes."""
         return [{"self": {}, "cross": {}} for _ in self.decoder.blocks]
+
+    def _encoder_blocks(self, x: torch.Tensor, bias: torch.Tensor | None, need_weights: bool):
+        """``x`` ``(B, S, C)`` through every encoder block → ``(x, [per-layer weights])``."""
+        weights = []
+        for block in self.encoder.blocks:
+            x, w, _ = block(x, bias, need_weights=need_weights)
+            weights.append(w)
+        return x, weights
+
+    def _decoder_blocks(self, x: torch.Tensor, bias: torch.Tensor | None, memory: torch.Tensor,
+                        memory_bias: torch.Tensor | None, cache: list[dict[str, Cache]] | None, need_weights: bool):
+        """``x`` ``(B, L, C)`` through every decoder block, attending to ``memory`` ``(B, S, C)``
+        → ``(x, [per-layer self-attention weights], [per-layer cross-attention weights])``."""
+        self_weights, cross_weights = [], []
+        for i, block in enumerate(self.decoder.blocks):
+            x, ws, wc = block(x, bias, causal=True, memory=memory, memory_bias=memory_bias,
+                              cache=cache[i] if cache is not None else None, need_weights=need_weights)
+            self_weights.append(ws)
+            cross_weights.append(wc)
+        return x, self_weights, cross_weights
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
@@ -218,20 +240,11 @@ class Transformer(EncoderDecoder):
     def _encode(self, input_ids, attention_mask, need_weights):
         x = self._embed(self.encoder, input_ids, 0)  # (B, S, C)
         bias = padding_bias(attention_mask, x.dtype)  # (B, 1, 1, S)
-        weights = []
-        for block in self.encoder.blocks:
-            x, w, _ = block(x, bias, need_weights=need_weights)
-            weights.append(w)
-        return x, weights  # post-LN: the last block's output is already normalised
+        return self._encoder_blocks(x, bias, need_weights)  # post-LN: the last block's output is already normalised
 
     def _decode(self, decoder_input_ids, memory, attention_mask, cache, decoder_attention_mask, need_weights):
         x = self._embed(self.decoder, decoder_input_ids, cache_length(cache))  # (B, L, C)
         bias = padding_bias(decoder_attention_mask, x.dtype)  # (B, 1, 1, P + L)
         memory_bias = padding_bias(attention_mask, x.dtype)  # (B, 1, 1, S)
-        self_weights, cross_weights = [], []
-        for i, block in enumerate(self.decoder.blocks):
-            x, ws, wc = block(x, bias, causal=True, memory=memory, memory_bias=memory_bias,
-                              cache=cache[i] if cache is not None else None, need_weights=need_weights)
-            self_weights.append(ws)
-            cross_weights.append(wc)
+        x, self_weights, cross_weights = self._decoder_blocks(x, bias, memory, memory_bias, cache, need_weights)
         return self.lm_head(x), self_weights, cross_weights  # (B, L, vocab)
