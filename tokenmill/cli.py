@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list model flavours with parameter counts computed from the code",
                             description="Every named flavour (model.flavor) with its family, shape and parameter "
                                         "count at its published vocabulary, counted from the model code.")
-    models.add_argument("--family", choices=["gpt", "bert", "t5", "transformer"], help="only this family")
+    from tokenmill.training.families import FAMILIES
+
+    models.add_argument("--family", choices=list(FAMILIES), help="only this family")
 
     from tokenmill.training.planner import add_arguments as add_plan_arguments
 
@@ -306,7 +308,8 @@ def train_command(cfg, args) -> int:
 
 
 def models_command(args) -> int:
-    from tokenmill.training.models import FAMILIES, OBJECTIVES, architecture, count_parameters
+    from tokenmill.training.families import FAMILIES
+    from tokenmill.training.models import architecture, count_parameters
     from tokenmill.training.models.flavors import FLAVORS
     from tokenmill.core.config import ModelConfig
 
@@ -316,8 +319,8 @@ def models_command(args) -> int:
             if args.family and family != args.family:
                 continue
             arch = architecture(ModelConfig(family=family, flavor=name))
-            layers = (arch.n_layer if family in ("gpt", "bert")
-                      else f"{arch.n_layer}+{arch.n_decoder_layer or arch.n_layer}")
+            layers = (f"{arch.n_layer}+{arch.n_decoder_layer or arch.n_layer}" if FAMILIES[family].encoder_decoder
+                      else arch.n_layer)
             rows.append((name, family, str(layers), arch.n_embd, arch.n_head, arch.d_ff or 4 * arch.n_embd,
                          arch.block_size, arch.vocab_size, count_parameters(arch), flavor.source))
     print(f"{'flavor':<18}{'family':<13}{'layers':>7}{'d_model':>9}{'heads':>7}{'d_ff':>7}{'context':>9}"
@@ -325,7 +328,7 @@ def models_command(args) -> int:
     for r in rows:
         print(f"{r[0]:<18}{r[1]:<13}{r[2]:>7}{r[3]:>9}{r[4]:>7}{r[5]:>7}{r[6]:>9}{r[7]:>8}"
               f"{_millions(r[8]):>10}  {r[9]}")
-    print("\nobjectives: " + "; ".join(f"{f}: {o}" for f, o in OBJECTIVES.items())
+    print("\nobjectives: " + "; ".join(f"{f}: {spec.objective_description}" for f, spec in FAMILIES.items())
           + ".\nUse one with --set model.flavor=NAME; training uses the run tokenizer's vocabulary.")
     return 0
 
@@ -395,15 +398,17 @@ def generate_command(args) -> int:
     import torch
     from tokenizers import Tokenizer
 
-    from tokenmill.training.models import family_of_architecture
+    from tokenmill.training.families import FAMILIES, spec_of
     from tokenmill.training.tokenizer import special_ids
     from tokenmill.training.weights import load_model
 
     model, tok_path = load_model(args.model)
-    family = family_of_architecture(model.cfg)
-    if family == "bert":
-        raise ValueError("BERT is an encoder: it fills [MASK] tokens but does not generate; use a gpt, t5 or "
-                         "transformer model")
+    spec = spec_of(model.cfg)
+    generate = spec.generator()
+    if generate is None:
+        *others, last = [name for name, s in FAMILIES.items() if s.generate]
+        raise ValueError(f"{spec.title} is an encoder: it fills [MASK] tokens but does not generate; use a "
+                         f"{', '.join(others)} or {last} model")
     tok = Tokenizer.from_file(str(tok_path))
     tok.encode_special_tokens = False  # let the user write <extra_id_0> and <|endoftext|>
     specials = special_ids(tok)
@@ -411,16 +416,9 @@ def generate_command(args) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     top_k = args.top_k or None
     for i in range(args.num_samples):
-        if family == "gpt":
-            out = model.generate(torch.tensor([ids or [specials["eot"]]]), args.max_new_tokens,
-                                 temperature=args.temperature, top_k=top_k, top_p=args.top_p, generator=gen,
-                                 use_cache=not args.no_cache)
-            text = tok.decode(out[0].tolist(), skip_special_tokens=False)
-        else:
-            out = model.generate(torch.tensor([ids + [specials["eot"]]]), args.max_new_tokens,
-                                 temperature=args.temperature, top_k=top_k, top_p=args.top_p, generator=gen,
-                                 use_cache=not args.no_cache, eos_id=specials["eot"])
-            text = tok.decode(out[0, 1:].tolist(), skip_special_tokens=False)
+        out = generate(model, ids, specials, args.max_new_tokens, temperature=args.temperature, top_k=top_k,
+                       top_p=args.top_p, generator=gen, use_cache=not args.no_cache)
+        text = tok.decode(out, skip_special_tokens=False)
         print(("" if args.num_samples == 1 else f"--- sample {i + 1}\n") + text)
     return 0
 
@@ -429,16 +427,14 @@ def attention_command(args) -> int:
     from tokenizers import Tokenizer
 
     from tokenmill.training.attention import attention_maps, head_entropy, save_attention_pngs, token_labels
-    from tokenmill.training.models import family_of_architecture
+    from tokenmill.training.families import spec_of
     from tokenmill.training.tokenizer import special_ids
     from tokenmill.training.weights import load_model
 
     model, tok_path = load_model(args.model)
     tok = Tokenizer.from_file(str(tok_path))
     specials = special_ids(tok)
-    ids = tok.encode(args.text).ids
-    if family_of_architecture(model.cfg) == "bert":
-        ids = [specials["cls"], *ids, specials["sep"]]
+    ids = spec_of(model.cfg).attention_framing.frame(tok.encode(args.text).ids, specials)
     if not ids:
         raise ValueError("--text encodes to no tokens")
     ids = ids[: model.cfg.block_size]

@@ -30,15 +30,15 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
 
     from tokenmill.core.manifest import read_manifest
     from tokenmill.training.data import unigram_cross_entropy
-    from tokenmill.training.models import family_of_architecture
-    from tokenmill.training.objectives import objective_for_run
+    from tokenmill.training.families import spec_of
+    from tokenmill.training.objectives import accumulate, label_stream, objective_for_run, token_loss_name
     from tokenmill.training.tokenizer import load_tokens
-    from tokenmill.training.train import TOKEN_LOSS, accumulate, label_stream
     from tokenmill.training.weights import load_model
 
     tokens = read_manifest(tokens_manifest, stage="tokenize")
     model, tokenizer_path = load_model(model_dir)
-    family = family_of_architecture(model.cfg)
+    spec = spec_of(model.cfg)
+    family = spec.name
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     specials = tokens["tokenizer"]["special_tokens"]
     vocab_size = tokens["tokenizer"]["vocab_size"]
@@ -58,11 +58,11 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
     labels = torch.cat([b["labels"].reshape(-1) for b in batches])
     baseline = unigram_cross_entropy(label_stream(objective, family, train_tokens), labels[labels != -100],
                                      vocab_size)
-    token_loss = metrics[TOKEN_LOSS["seq2seq" if cfg.train.pairs else family]]
+    token_loss = metrics[token_loss_name(family, bool(cfg.train.pairs))]
     out = {"family": family, "objective": objective.name, "metrics": metrics, "token_loss": token_loss,
            "unigram_baseline_loss": baseline, "examples": len(batches),
            "validation_tokens": int((labels != -100).sum()), "seconds": time.time() - started}
-    if family == "gpt":
+    if spec.predicts_stream:
         out["perplexity"] = math.exp(min(metrics["loss"], 50.0))
     return out
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from tokenmill.training.data import PackedBatches, eval_blocks
+from tokenmill.training.families import spec_for
 
 IGNORE = -100  # label of positions that are not scored (torch's cross_entropy default ignore_index)
 _EVAL_SEED = 0x5EED  # validation examples use their own fixed seed, whatever the run's seed
@@ -59,6 +60,12 @@ class Objective:
     def tokens(self, batch: dict[str, torch.Tensor]) -> int:
         """Tokens processed in this batch (for tokens/s): non-pad input (+ target) tokens."""
         raise NotImplementedError
+
+    @classmethod
+    def from_stream(cls, tokens: np.ndarray, *, block_size: int, specials: dict[str, int], seed: int,
+                    vocab_size: int, sentence_end: np.ndarray | None = None, **options) -> Objective:
+        """The objective as a family's pre-training objective on a token stream (see ``build_objective``)."""
+        raise NotImplementedError(f"{cls.__name__} is not a pre-training objective on a token stream")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -143,6 +150,10 @@ class CausalLMObjective(Objective):
 
     def tokens(self, batch):
         return int(batch["input_ids"].numel())  # targets are the same tokens shifted: not counted twice
+
+    @classmethod
+    def from_stream(cls, tokens, *, block_size, specials, seed, vocab_size, sentence_end=None, **options):
+        return cls(tokens, block_size, seed, **options)
 
 
 # --------------------------------------------------------------------------- masked LM + NSP (BERT)
@@ -329,6 +340,10 @@ class MaskedLMObjective(Objective):
     def tokens(self, batch):
         return int(batch["attention_mask"].sum())
 
+    @classmethod
+    def from_stream(cls, tokens, *, block_size, specials, seed, vocab_size, sentence_end=None, **options):
+        return cls(tokens, block_size, specials, seed, vocab_size=vocab_size, sentence_end=sentence_end, **options)
+
 
 # --------------------------------------------------------------------------- encoder-decoder (T5)
 
@@ -453,6 +468,10 @@ class SpanCorruptionObjective(_EncoderDecoderObjective):
         if len(self.stream) < raw_len:
             raise ValueError(f"only {len(self.stream)} tokens: a span-corruption window needs {raw_len}")
 
+    @classmethod
+    def from_stream(cls, tokens, *, block_size, specials, seed, vocab_size, sentence_end=None, **options):
+        return cls(tokens, block_size, specials=specials, seed=seed, **options)
+
     def corrupt(self, windows: np.ndarray, rngs: list[np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:
         """``(inputs (B, S'), targets (B, L'))`` of raw ``windows (B, raw_len)``, each with EOS; one rng per row.
 
@@ -565,26 +584,19 @@ def load_pairs(path, tokenizer, validation_fraction: float) -> tuple[list, list]
     return splits["train"], splits["validation"]
 
 
-# --------------------------------------------------------------------------- dispatch
-
-_FAMILIES = ("gpt", "bert", "t5", "transformer")
-
+# --------------------------------------------------------------------------- per family
 
 def build_objective(family: str, tokens: np.ndarray, *, block_size: int, specials: dict[str, int], seed: int,
                     vocab_size: int, sentence_end: np.ndarray | None = None, **options) -> Objective:
-    """The pre-training objective of a family: gpt -> causal LM, bert -> MLM + NSP, t5/transformer -> span corruption.
+    """The pre-training objective of a family (its ``ModelSpec.objective``): gpt -> causal LM, bert -> MLM + NSP,
+    t5/transformer -> span corruption.
 
     ``options`` go to the objective's constructor (e.g. ``mask_prob``, ``nsp``, ``noise_density``,
     ``mean_span_length``, ``target_length``); for encoder-decoders ``input_length`` is ``block_size``.
     """
-    if family == "gpt":
-        return CausalLMObjective(tokens, block_size, seed, **options)
-    if family == "bert":
-        return MaskedLMObjective(tokens, block_size, specials, seed, vocab_size=vocab_size,
-                                 sentence_end=sentence_end, **options)
-    if family in ("t5", "transformer"):
-        return SpanCorruptionObjective(tokens, block_size, specials=specials, seed=seed, **options)
-    raise ValueError(f"unknown model family {family!r}: expected one of {', '.join(_FAMILIES)}")
+    spec = spec_for(family, error="unknown model family {name!r}: expected one of {known}")
+    return spec.objective_class().from_stream(tokens, block_size=block_size, specials=specials, seed=seed,
+                                              vocab_size=vocab_size, sentence_end=sentence_end, **options)
 
 
 def objective_for_run(cfg, family: str, block_size: int, specials: dict[str, int], vocab_size: int, tokenizer,
@@ -595,7 +607,7 @@ def objective_for_run(cfg, family: str, block_size: int, specials: dict[str, int
     Training and ``tokenmill.training.evaluate`` both call it, so they score the very same validation examples.
     """
     if cfg.train.pairs:
-        if family not in ("t5", "transformer"):
+        if not spec_for(family).encoder_decoder:
             raise ValueError(f"train.pairs trains an encoder-decoder on paired text; model.family is {family}")
         train_pairs, eval_pairs = load_pairs(cfg.train.pairs, tokenizer, cfg.tokenizer.validation_fraction)
         objective = Seq2SeqObjective(train_pairs, block_size, cfg.train.target_length or block_size, specials,
@@ -604,3 +616,29 @@ def objective_for_run(cfg, family: str, block_size: int, specials: dict[str, int
     objective = build_objective(family, train_tokens, block_size=block_size, specials=specials, seed=cfg.run.seed,
                                 vocab_size=vocab_size, sentence_end=sentence_end_table(tokenizer))
     return objective, val_tokens
+
+
+# --------------------------------------------------------------------------- metrics (training and evaluate)
+
+def token_loss_name(family: str, pairs: bool = False) -> str:
+    """The metric that is the loss on predicted tokens, comparable with the unigram baseline: everything a
+    family predicts token by token (BERT's total adds next-sentence prediction); paired text's ``loss``."""
+    return "loss" if pairs else spec_for(family).token_loss
+
+
+def accumulate(into: dict[str, list[float]], metrics: dict[str, tuple[float, float]]) -> None:
+    """Add an objective's ``(sum, count)`` metrics into running ``[sum, count]`` totals."""
+    for name, (total, count) in metrics.items():
+        acc = into.setdefault(name, [0.0, 0.0])
+        acc[0] += float(total)
+        acc[1] += float(count)
+
+
+def label_stream(objective: Objective, family: str, train_tokens, batches: int = 64, batch_size: int = 32):
+    """Training tokens as the objective asks to predict them, for the unigram baseline: the stream itself
+    for a family that predicts it (GPT); for the others labels of training batches (T5's targets are full of
+    sentinels and EOS)."""
+    if spec_for(family).predicts_stream:
+        return train_tokens
+    labels = torch.cat([objective.batch(step, batch_size)["labels"].reshape(-1) for step in range(batches)])
+    return labels[labels != IGNORE].numpy()

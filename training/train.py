@@ -54,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     from tokenmill.training import distributed
     from tokenmill.training.attention import attention_maps, save_attention_pngs, token_labels
     from tokenmill.training.data import unigram_cross_entropy
+    from tokenmill.training.families import spec_of
     from tokenmill.training.hf import load_hf
     from tokenmill.training.models import architecture, build_model, family_of, family_of_architecture
-    from tokenmill.training.objectives import objective_for_run
+    from tokenmill.training.objectives import accumulate, label_stream, objective_for_run, token_loss_name
     from tokenmill.training.tokenizer import load_tokens
     from tokenmill.core.plots import loss_curve
     from tokenmill.training.flops import detect_device, flops_per_token, mfu, peak_flops
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         arch = architecture(cfg.model, vocab_size=vocab_size, pad_id=specials["pad"])
         model = build_model(arch)
-    family = family_of_architecture(arch)
+    spec = spec_of(arch)
+    family = spec.name
     objective, eval_source = objective_for_run(cfg, family, arch.block_size, specials, vocab_size, tokenizer,
                                                train_tokens, val_tokens)
     n_params = sum(p.numel() for p in model.parameters())
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             tokens_seen += step_tokens
             elapsed = time.time() - window_start
             metrics = {f"train/{n}": sums[2 * i] / max(sums[2 * i + 1], 1) for i, n in enumerate(names)}
-            if family == "gpt":
+            if spec.predicts_stream:
                 metrics["train/perplexity"] = math.exp(min(metrics["train/loss"], 50.0))
             metrics.update({"train/lr": engine.get_lr()[0], "train/tokens_per_s": step_tokens / elapsed,
                             "train/tokens_seen": tokens_seen, **_memory_metrics()})
@@ -196,21 +198,22 @@ def main(argv: list[str] | None = None) -> int:
     labels = torch.cat([b["labels"].reshape(-1) for b in eval_batches])
     baseline = unigram_cross_entropy(label_stream(objective, family, train_tokens), labels[labels != -100],
                                      vocab_size)
-    token_loss = val[TOKEN_LOSS["seq2seq" if tcfg.pairs else family]]
+    token_loss = val[token_loss_name(family, bool(tcfg.pairs))]
 
     state = distributed.full_state_dict(engine)  # collective under ZeRO-3
-    sample = _sample(engine.module, family, tokenizer, specials, tcfg.sample_prompt, tcfg.sample_tokens,
-                     cfg.run.seed, dev)
-    maps = attention_maps(engine.module, _attention_ids(tokenizer, val_tokens, specials, family))
+    # every rank samples (ZeRO-3 forward passes are collective)
+    sample = spec.sampler()(engine.module, tokenizer, specials, tcfg.sample_prompt, tcfg.sample_tokens,
+                            cfg.run.seed, dev)
+    ids = _attention_ids(val_tokens, specials, spec.attention_framing)
+    maps = attention_maps(engine.module, ids)
     if rank == 0:
         save_model_folder(out_dir, state, arch, tokens["tokenizer"]["path"])
         weights = out_dir / "weights.safetensors"
         (out_dir / "sample.txt").write_text(sample)
-        ids = _attention_ids(tokenizer, val_tokens, specials, family)
         pngs = save_attention_pngs(maps, token_labels(tokenizer, ids), out_dir / "attention")
         summary = {f"val/{n}": v for n, v in val.items()}
         summary.update({"val/token_loss": token_loss, "val/unigram_baseline_loss": baseline})
-        if family == "gpt":
+        if spec.predicts_stream:
             summary["val/perplexity"] = math.exp(min(val["loss"], 50.0))
         tracker.log_metrics(summary, step=tcfg.max_steps)
         tracker.log_text(sample, "samples/final.txt")
@@ -250,11 +253,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
     return 0
-
-
-# The loss on predicted tokens, comparable with the unigram baseline: everything a family predicts
-# token by token (BERT's total adds next-sentence prediction).
-TOKEN_LOSS = {"gpt": "loss", "bert": "mlm_loss", "t5": "span_loss", "transformer": "span_loss", "seq2seq": "loss"}
 
 
 class _StopFlag:
@@ -326,50 +324,11 @@ def _register(tracker, cfg, family: str, out_dir: Path, state, arch, tokenizer_p
     return {"name": name, "version": version, "artifact": kind} if version else None
 
 
-def accumulate(into: dict[str, list[float]], metrics: dict[str, tuple[float, float]]) -> None:
-    for name, (total, count) in metrics.items():
-        acc = into.setdefault(name, [0.0, 0.0])
-        acc[0] += float(total)
-        acc[1] += float(count)
-
-
-def label_stream(objective, family: str, train_tokens, batches: int = 64, batch_size: int = 32):
-    """Training tokens as the objective asks to predict them, for the unigram baseline: the stream itself
-    for GPT; for the others labels of training batches (T5's targets are full of sentinels and EOS)."""
-    if family == "gpt":
-        return train_tokens
-    labels = torch.cat([objective.batch(step, batch_size)["labels"].reshape(-1) for step in range(batches)])
-    return labels[labels != -100].numpy()
-
-
-def _attention_ids(tokenizer, val_tokens, specials: dict[str, int], family: str, n: int = 24) -> list[int]:
-    """A short validation snippet to draw attention maps for (BERT's inputs start with [CLS])."""
+def _attention_ids(val_tokens, specials: dict[str, int], framing, n: int = 24) -> list[int]:
+    """A short validation snippet to draw attention maps for, framed as the family frames its inputs
+    (BERT's start with [CLS])."""
     ids = [int(t) for t in val_tokens[: n * 4] if int(t) not in specials.values()][:n]
-    return [specials["cls"], *ids[: n - 2], specials["sep"]] if family == "bert" else ids
-
-
-def _sample(model, family: str, tokenizer, specials: dict[str, int], prompt: str, n_tokens: int, seed: int,
-            dev) -> str:
-    """What the trained model makes of ``prompt``; every rank runs it (ZeRO-3 forward passes are collective).
-
-    GPT continues it; the encoder-decoders fill a sentinel span appended to it; BERT lists its top
-    guesses for a [MASK] appended to it.
-    """
-    ids = tokenizer.encode(prompt).ids
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    if family == "gpt":
-        out = model.generate(torch.tensor([ids or [specials["eot"]]], device=dev), n_tokens, temperature=0.8,
-                             top_k=40, generator=gen)
-        return tokenizer.decode(out[0].tolist())
-    if family == "bert":
-        x = torch.tensor([[specials["cls"], *ids, specials["mask"], specials["sep"]]], device=dev)
-        with torch.no_grad():
-            mlm_logits, _ = model(input_ids=x, token_type_ids=torch.zeros_like(x), attention_mask=torch.ones_like(x))
-        top = mlm_logits[0, len(ids) + 1].topk(5).indices.tolist()
-        return f"{prompt} [MASK] → " + " | ".join(repr(tokenizer.decode([t])) for t in top)
-    x = torch.tensor([[*ids, specials["sentinel_0"], specials["eot"]]], device=dev)
-    out = model.generate(x, n_tokens, temperature=0.8, top_k=40, generator=gen, eos_id=specials["eot"])
-    return f"{prompt} <extra_id_0> → " + tokenizer.decode(out[0, 1:].tolist(), skip_special_tokens=False)
+    return framing.frame(ids[: n - framing.overhead], specials)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """The model families and how a run's ``model`` section becomes one of them.
 
 Each family is one file of plain single-device PyTorch (``gpt.py``, ``bert.py``, ``t5.py``,
-``transformer.py``) with a config dataclass. ``architecture`` resolves family defaults <
-flavour (``flavors.py``) < the keys set in the run config; ``build_model`` instantiates it.
+``transformer.py``) with a config dataclass, registered in ``tokenmill.training.families``.
+``architecture`` resolves family defaults < flavour (``flavors.py``) < the keys set in the run
+config; ``build_model`` instantiates it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,26 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+# FAMILIES is re-exported: the registry of model families lives in tokenmill.training.families
+from tokenmill.training.families import DEFAULT_FAMILY, FAMILIES, spec_for, spec_of  # noqa: F401
 from tokenmill.training.models.flavors import FLAVORS
 
-# family → (module, model class, config class)
-FAMILIES: dict[str, tuple[str, str, str]] = {
-    "gpt": ("tokenmill.training.models.gpt", "GPT", "GPTConfig"),
-    "bert": ("tokenmill.training.models.bert", "BERT", "BERTConfig"),
-    "t5": ("tokenmill.training.models.t5", "T5", "T5Config"),
-    "transformer": ("tokenmill.training.models.transformer", "Transformer", "TransformerConfig"),
-}
-OBJECTIVES = {"gpt": "causal language modelling", "bert": "masked LM + next-sentence prediction",
-              "t5": "span corruption", "transformer": "span corruption"}
 _NOT_ARCHITECTURE = ("family", "flavor", "init_from")
-
-
-def _classes(family: str) -> tuple[type, type]:
-    if family not in FAMILIES:
-        raise ValueError(f"model.family {family!r} is not one of {', '.join(FAMILIES)}")
-    module, model_cls, config_cls = FAMILIES[family]
-    mod = importlib.import_module(module)
-    return getattr(mod, model_cls), getattr(mod, config_cls)
 
 
 def family_of(model_cfg) -> str:
@@ -47,8 +32,8 @@ def family_of(model_cfg) -> str:
     if flavor and flavor.family and model_cfg.family and model_cfg.family != flavor.family:
         raise ValueError(f"model.flavor {flavor.name!r} is a {flavor.family} flavour but model.family is "
                          f"{model_cfg.family!r}: drop one of them")
-    family = model_cfg.family or (flavor.family if flavor else None) or "gpt"
-    _classes(family)
+    family = model_cfg.family or (flavor.family if flavor else None) or DEFAULT_FAMILY
+    spec_for(family)
     return family
 
 
@@ -59,7 +44,7 @@ def architecture(model_cfg, vocab_size: int | None = None, pad_id: int | None = 
     not have (``n_decoder_layer`` for GPT, say) is an error rather than silently ignored.
     """
     family = family_of(model_cfg)
-    _, config_cls = _classes(family)
+    config_cls = spec_for(family).config_class()
     names = {f.name for f in dataclasses.fields(config_cls)}
     values: dict[str, Any] = {}
     if model_cfg.flavor:
@@ -79,16 +64,12 @@ def architecture(model_cfg, vocab_size: int | None = None, pad_id: int | None = 
 
 
 def family_of_architecture(arch) -> str:
-    for family, (module, _, config_cls) in FAMILIES.items():
-        if type(arch).__name__ == config_cls and type(arch).__module__ == module:
-            return family
-    raise ValueError(f"{type(arch).__name__} is not a model family's config")
+    return spec_of(arch).name
 
 
 def build_model(arch) -> nn.Module:
     """A freshly initialised model for a family config (from ``architecture``)."""
-    model_cls, _ = _classes(family_of_architecture(arch))
-    return model_cls(arch)
+    return spec_of(arch).model_class()(arch)
 
 
 def count_parameters(arch) -> int:
@@ -108,5 +89,4 @@ def save_architecture(arch, path: str | Path) -> Path:
 
 def load_architecture(path: str | Path):
     spec = json.loads(Path(path).read_text())
-    _, config_cls = _classes(spec["family"])
-    return config_cls(**spec["config"])
+    return spec_for(spec["family"]).config_class()(**spec["config"])
