@@ -16,15 +16,11 @@ import torch
 def attention_maps(model: torch.nn.Module, ids: list[int]) -> dict[str, torch.Tensor]:
     """``{"layer 0": (H, T, T), ...}`` for decoder-only and encoder models; encoder-decoders give
     ``"encoder i"``, ``"decoder i"`` and ``"cross i"`` maps (the decoder reads the same text shifted right)."""
-    from tokenmill.training.models import family_of_architecture
+    from tokenmill.training.families import spec_of
 
-    family = family_of_architecture(model.cfg)
     dev = next(model.parameters()).device
     x = torch.tensor([ids], device=dev)
-    if family == "gpt":
-        _, maps = model(x, need_weights=True)
-        return {f"layer {i}": m[0].float().cpu() for i, m in enumerate(maps)}
-    if family == "bert":
+    if not spec_of(model.cfg).encoder_decoder:  # one stack: its outputs end with the per-layer maps
         *_, maps = model(x, need_weights=True)
         return {f"layer {i}": m[0].float().cpu() for i, m in enumerate(maps)}
     decoder_in = torch.tensor([[model.cfg.pad_id] + ids[:-1]], device=dev)

@@ -30,6 +30,8 @@ from __future__ import annotations
 import os
 import re
 
+from tokenmill.training.families import encoder_decoders, spec_of
+
 # --- FLOPs per token ----------------------------------------------------------------------------
 
 
@@ -42,12 +44,6 @@ def _dims(arch) -> tuple[int, int, int, int, int, bool]:
     return C, H, Q, F, arch.vocab_size, gated
 
 
-def _family(arch) -> str:
-    from tokenmill.training.models import family_of_architecture
-
-    return family_of_architecture(arch)
-
-
 def matmul_parameters(arch) -> dict[str, int]:
     """The matmul weights (the N of ``6·N``) of a family config, by part.
 
@@ -56,17 +52,17 @@ def matmul_parameters(arch) -> dict[str, int]:
     positions), plus ``head`` (the output projection; BERT's also has the MLM transform ``d×d``)
     and ``total``.
     """
-    family = _family(arch)
+    spec = spec_of(arch)
     C, H, Q, F, V, gated = _dims(arch)
     inner = H * Q
     self_attn = 4 * C * inner  # fused q, k, v (3·C·inner) and the output projection (inner·C)
     mlp = (3 if gated else 2) * C * F  # fc (+ gate) and proj
     parts: dict[str, int] = {}
-    if family in ("gpt", "bert"):
+    if not spec.encoder_decoder:
         parts["layers"] = arch.n_layer * (self_attn + mlp)
         # BERT: the MLM head's d×d transform before the vocabulary projection. Its pooler and NSP
         # classifier run once per sequence on the [CLS] position: left out (< 0.01% of the FLOPs).
-        parts["head"] = V * C + (C * C if family == "bert" else 0)
+        parts["head"] = V * C + (C * C if spec.head_transform else 0)
     else:
         n_dec = arch.n_decoder_layer or arch.n_layer
         parts["encoder"] = arch.n_layer * (self_attn + mlp)
@@ -101,9 +97,10 @@ def flops_per_example(arch, input_len: int | None = None, target_len: int | None
     the cross-attention key/value projections act on the S encoder positions, so they are charged
     per source token, not per target token.
     """
-    if _family(arch) not in ("t5", "transformer"):
-        raise ValueError(f"flops_per_example is for encoder-decoder families (t5, transformer), "
-                         f"not {_family(arch)}: use flops_per_token")
+    spec = spec_of(arch)
+    if not spec.encoder_decoder:
+        raise ValueError(f"flops_per_example is for encoder-decoder families ({', '.join(encoder_decoders())}), "
+                         f"not {spec.name}: use flops_per_token")
     S, U = _encoder_decoder_lengths(arch, input_len, target_len)
     if S <= 0 or U <= 0:
         raise ValueError(f"input_len and target_len must be positive, got {S} and {U}")
@@ -131,12 +128,12 @@ def flops_per_token(arch, seq_len: int | None = None, target_len: int | None = N
 
     Per-token FLOPs assume full rows; padding does work that the token count does not see.
     """
-    family = _family(arch)
-    if family in ("t5", "transformer"):
+    spec = spec_of(arch)
+    if spec.encoder_decoder:
         S, U = _encoder_decoder_lengths(arch, seq_len, target_len)
         return flops_per_example(arch, S, U) / (S + U)
     if target_len is not None:
-        raise ValueError(f"target_len applies to encoder-decoder families, not {family}")
+        raise ValueError(f"target_len applies to encoder-decoder families, not {spec.name}")
     T = seq_len or arch.block_size
     if T <= 0:
         raise ValueError(f"seq_len must be positive, got {T}")

@@ -42,6 +42,7 @@ import sys
 from dataclasses import dataclass, field
 
 from tokenmill.training import flops as F
+from tokenmill.training.families import FAMILIES, spec_of
 
 CHINCHILLA_TOKENS_PER_PARAM = 20
 FIT_HEADROOM = 0.9  # "fits" below 90% of the GPU's memory; "tight" up to 100%
@@ -118,7 +119,7 @@ def model_state_bytes(params: int, stage: int, gpus: int, dtype: str = "bf16",
 def activation_bytes(arch, micro_batch: int, seq_len: int, target_len: int | None = None, *,
                      dtype: str = "bf16", checkpointing: bool = False, eager: bool = False) -> float:
     """Activation bytes per GPU for one micro-batch (see the module docstring for the formulas)."""
-    family = F._family(arch)
+    spec = spec_of(arch)
     C, H, Q, D_FF, V, gated = F._dims(arch)
     b = micro_batch
     mlp = (6 if gated else 4) * D_FF  # per position: fc output (+ gate and product) and the proj input
@@ -129,7 +130,7 @@ def activation_bytes(arch, micro_batch: int, seq_len: int, target_len: int | Non
     def cross(u: int, s_src: int) -> float:  # a decoder's cross-attention block
         return 13 * u * b * C + 4 * s_src * b * C + (5 * H * u * s_src * b if eager else 0)
 
-    if family in ("gpt", "bert"):
+    if not spec.encoder_decoder:
         s, L = seq_len, arch.n_layer
         full = [layer(s)] * L
         kept = [2 * s * b * C] * L
@@ -283,7 +284,7 @@ def plan(model_cfg, *, gpus: int, zero: int, offload: bool = False, micro_batch:
          target_len: int | None = None, peak: float | None = None) -> Plan:
     """Estimate parameters, FLOPs, memory per GPU for each ZeRO stage and wall time for ``model_cfg``
     (a ``ModelConfig``) on ``gpus`` x ``gpu``. ``peak`` overrides the table's FLOP/s per GPU."""
-    from tokenmill.training.models import architecture, count_parameters, family_of_architecture
+    from tokenmill.training.models import architecture, count_parameters
 
     if gpus < 1:
         raise ValueError(f"gpus must be >= 1, got {gpus}")
@@ -296,9 +297,10 @@ def plan(model_cfg, *, gpus: int, zero: int, offload: bool = False, micro_batch:
     dtype = F.normalize_dtype(dtype)
     model_state_bytes(1, zero, gpus, dtype, offload)  # validates zero and offload
     arch = architecture(model_cfg)
-    family = family_of_architecture(arch)
+    spec = spec_of(arch)
+    family = spec.name
     seq = seq_len or arch.block_size
-    if family in ("t5", "transformer"):
+    if spec.encoder_decoder:
         seq, target = F._encoder_decoder_lengths(arch, seq, target_len)
     elif target_len is not None:
         raise ValueError(f"target_len applies to encoder-decoder families, not {family}")
@@ -369,7 +371,6 @@ def parse_count(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``tokenmill plan`` options."""
-    from tokenmill.training.models import FAMILIES
     from tokenmill.training.models.flavors import FLAVORS
 
     parser.add_argument("--model", required=True, metavar="FLAVOUR",
