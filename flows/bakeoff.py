@@ -44,6 +44,7 @@ def bakeoff_sizes(cfg: Config, families: list[str], vocab_size: int, token_budge
     ``train.max_steps`` × global batch × context.
     """
     from tokenmill.training.distributed import batch_sizes
+    from tokenmill.training.families import FAMILIES
     from tokenmill.training.models import architecture, count_parameters
 
     base = dataclasses.replace(cfg.model, family="gpt")
@@ -54,15 +55,16 @@ def bakeoff_sizes(cfg: Config, families: list[str], vocab_size: int, token_budge
     steps = cfg.train.max_steps if token_budget is None else math.ceil(token_budget / (global_batch * block))
     sizes: dict[str, dict[str, Any]] = {}
     for family in families:
+        if family not in FAMILIES:
+            *others, last = FAMILIES
+            raise ValueError(f"unknown family {family!r} in the bake-off: expected {', '.join(others)} or {last}")
         model = {"family": family}
-        if family in ("t5", "transformer"):
+        if FAMILIES[family].encoder_decoder:
             def params(k: int, family: str = family) -> int:
                 return count_parameters(architecture(dataclasses.replace(base, family=family, n_layer=k,
                                                                          n_decoder_layer=k), vocab_size=vocab_size))
             k = min(range(1, 2 * depth + 1), key=lambda n: abs(params(n) - reference))
             model.update(n_layer=k, n_decoder_layer=k)
-        elif family not in ("gpt", "bert"):
-            raise ValueError(f"unknown family {family!r} in the bake-off: expected gpt, bert, t5 or transformer")
         arch = architecture(dataclasses.replace(base, **model), vocab_size=vocab_size)
         sizes[family] = {"model": model, "max_steps": steps, "parameters": count_parameters(arch),
                          "input_tokens": steps * global_batch * block}
