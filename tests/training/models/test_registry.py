@@ -107,3 +107,120 @@ def test_demo_config_trains_every_family_by_switching_one_key(family):
     """The README's per-family commands: conf/demo.yaml plus --set model.family=<family>."""
     arch = architecture(load_config(REPO_ROOT / "conf" / "demo.yaml", [f"model.family={family}"]).model)
     assert family_of_architecture(arch) == family and (arch.n_layer, arch.n_embd) == (4, 256)
+
+
+# --------------------------------------------------------------------------- the family specs
+
+TEXTS = ["The river runs by the old town. It is quiet there.", "A cat sat on the mat! Where is the bridge?",
+         "Over there, past the mill. The water is cold."] * 20
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenmill.training.tokenizer import train_bpe
+
+    return train_bpe(iter(TEXTS), vocab_size=500, min_frequency=1)
+
+
+def check_spec(spec, tok) -> None:
+    """Everything a registered family must have, resolved and exercised on its debug flavour: a family
+    that is registered only in part fails here."""
+    import inspect
+
+    import numpy as np
+    import transformers
+
+    from tokenmill.training import flops
+    from tokenmill.training.attention import attention_maps
+    from tokenmill.training.families import FAMILIES as SPECS, Framing, spec_of
+    from tokenmill.training.objectives import Objective, build_objective
+    from tokenmill.training.tokenizer import special_ids
+
+    for field in dataclasses.fields(spec):
+        value = getattr(spec, field.name)
+        assert value is not None or field.name in ("generate", "hf_bos"), f"{spec.name}: {field.name} is not set"
+        assert value != "", f"{spec.name}: {field.name} is empty"
+    specials = special_ids(tok)
+
+    # model and config classes, and the family's shape
+    model_cls, config_cls = spec.model_class(), spec.config_class()
+    assert issubclass(model_cls, torch.nn.Module) and dataclasses.is_dataclass(config_cls)
+    keys = {f.name for f in dataclasses.fields(config_cls)}
+    sizes = {**FLAVORS["debug"].sizes, "vocab_size": tok.get_vocab_size(), "pad_id": specials["pad"]}
+    arch = config_cls(**{k: v for k, v in sizes.items() if k in keys})
+    assert spec.is_config(arch)
+    if spec.name in SPECS:
+        assert spec_of(arch) is spec
+    assert spec.encoder_decoder == ("n_decoder_layer" in keys)
+    model = model_cls(arch).eval()
+    assert flops.flops_per_token(arch) > 0
+
+    # objective: built from a token stream, and its token loss is one of the metrics it reports
+    objective_cls = spec.objective_class()
+    assert issubclass(objective_cls, Objective) and "from_stream" in vars(objective_cls)
+    stream = np.concatenate([np.array(tok.encode(t).ids + [specials["eot"]], dtype=np.int64) for t in TEXTS])
+    options = dict(block_size=arch.block_size, specials=specials, seed=0, vocab_size=tok.get_vocab_size())
+    objective = (build_objective(spec.name, stream, **options) if spec.name in SPECS
+                 else objective_cls.from_stream(stream, **options))
+    assert isinstance(objective, objective_cls)
+    _, metrics = objective.loss(model, objective.batch(0, 2))
+    assert spec.token_loss in metrics and "loss" in metrics, (spec.token_loss, sorted(metrics))
+
+    # Hugging Face converter: the module has the four names, and transformers has its architecture
+    hf = spec.hf()
+    for name in ("hf_config", "to_hf_state", "from_hf"):
+        assert callable(getattr(hf, name, None)), f"{spec.hf_module} has no {name}"
+    assert isinstance(hf.HF_ARCHITECTURE, str) and hasattr(transformers, spec.hf_architecture)
+
+    # framing: the roles are special tokens
+    for framing in (spec.attention_framing, spec.hf_framing):
+        assert isinstance(framing, Framing) and set(framing.before + framing.after) <= set(specials)
+    assert spec.hf_bos is None or spec.hf_bos in specials
+
+    # sampling, generation and attention maps run on the model
+    sample = spec.sampler()(model, tok, specials, "The river", 3, 0, torch.device("cpu"))
+    assert isinstance(sample, str) and sample
+    generate = spec.generator()
+    if generate is not None:
+        assert "max_new_tokens" in inspect.signature(generate).parameters
+        out = generate(model, tok.encode("The river").ids, specials, 3, temperature=1.0, top_k=None, top_p=None,
+                       generator=torch.Generator().manual_seed(0), use_cache=True)
+        assert all(isinstance(t, int) for t in out)
+    ids = spec.attention_framing.frame(tok.encode("The river runs.").ids, specials)
+    maps = attention_maps(model, ids)
+    assert maps and all(m.shape[-1] in (len(ids),) for m in maps.values())
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_spec_is_complete_and_resolves(family, tokenizer):
+    assert FAMILIES[family].name == family
+    check_spec(FAMILIES[family], tokenizer)
+
+
+@pytest.mark.parametrize("broken", [
+    dict(hf_module="tokenmill.training.models.gpt"),  # not a Hugging Face converter
+    dict(token_loss="span_loss"),  # not a metric of causal LM
+    dict(objective="tokenmill.training.objectives:Seq2SeqObjective"),  # no pre-training objective on a stream
+    dict(sample=""),  # left out
+    dict(encoder_decoder=True),  # the wrong shape
+])
+def test_a_half_registered_family_fails_the_spec_check(broken, tokenizer):
+    spec = dataclasses.replace(FAMILIES["gpt"], name="gpt-half", **broken)
+    with pytest.raises((AssertionError, AttributeError, ImportError, NotImplementedError, ValueError)):
+        check_spec(spec, tokenizer)
+
+
+def test_spec_lookups_keep_their_messages():
+    from tokenmill.training.families import spec_for, spec_of
+    from tokenmill.training.hf import module_for
+    from tokenmill.training.objectives import build_objective
+
+    assert spec_for("t5").encoder_decoder and not spec_for("bert").encoder_decoder
+    with pytest.raises(ValueError, match=r"^model.family 'rnn' is not one of gpt, bert, t5, transformer$"):
+        spec_for("rnn")
+    with pytest.raises(ValueError, match=r"^no Hugging Face mapping for model family 'rnn'$"):
+        module_for("rnn")
+    with pytest.raises(ValueError, match=r"^unknown model family 'rnn': expected one of gpt, bert, t5, transformer$"):
+        build_objective("rnn", [], block_size=8, specials={}, seed=0, vocab_size=8)
+    with pytest.raises(ValueError, match="is not a model family's config"):
+        spec_of(ModelConfig())
