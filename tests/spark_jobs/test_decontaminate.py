@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from step_checks import assert_document_step, ready
 
 from tokenmill.spark_jobs.decontaminate import NGramDecontaminator, NGramHasher, normalized_words
-from tokenmill.spark_jobs.steps import DocumentStep
 
 EVAL = ("Which of the following best describes the primary function of mitochondria in eukaryotic cells "
         "during aerobic respiration and the production of adenosine triphosphate")
@@ -33,16 +33,11 @@ def eval_dir(tmp_path):
 
 @pytest.fixture()
 def step(eval_dir):
-    s = NGramDecontaminator(eval_dir=str(eval_dir))
-    s.setup()
-    return s
+    return ready(NGramDecontaminator(eval_dir=str(eval_dir)))
 
 
 def test_is_a_document_step_named_decontaminate():
-    s = NGramDecontaminator()
-    assert isinstance(s, DocumentStep)
-    assert s.name == "decontaminate"
-    assert (s.eval_dir, s.ngram_size) == (None, 13)
+    assert_document_step(NGramDecontaminator(), "decontaminate", eval_dir=None, ngram_size=13)
 
 
 def test_exact_13_gram_is_dropped(step):

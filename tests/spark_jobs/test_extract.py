@@ -5,9 +5,9 @@ from __future__ import annotations
 import socket
 
 import pytest
+from step_checks import assert_document_step, ready
 
 from tokenmill.spark_jobs.extract import HtmlExtractor, decode_html, is_html
-from tokenmill.spark_jobs.steps import DocumentStep
 
 ARTICLE = ("The river delta supports a remarkable diversity of migratory birds, and local researchers have "
            "spent decades counting the herons, egrets and sandpipers that arrive there each spring. ")
@@ -36,16 +36,11 @@ def doc(payload: bytes | None, content_type: str = "text/html; charset=utf-8", t
 
 @pytest.fixture(scope="module", params=["resiliparse", "trafilatura"])
 def extractor(request):
-    step = HtmlExtractor(engine=request.param)
-    step.setup()
-    return step
+    return ready(HtmlExtractor(engine=request.param))
 
 
 def test_is_a_document_step_named_extract():
-    step = HtmlExtractor()
-    assert isinstance(step, DocumentStep)
-    assert step.name == "extract"
-    assert step.engine == "resiliparse"
+    assert_document_step(HtmlExtractor(), "extract", engine="resiliparse")
 
 
 def test_unknown_engine_is_a_clear_error():

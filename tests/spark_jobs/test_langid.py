@@ -6,9 +6,9 @@ import pickle
 import socket
 
 import pytest
+from step_checks import assert_document_step, ready
 
 from tokenmill.spark_jobs.langid import LanguageFilter, bundled_model_path
-from tokenmill.spark_jobs.steps import DocumentStep
 
 SENTENCES = {
     "en": "The committee published its annual report on regional water quality last Tuesday, "
@@ -30,16 +30,11 @@ def doc(text: str | None) -> dict:
 
 @pytest.fixture(scope="module")
 def annotate_only():
-    step = LanguageFilter(languages=[])
-    step.setup()
-    return step
+    return ready(LanguageFilter(languages=[]))
 
 
 def test_is_a_document_step_named_langid():
-    step = LanguageFilter()
-    assert isinstance(step, DocumentStep)
-    assert step.name == "langid"
-    assert (step.languages, step.threshold) == (["en"], 0.65)
+    assert_document_step(LanguageFilter(), "langid", languages=["en"], threshold=0.65)
 
 
 def test_model_is_the_one_shipped_in_the_package():

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from step_checks import assert_document_step
 
 from tokenmill.spark_jobs.pii import PIIRedactor
-from tokenmill.spark_jobs.steps import DocumentStep
 
 
 def doc(text: str | None, stats: dict | None = None) -> dict:
@@ -23,11 +23,8 @@ def redact(pii, text):
 
 
 def test_is_a_document_step_named_pii():
-    step = PIIRedactor()
-    assert isinstance(step, DocumentStep)
-    assert step.name == "pii"
-    assert (step.email_placeholder, step.ip_placeholder, step.phone_placeholder) == \
-        ("<EMAIL>", "<IP_ADDRESS>", "<PHONE_NUMBER>")
+    assert_document_step(PIIRedactor(), "pii", email_placeholder="<EMAIL>", ip_placeholder="<IP_ADDRESS>",
+                         phone_placeholder="<PHONE_NUMBER>")
 
 
 @pytest.mark.parametrize("address", [

@@ -49,7 +49,12 @@ def export(model: BERT) -> BertForPreTraining:
     return hf.eval()
 
 
-def max_diff(ours_out, hf_out, mask) -> float:
+def max_diff(model: BERT, hf: BertForPreTraining) -> float:
+    """The largest difference between the two models' MLM logits (at real tokens) and NSP logits on ``batch``."""
+    idx, segments, mask = batch()
+    with torch.no_grad():
+        ours_out = model(idx, segments, mask)
+        hf_out = hf(input_ids=idx, token_type_ids=segments, attention_mask=mask)
     real = mask.bool()
     mlm = (ours_out[0][real] - hf_out.prediction_logits[real]).abs().max()
     nsp = (ours_out[1] - hf_out.seq_relationship_logits).abs().max()
@@ -61,9 +66,7 @@ def max_diff(ours_out, hf_out, mask) -> float:
 def test_export_gives_the_same_logits(kw):
     model = ours(**kw)
     hf = export(model)
-    idx, segments, mask = batch()
-    with torch.no_grad():
-        d = max_diff(model(idx, segments, mask), hf(input_ids=idx, token_type_ids=segments, attention_mask=mask), mask)
+    d = max_diff(model, hf)
     assert d <= TOL, d
 
 
@@ -98,9 +101,7 @@ def test_import_gives_the_same_logits():
     model = BERT(cfg).eval()
     model.load_state_dict(state, strict=True)
     assert model.lm_head.weight is model.wte.weight
-    idx, segments, mask = batch()
-    with torch.no_grad():
-        d = max_diff(model(idx, segments, mask), hf(input_ids=idx, token_type_ids=segments, attention_mask=mask), mask)
+    d = max_diff(model, hf)
     assert d <= TOL, d
 
 
@@ -119,9 +120,7 @@ def test_save_pretrained_loads_with_plain_transformers(tmp_path):
     export(model).save_pretrained(tmp_path)
     hf = BertForPreTraining.from_pretrained(tmp_path).eval()
     assert hf.config.architectures == ["BertForPreTraining"]
-    idx, segments, mask = batch()
-    with torch.no_grad():
-        d = max_diff(model(idx, segments, mask), hf(input_ids=idx, token_type_ids=segments, attention_mask=mask), mask)
+    d = max_diff(model, hf)
     assert d <= TOL, d
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
+from seq2seq_parity import (SPECIALS, TOL, check_greedy_generation_matches_hf, check_round_trip_is_exact,
+                            check_save_pretrained_loads_without_custom_code, export, exported_state, jitter,
+                            max_diff)
 
 from tokenmill.training.hf import marian as hf_marian
 from tokenmill.training.models.layers import sinusoidal_positions
 from tokenmill.training.models.transformer import Transformer, TransformerConfig
 
 V, T = 64, 32
-SPECIALS = {"eot": 0, "pad": 1, "cls": 2, "sep": 3, "mask": 4}
-TOL = 1e-4
 
 
 def tiny(seed: int = 0, **kw) -> Transformer:
@@ -21,41 +22,12 @@ def tiny(seed: int = 0, **kw) -> Transformer:
     cfg = dict(vocab_size=V, block_size=T, n_layer=2, n_decoder_layer=3, n_head=4, n_embd=32, d_ff=48,
                pad_id=SPECIALS["pad"])
     model = Transformer(TransformerConfig(**{**cfg, **kw})).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0.0, 0.3)
-            elif ".ln_" in name:
-                p.uniform_(0.5, 1.5)
+    jitter(model, norm=".ln_")
     return model
 
 
 def to_hf(model: Transformer) -> transformers.MarianMTModel:
-    hf = transformers.MarianMTModel(hf_marian.hf_config(model.cfg, SPECIALS)).eval()
-    hf.load_state_dict(hf_marian.to_hf_state(model.state_dict(), model.cfg), strict=True)
-    return hf
-
-
-def padded_batch():
-    """Source and target batches with right padding in both, and their masks."""
-    g = torch.Generator().manual_seed(1)
-    src, tgt = torch.randint(2, V, (3, 20), generator=g), torch.randint(2, V, (3, 18), generator=g)
-    tgt[:, 0] = SPECIALS["pad"]  # the decoder start id
-    src_mask, tgt_mask = torch.ones_like(src), torch.ones_like(tgt)
-    src_mask[1, 13:] = src_mask[2, 4:] = 0
-    tgt_mask[0, 11:] = tgt_mask[2, 3:] = 0
-    src[src_mask == 0] = SPECIALS["pad"]
-    tgt[tgt_mask == 0] = SPECIALS["pad"]
-    return src, src_mask, tgt, tgt_mask
-
-
-def max_diff(ours: Transformer, hf) -> float:
-    src, src_mask, tgt, tgt_mask = padded_batch()
-    with torch.no_grad():
-        a = ours(src, src_mask, tgt, tgt_mask)
-        b = hf(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt, decoder_attention_mask=tgt_mask).logits
-    keep = tgt_mask.bool()  # logits at padded target positions are never used
-    return (a - b)[keep].abs().max().item()
+    return export(hf_marian, transformers.MarianMTModel, model)
 
 
 VARIANTS = [dict(), dict(tie_embeddings=False), dict(bias=False), dict(scale_embedding=False, activation="gelu")]
@@ -69,12 +41,10 @@ def test_ours_to_hf_logits_match(kw):
 
 def test_hf_state_has_exactly_hf_keys():
     model = tiny()
-    hf = transformers.MarianMTModel(hf_marian.hf_config(model.cfg, SPECIALS))
-    state = hf_marian.to_hf_state(model.state_dict(), model.cfg)
-    assert set(state) == set(hf.state_dict())
+    state, hf_state = exported_state(hf_marian, transformers.MarianMTModel, model)
     for stack in ("encoder", "decoder"):  # Marian's own table is layers.sinusoidal_positions
         key = f"model.{stack}.embed_positions.weight"
-        torch.testing.assert_close(state[key], hf.state_dict()[key], rtol=0, atol=0)
+        torch.testing.assert_close(state[key], hf_state[key], rtol=0, atol=0)
     torch.testing.assert_close(state["final_logits_bias"][0], model.lm_head.bias.detach())
 
 
@@ -87,12 +57,8 @@ def test_random_hf_to_ours_logits_match(tie):
                                        scale_embedding=True, tie_word_embeddings=tie, pad_token_id=1,
                                        decoder_start_token_id=1, eos_token_id=0)
     hf = transformers.MarianMTModel(config).eval()
+    jitter(hf, norm="layer_norm")
     with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0.0, 0.3)
-            elif "layer_norm" in name:
-                p.uniform_(0.5, 1.5)
         hf.final_logits_bias.normal_()
         if not tie:  # transformers 5.x unties both embed_tokens from shared too; ours has one source/target embedding
             hf.model.encoder.embed_tokens.weight.copy_(hf.model.shared.weight)
@@ -106,37 +72,18 @@ def test_random_hf_to_ours_logits_match(tie):
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_round_trip_is_exact(tie):
-    model = tiny(tie_embeddings=tie)
-    original = model.state_dict()
-    cfg, state = hf_marian.from_hf(hf_marian.hf_config(model.cfg, SPECIALS), hf_marian.to_hf_state(original, model.cfg))
-    assert cfg == model.cfg
-    assert set(state) == set(original)
-    assert all(torch.equal(state[k], original[k]) for k in original)
+    check_round_trip_is_exact(hf_marian, tiny(tie_embeddings=tie))
 
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_save_pretrained_loads_without_custom_code(tmp_path, tie):
     model = tiny(tie_embeddings=tie)
-    to_hf(model).save_pretrained(tmp_path)
-    loaded = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
-    assert type(loaded).__name__ == hf_marian.HF_ARCHITECTURE
-    assert max_diff(model, loaded) <= TOL
+    check_save_pretrained_loads_without_custom_code(hf_marian, to_hf(model), model, tmp_path)
 
 
 def test_greedy_generation_matches_hf():
     model = tiny(tie_embeddings=False)  # a tied random model mostly repeats its last token; this one varies
-    hf = to_hf(model)
-    src, src_mask, _, _ = padded_batch()
-    n = 12
-    free = model.generate(src, n, src_mask, temperature=0)
-    eos = int(free[0, 2])  # a token the model does produce, so eos handling is exercised
-    assert eos != SPECIALS["pad"] and len(set(free[0].tolist())) > 2
-    for eos_id in (SPECIALS["eot"], eos):
-        ours = model.generate(src, n, src_mask, temperature=0, eos_id=eos_id)
-        theirs = hf.generate(input_ids=src, attention_mask=src_mask, do_sample=False, num_beams=1, max_new_tokens=n,
-                             eos_token_id=eos_id)
-        assert torch.equal(ours, theirs), (eos_id, ours, theirs)
-    assert torch.all(ours[0, 3:] == SPECIALS["pad"])  # the row that produced eos is padded after it
+    check_greedy_generation_matches_hf(model, to_hf(model))
 
 
 def test_hf_config_fields():

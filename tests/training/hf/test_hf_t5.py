@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
+from seq2seq_parity import (SPECIALS, TOL, check_greedy_generation_matches_hf, check_round_trip_is_exact,
+                            check_save_pretrained_loads_without_custom_code, export, exported_state, jitter,
+                            max_diff)
 
 from tokenmill.training.hf import t5 as hf_t5
 from tokenmill.training.models.t5 import T5, T5Config
 
 V = 64
-SPECIALS = {"eot": 0, "pad": 1, "cls": 2, "sep": 3, "mask": 4}
-TOL = 1e-4
 
 
 def tiny(activation: str = "relu", seed: int = 0, **kw) -> T5:
@@ -22,31 +23,7 @@ def tiny(activation: str = "relu", seed: int = 0, **kw) -> T5:
 
 
 def to_hf(model: T5) -> transformers.T5ForConditionalGeneration:
-    hf = transformers.T5ForConditionalGeneration(hf_t5.hf_config(model.cfg, SPECIALS)).eval()
-    hf.load_state_dict(hf_t5.to_hf_state(model.state_dict(), model.cfg), strict=True)
-    return hf
-
-
-def padded_batch():
-    """Source and target batches with right padding in both, and their masks."""
-    g = torch.Generator().manual_seed(1)
-    src, tgt = torch.randint(2, V, (3, 20), generator=g), torch.randint(2, V, (3, 18), generator=g)
-    tgt[:, 0] = SPECIALS["pad"]  # the decoder start id
-    src_mask, tgt_mask = torch.ones_like(src), torch.ones_like(tgt)
-    src_mask[1, 13:] = src_mask[2, 4:] = 0
-    tgt_mask[0, 11:] = tgt_mask[2, 3:] = 0
-    src[src_mask == 0] = SPECIALS["pad"]
-    tgt[tgt_mask == 0] = SPECIALS["pad"]
-    return src, src_mask, tgt, tgt_mask
-
-
-def max_diff(ours: T5, hf) -> float:
-    src, src_mask, tgt, tgt_mask = padded_batch()
-    with torch.no_grad():
-        a = ours(src, src_mask, tgt, tgt_mask)
-        b = hf(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt, decoder_attention_mask=tgt_mask).logits
-    keep = tgt_mask.bool()  # logits at padded target positions are never used
-    return (a - b)[keep].abs().max().item()
+    return export(hf_t5, transformers.T5ForConditionalGeneration, model)
 
 
 @pytest.mark.parametrize("activation", ["relu", "gated-gelu"])
@@ -56,10 +33,7 @@ def test_ours_to_hf_logits_match(activation):
 
 
 def test_hf_state_has_exactly_hf_keys_and_tied_names():
-    model = tiny()
-    hf = transformers.T5ForConditionalGeneration(hf_t5.hf_config(model.cfg, SPECIALS))
-    state = hf_t5.to_hf_state(model.state_dict(), model.cfg)
-    assert set(state) == set(hf.state_dict())
+    state, _ = exported_state(hf_t5, transformers.T5ForConditionalGeneration, tiny())
     for key in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"):
         assert state[key] is state["shared.weight"]
 
@@ -71,10 +45,7 @@ def test_random_hf_to_ours_logits_match(proj):
                                    num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=16,
                                    feed_forward_proj=proj, pad_token_id=1, decoder_start_token_id=1, eos_token_id=0)
     hf = transformers.T5ForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "layer_norm" in name:  # away from their initial ones, so a misplaced norm would show
-                p.uniform_(0.5, 1.5)
+    jitter(hf, norm="layer_norm")  # T5 has no biases: only its norms move
     cfg, state = hf_t5.from_hf(hf.config, hf.state_dict())
     assert cfg.activation == proj and cfg.n_decoder_layer == 3 and cfg.d_head == 8
     model = T5(cfg).eval()
@@ -83,20 +54,12 @@ def test_random_hf_to_ours_logits_match(proj):
 
 
 def test_round_trip_is_exact():
-    model = tiny("gated-gelu")
-    original = model.state_dict()
-    cfg, state = hf_t5.from_hf(hf_t5.hf_config(model.cfg, SPECIALS), hf_t5.to_hf_state(original, model.cfg))
-    assert cfg == model.cfg
-    assert set(state) == set(original)
-    assert all(torch.equal(state[k], original[k]) for k in original)
+    check_round_trip_is_exact(hf_t5, tiny("gated-gelu"))
 
 
 def test_save_pretrained_loads_without_custom_code(tmp_path):
     model = tiny()
-    to_hf(model).save_pretrained(tmp_path)
-    loaded = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
-    assert type(loaded).__name__ == hf_t5.HF_ARCHITECTURE
-    assert max_diff(model, loaded) <= TOL
+    check_save_pretrained_loads_without_custom_code(hf_t5, to_hf(model), model, tmp_path)
 
 
 def test_greedy_generation_matches_hf():
@@ -107,19 +70,8 @@ def test_greedy_generation_matches_hf():
         model.wte.weight.mul_(0.1)
         for stack in (model.encoder, model.decoder):
             stack.rel_bias.embedding.weight.normal_(0.0, 4.0)
-    hf = to_hf(model)
-    src, src_mask, _, _ = padded_batch()
-    n = 12
-    free = model.generate(src, n, src_mask, temperature=0)
-    eos = int(free[0, 2])  # a token the model does produce, so eos handling is exercised
-    assert eos != SPECIALS["pad"] and len(set(free[0].tolist())) > 2
-    for eos_id in (SPECIALS["eot"], eos):
-        ours = model.generate(src, n, src_mask, temperature=0, eos_id=eos_id)
-        theirs = hf.generate(input_ids=src, attention_mask=src_mask, do_sample=False, num_beams=1, max_new_tokens=n,
-                             eos_token_id=eos_id, pad_token_id=SPECIALS["pad"],
-                             decoder_start_token_id=SPECIALS["pad"])
-        assert torch.equal(ours, theirs), (eos_id, ours, theirs)
-    assert torch.all(ours[0, 3:] == SPECIALS["pad"])  # the row that produced eos is padded after it
+    check_greedy_generation_matches_hf(model, to_hf(model), pad_token_id=SPECIALS["pad"],
+                                       decoder_start_token_id=SPECIALS["pad"])
 
 
 def test_hf_config_fields():

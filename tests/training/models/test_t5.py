@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from encoder_decoder_checks import (check_a_few_steps_on_a_repeated_batch_reduce_the_loss,
+                                    check_cached_decoding_matches_full_decoding, check_decoder_is_causal,
+                                    check_generate_respects_eos, check_generate_with_and_without_cache_agree,
+                                    check_shapes_and_attention_weights, check_source_padding_is_invisible)
 from tokenmill.training.models.layers import RelativePositionBias
 from tokenmill.training.models.t5 import T5, T5Config
 
@@ -26,16 +30,7 @@ def tokens(b: int, t: int, seed: int = 0) -> torch.Tensor:
 def test_shapes_and_attention_weights(activation):
     model = tiny(activation=activation)
     assert (model.encoder.blocks[0].mlp.gate is not None) == (activation == "gated-gelu")
-    src, tgt = tokens(3, 10), tokens(3, 6, seed=1)
-    logits = model(src, decoder_input_ids=tgt)
-    assert logits.shape == (3, 6, V)
-    assert model.encode(src).shape == (3, 10, 32)
-    logits2, weights = model(src, decoder_input_ids=tgt, need_weights=True)
-    torch.testing.assert_close(logits, logits2, rtol=0, atol=1e-5)
-    assert [w.shape for w in weights["encoder"]] == [(3, 2, 10, 10)] * 2
-    assert [w.shape for w in weights["decoder"]] == [(3, 2, 6, 6)] * 3
-    assert [w.shape for w in weights["cross"]] == [(3, 2, 6, 10)] * 3
-    assert torch.all(weights["decoder"][0].triu(1) == 0)  # causal
+    check_shapes_and_attention_weights(model)
 
 
 def test_no_biases_and_inner_width_from_d_head():
@@ -46,73 +41,27 @@ def test_no_biases_and_inner_width_from_d_head():
 
 
 def test_decoder_is_causal():
-    model = tiny()
-    src, tgt = tokens(2, 8), tokens(2, 10, seed=1)
-    changed = tgt.clone()
-    changed[:, 5:] = (changed[:, 5:] + 1) % V
-    with torch.no_grad():
-        a, b = model(src, decoder_input_ids=tgt), model(src, decoder_input_ids=changed)
-    torch.testing.assert_close(a[:, :5], b[:, :5], rtol=0, atol=1e-6)
-    assert not torch.allclose(a[:, 5:], b[:, 5:])
+    check_decoder_is_causal(tiny())
 
 
 def test_source_padding_is_invisible():
-    model = tiny()
-    src, tgt = tokens(1, 6), tokens(1, 5, seed=1)
-    padded = torch.cat([src, torch.full((1, 4), PAD)], dim=1)
-    mask = torch.tensor([[1] * 6 + [0] * 4])
-    with torch.no_grad():
-        a = model(src, decoder_input_ids=tgt)
-        b = model(padded, mask, decoder_input_ids=tgt)
-        c = model(padded, decoder_input_ids=tgt)
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
-    assert not torch.allclose(a, c, atol=1e-3)
+    check_source_padding_is_invisible(tiny())
 
 
 def test_cached_decoding_matches_full_decoding():
-    model = tiny()
-    src, tgt = tokens(2, 7), tokens(2, 12, seed=1)  # longer than the exact buckets: the log-spaced ones too
-    mask = torch.ones(2, 7, dtype=torch.long)
-    mask[1, 4:] = 0
-    with torch.no_grad():
-        memory = model.encode(src, mask)
-        full = model.decode(tgt, memory, mask)
-        cache = model.new_cache()
-        steps = [model.decode(tgt[:, :3], memory, mask, cache)]  # a prompt, then one token at a time
-        steps += [model.decode(tgt[:, i:i + 1], memory, mask, cache) for i in range(3, 12)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-5)
-    assert cache[0]["self"]["k"].shape == (2, 2, 12, 8) and cache[0]["cross"]["k"].shape == (2, 2, 7, 8)
+    # 12 target tokens: longer than the exact buckets, so the log-spaced ones are used too
+    check_cached_decoding_matches_full_decoding(tiny(), target_len=12, d_head=8)
 
 
 def test_generate_with_and_without_cache_agree():
     model = tiny()
-    src = tokens(3, 7)
-    greedy = model.generate(src, 10, temperature=0)
-    assert greedy.shape == (3, 11) and torch.all(greedy[:, 0] == PAD)
-    assert torch.equal(greedy, model.generate(src, 10, temperature=0, use_cache=False))
-    a = model.generate(src, 10, generator=torch.Generator().manual_seed(3))
-    b = model.generate(src, 10, generator=torch.Generator().manual_seed(3), use_cache=False)
-    assert torch.equal(a, b)
-    with torch.no_grad():
-        first = model(src, decoder_input_ids=greedy[:, :1])[:, -1].argmax(-1)
-    assert torch.equal(greedy[:, 1], first)
+    check_generate_with_and_without_cache_agree(model, 10)
     with pytest.raises(ValueError, match="block_size"):
-        model.generate(src, 17)
+        model.generate(tokens(3, 7), 17)
 
 
 def test_generate_respects_eos():
-    model = tiny()
-    src = tokens(3, 7)
-    free = model.generate(src, 8, generator=torch.Generator().manual_seed(0))
-    eos = int(free[0, 3])
-    out = model.generate(src, 8, generator=torch.Generator().manual_seed(0), eos_id=eos)
-    for row, full in zip(out, free):
-        hits = (full[1:] == eos).nonzero()
-        end = 1 + int(hits[0]) + 1 if len(hits) else full.numel()
-        assert torch.equal(row[:end], full[:end])  # identical up to and including the first eos
-        assert torch.all(row[end:] == PAD)  # then padding
-    one = model.generate(src[:1], 8, temperature=0, eos_id=int(model.generate(src[:1], 1, temperature=0)[0, 1]))
-    assert one.shape == (1, 2)  # stops as soon as every row has finished
+    check_generate_respects_eos(tiny())
 
 
 def test_relative_position_buckets_by_hand():
@@ -157,15 +106,4 @@ def test_only_relative_positions():
 
 
 def test_a_few_steps_on_a_repeated_batch_reduce_the_loss():
-    model = tiny().train()
-    src, tgt = tokens(4, 8), tokens(4, 7, seed=1)
-    inputs = torch.cat([torch.full((4, 1), PAD), tgt[:, :-1]], dim=1)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(15):
-        loss = torch.nn.functional.cross_entropy(model(src, decoder_input_ids=inputs).flatten(0, 1), tgt.flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0] - 0.5
+    check_a_few_steps_on_a_repeated_batch_reduce_the_loss(tiny())
