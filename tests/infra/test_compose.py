@@ -610,7 +610,7 @@ def test_pool_template_with_the_kubernetes_worker():
                                                          "/spec/template/spec/completions"]
 
 
-# -- conf/cluster.yaml and the README ----------------------------------------------------------------------
+# -- conf/cluster.yaml and infra/README.md's commands --------------------------------------------------------
 
 def test_cluster_config_points_at_the_published_services():
     cfg = load_config(CLUSTER_CONF)
@@ -625,16 +625,49 @@ def test_cluster_config_points_at_the_published_services():
     assert "PYSPARK_PYTHON=python3.11" in text
 
 
-def test_readme_documents_the_stack_and_what_was_run():
+def _documented_commands(text: str) -> list[list[str]]:
+    """The shell commands in a page's fenced blocks: continuation lines joined, comment-only lines dropped."""
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    return [shlex.split(line, comments=True) for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def test_the_documented_stack_commands_run_this_stack():
+    """infra/README.md's commands, as a reader runs them from the repository root: they start this compose file,
+    this image and this pool template, and the pipeline with conf/cluster.yaml; the pool the worker serves is the one
+    created; every TOKENMILL_* variable the page names is one compose.yaml reads; the variables it exports point at
+    the stack's Prefect and at the Spark workers' Python; every prefect command parses with Prefect's CLI (global
+    options first, as its entry point does)."""
     from prefect.cli._app import _app as prefect_cli
 
     text = README.read_text()
-    pool_create = ("prefect work-pool create tokenmill-k8s --type kubernetes --base-job-template "
-                   "infra/prefect/k8s-work-pool.json")
-    for needle in ("infra/compose/compose.yaml", "conf/cluster.yaml", "TOKENMILL_BIND", "PYSPARK_PYTHON", pool_create):
-        assert needle in text, needle
-    assert "no Docker" in text and "Kubernetes" in text
-    commands = [line.strip() for line in text.splitlines() if line.strip().startswith("prefect ")]
-    assert commands
-    for line in commands:  # every documented prefect command parses with Prefect's CLI
-        prefect_cli.parse_args(shlex.split(line, comments=True)[1:])
+    commands = _documented_commands(text)
+
+    def argument(flag: str, *program: str) -> list[str]:
+        return [w[w.index(flag) + 1] for w in commands if w[:len(program)] == list(program) and flag in w]
+
+    assert [REPO / f for f in argument("-f", "docker", "compose")] == [COMPOSE_FILE]
+    assert [REPO / f for f in argument("--base-job-template", "prefect", "work-pool", "create")] == [POOL_TEMPLATE]
+    assert [REPO / f for f in argument("--config", "tokenmill", "run")] == [CLUSTER_CONF]
+    images = argument("-f", "docker", "build")
+    assert images and all(from_images(REPO / f) for f in images)
+    created = {w[3] for w in commands if w[:3] == ["prefect", "work-pool", "create"]}
+    assert created and set(argument("--pool", "prefect", "worker", "start")) == created
+
+    compose_text = COMPOSE_FILE.read_text()
+    for name in sorted(set(re.findall(r"\bTOKENMILL_[A-Z_]+", text))):
+        assert re.search(rf"\$\{{?{name}\b", compose_text), f"infra/README.md names {name}; compose.yaml never reads it"
+    exported = dict(m.groups() for w in commands if w[:1] == ["export"]
+                    for m in map(re.compile(r"([A-Z][A-Z0-9_]*)=(.*)").fullmatch, w[1:]) if m)
+    api = urlsplit(exported["PREFECT_API_URL"])
+    published = resolve(RAW, {"PWD": "/x"})["services"]["prefect"]["ports"]
+    assert any(p.startswith(f"{api.hostname}:{api.port}:") for p in published), (api, published)
+    (base,) = from_images(dockerfile(SERVICES["spark-worker-1"]))
+    assert re.match(rf"python:{exported['PYSPARK_PYTHON'].removeprefix('python')}\.\d+-", base), base
+
+    calls = [w[1:] for w in commands if w[:1] == ["prefect"]]
+    calls += [shlex.split(span)[1:] for span in re.findall(r"`(prefect [^`]+)`", text)]
+    assert calls
+    for argv in calls:
+        _, root, _ = prefect_cli.meta.parse_args(argv)
+        prefect_cli.parse_args(list(root.arguments.get("tokens", ())))

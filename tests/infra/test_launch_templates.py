@@ -1,5 +1,6 @@
 """The multi-node launch templates and the GPU check scripts: they parse, they launch what
-``tokenmill.training.train`` expects, and every ``--set`` key they or the README use is a tokenmill config key.
+``tokenmill.training.train`` expects, and the commands infra/deepspeed/README.md and docs/training.md show
+start what they say and use tokenmill config keys.
 
 Nothing here needs Slurm, ssh, several nodes or a GPU: Slurm's ``scontrol``/``srun`` are stand-ins
 that record what they are asked, and the GPU check runs in its ``--dry-run`` and ``--cpu-smoke`` modes.
@@ -162,24 +163,86 @@ def test_hostfile_example_parses():
     assert dict(fetch_hostfile(str(HOSTFILE))) == hosts
 
 
-def test_readme_states_what_was_run():
+def _train_commands(text: str) -> list[list[str]]:
+    """The ``tokenmill train`` commands of a page's fenced blocks, continuation lines joined, as argument lists."""
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    words = [shlex.split(line, comments=True) for line in lines if line.strip()]
+    return [w[2:] for w in words if w[:2] in (["tokenmill", "train"], [".venv/bin/tokenmill", "train"])]
+
+
+def _launched(argv: list[str], tmp_path: Path) -> tuple[str, list[str]]:
+    """The run name and what ``tokenmill train`` would start for ``argv``, its config resolved as the CLI does."""
+    from tokenmill.cli import build_parser
+    from tokenmill.resolve import resolve_config
+    from tokenmill.training import launch
+
+    args = build_parser().parse_args(["train", *argv])
+    cfg = resolve_config(args.config and REPO / args.config, args.overrides)
+    return cfg.run.name, launch.command(cfg.train, tmp_path / "config.yaml", tmp_path / "tokens.json",
+                                        tmp_path / "out", None, cfg.run.name)
+
+
+def test_the_documented_launches_are_what_tokenmill_train_starts(tmp_path):
+    """infra/deepspeed/README.md shows a command and what it expands to, for each launcher. The expansion is read
+    with the launcher's own parser and compared with what tokenmill's launcher builds from the command."""
+    from deepspeed.launcher.runner import parse_args as deepspeed_args
+    from torch.distributed.run import get_args_parser
+
     text = README.read_text()
-    assert "nothing on more than one node" in text
-    for needle in ("train.launcher=deepspeed", "train.hostfile=infra/deepspeed/hostfile.example",
-                   "train.rdzv_endpoint=", "passwordless ssh", "shared storage", "infra/slurm/train.sbatch"):
-        assert needle.lower() in text.lower(), needle
+    launches = {}
+    for argv in _train_commands(text):
+        run_name, cmd = _launched(argv, tmp_path)
+        launches["deepspeed" if "--hostfile" in cmd else "torchrun"] = (run_name, cmd)
+    assert set(launches) == {"torchrun", "deepspeed"}
+
+    run_name, cmd = launches["torchrun"]
+    shown = re.search(r"`python -m torch\.distributed\.run ([^`]+)`", text).group(1)
+    doc = get_args_parser().parse_args(shown.replace("<run name>", run_name).replace(" ...", "").split())
+    real = get_args_parser().parse_args(cmd[3:])
+    assert cmd[1:3] == ["-m", "torch.distributed.run"]
+    for field in ("nnodes", "nproc_per_node", "rdzv_backend", "rdzv_endpoint", "rdzv_id", "module", "training_script"):
+        assert getattr(doc, field) == getattr(real, field), field
+
+    _, cmd = launches["deepspeed"]
+    shown = re.search(r"`deepspeed (--hostfile[^`]+)`", text).group(1)
+    doc, real = deepspeed_args(shown.replace(" ...", "").split()), deepspeed_args(cmd[1:])
+    assert Path(cmd[0]).name == "deepspeed"
+    assert (REPO / doc.hostfile).resolve() == Path(real.hostfile).resolve() == HOSTFILE
+    for field in ("num_gpus", "no_local_rank", "module", "user_script"):
+        assert getattr(doc, field) == getattr(real, field), field
 
 
-def test_readme_set_keys_are_config_keys():
-    overrides = [f"{k}={v}" for k, v in SET_ARG.findall(README.read_text())]
+def test_the_documented_sbatch_runs_the_template_with_config_keys():
+    """The ``sbatch`` lines submit the template with sbatch options, and the tokenmill options passed
+    through it resolve."""
+    from tokenmill.cli import build_parser
+    from tokenmill.resolve import resolve_config
+
+    for page in (README, REPO / "docs" / "training.md"):
+        blocks = "\n".join(re.findall(r"^```[^\n]*\n(.*?)^```", page.read_text(), re.MULTILINE | re.DOTALL))
+        lines = [shlex.split(line, comments=True) for line in blocks.replace("\\\n", " ").splitlines()]
+        sbatch = [w[w.index("sbatch") + 1:] for w in lines if "sbatch" in w]
+        assert sbatch, page
+        for argv in sbatch:
+            script = next(a for a in argv if a.endswith(".sbatch"))
+            assert REPO / script == SBATCH, argv
+            options = [a[2:].partition("=")[0] for a in argv[:argv.index(script)] if a.startswith("--")]
+            assert set(options) <= SBATCH_OPTIONS, argv
+            rest = argv[argv.index(script) + 1:]
+            args = build_parser().parse_args(["train", *rest])
+            resolve_config(args.config and REPO / args.config, args.overrides)
+
+
+@pytest.mark.parametrize("page", [README, REPO / "docs" / "training.md"], ids=lambda p: str(p.relative_to(REPO)))
+def test_documented_set_keys_are_config_keys(page):
+    overrides = [f"{k}={v}" for k, v in SET_ARG.findall(page.read_text())]
     assert len(overrides) >= 8
     for item in overrides:
         try:
             load_config(overrides=[item])
         except ConfigError as e:  # pragma: no cover - the message is the point
-            pytest.fail(f"README uses --set {item}: {e}")
-    cfg = load_config(overrides=overrides)
-    assert cfg.train.launcher == "deepspeed" and cfg.train.hostfile == "infra/deepspeed/hostfile.example"
+            pytest.fail(f"{page.name} uses --set {item}: {e}")
 
 
 def test_gpu_check_dry_run(tmp_path):
