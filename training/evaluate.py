@@ -31,7 +31,12 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
     from tokenmill.core.manifest import read_manifest
     from tokenmill.training.data import unigram_cross_entropy
     from tokenmill.training.families import spec_of
-    from tokenmill.training.objectives import accumulate, label_stream, objective_for_run, token_loss_name
+    from tokenmill.training.objectives import (
+        accumulate,
+        label_stream,
+        objective_for_run,
+        token_loss_name,
+    )
     from tokenmill.training.tokenizer import load_tokens
     from tokenmill.training.weights import load_model
 

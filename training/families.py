@@ -19,9 +19,10 @@ imported on first use, so this module imports nothing heavy and nothing that imp
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 
 def load(path: str) -> Any:

@@ -275,6 +275,7 @@ def _evaluate(engine, objective, batches, rank: int, world: int, dev) -> dict[st
     """Every rank scores its share of the same fixed batches, padded to equal counts so that ZeRO-3's
     collective forward passes line up; the (sum, count) metrics are summed over ranks."""
     from tokenmill.training import distributed
+    from tokenmill.training.objectives import accumulate
 
     engine.eval()
     mine = list(range(rank, len(batches), world))

@@ -132,7 +132,7 @@ def check_spec(spec, tok) -> None:
 
     from tokenmill.training import flops
     from tokenmill.training.attention import attention_maps
-    from tokenmill.training.families import FAMILIES as SPECS, Framing, spec_of
+    from tokenmill.training.families import Framing, spec_of
     from tokenmill.training.objectives import Objective, build_objective
     from tokenmill.training.tokenizer import special_ids
 
@@ -149,7 +149,7 @@ def check_spec(spec, tok) -> None:
     sizes = {**FLAVORS["debug"].sizes, "vocab_size": tok.get_vocab_size(), "pad_id": specials["pad"]}
     arch = config_cls(**{k: v for k, v in sizes.items() if k in keys})
     assert spec.is_config(arch)
-    if spec.name in SPECS:
+    if spec.name in FAMILIES:
         assert spec_of(arch) is spec
     assert spec.encoder_decoder == ("n_decoder_layer" in keys)
     model = model_cls(arch).eval()
@@ -159,8 +159,8 @@ def check_spec(spec, tok) -> None:
     objective_cls = spec.objective_class()
     assert issubclass(objective_cls, Objective) and "from_stream" in vars(objective_cls)
     stream = np.concatenate([np.array(tok.encode(t).ids + [specials["eot"]], dtype=np.int64) for t in TEXTS])
-    options = dict(block_size=arch.block_size, specials=specials, seed=0, vocab_size=tok.get_vocab_size())
-    objective = (build_objective(spec.name, stream, **options) if spec.name in SPECS
+    options = {"block_size": arch.block_size, "specials": specials, "seed": 0, "vocab_size": tok.get_vocab_size()}
+    objective = (build_objective(spec.name, stream, **options) if spec.name in FAMILIES
                  else objective_cls.from_stream(stream, **options))
     assert isinstance(objective, objective_cls)
     _, metrics = objective.loss(model, objective.batch(0, 2))
@@ -188,7 +188,7 @@ def check_spec(spec, tok) -> None:
         assert all(isinstance(t, int) for t in out)
     ids = spec.attention_framing.frame(tok.encode("The river runs.").ids, specials)
     maps = attention_maps(model, ids)
-    assert maps and all(m.shape[-1] in (len(ids),) for m in maps.values())
+    assert maps and all(m.shape[-1] == len(ids) for m in maps.values())
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -198,11 +198,11 @@ def test_every_family_spec_is_complete_and_resolves(family, tokenizer):
 
 
 @pytest.mark.parametrize("broken", [
-    dict(hf_module="tokenmill.training.models.gpt"),  # not a Hugging Face converter
-    dict(token_loss="span_loss"),  # not a metric of causal LM
-    dict(objective="tokenmill.training.objectives:Seq2SeqObjective"),  # no pre-training objective on a stream
-    dict(sample=""),  # left out
-    dict(encoder_decoder=True),  # the wrong shape
+    {"hf_module": "tokenmill.training.models.gpt"},  # not a Hugging Face converter
+    {"token_loss": "span_loss"},  # not a metric of causal LM
+    {"objective": "tokenmill.training.objectives:Seq2SeqObjective"},  # no pre-training objective on a stream
+    {"sample": ""},  # left out
+    {"encoder_decoder": True},  # the wrong shape
 ])
 def test_a_half_registered_family_fails_the_spec_check(broken, tokenizer):
     spec = dataclasses.replace(FAMILIES["gpt"], name="gpt-half", **broken)
