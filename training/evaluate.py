@@ -12,7 +12,6 @@ into that MLflow run.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -29,14 +28,8 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
     from tokenizers import Tokenizer
 
     from tokenmill.core.manifest import read_manifest
-    from tokenmill.training.data import unigram_cross_entropy
     from tokenmill.training.families import spec_of
-    from tokenmill.training.objectives import (
-        accumulate,
-        label_stream,
-        objective_for_run,
-        token_loss_name,
-    )
+    from tokenmill.training.objectives import accumulate, against_baseline, objective_for_run
     from tokenmill.training.tokenizer import load_tokens
     from tokenmill.training.weights import load_model
 
@@ -60,15 +53,13 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
         for batch in batches:
             accumulate(totals, objective.loss(model, batch)[1])
     metrics = {n: s / max(c, 1) for n, (s, c) in totals.items()}
-    labels = torch.cat([b["labels"].reshape(-1) for b in batches])
-    baseline = unigram_cross_entropy(label_stream(objective, family, train_tokens), labels[labels != -100],
-                                     vocab_size)
-    token_loss = metrics[token_loss_name(family, bool(cfg.train.pairs))]
-    out = {"family": family, "objective": objective.name, "metrics": metrics, "token_loss": token_loss,
-           "unigram_baseline_loss": baseline, "examples": len(batches),
-           "validation_tokens": int((labels != -100).sum()), "seconds": time.time() - started}
-    if spec.predicts_stream:
-        out["perplexity"] = math.exp(min(metrics["loss"], 50.0))
+    scored = against_baseline(metrics, objective, family, batches, train_tokens, vocab_size, bool(cfg.train.pairs))
+    perplexity = scored.pop("perplexity")
+    out = {"family": family, "objective": objective.name, "metrics": metrics, "token_loss": scored["token_loss"],
+           "unigram_baseline_loss": scored["unigram_baseline_loss"], "examples": len(batches),
+           "validation_tokens": scored["validation_tokens"], "seconds": time.time() - started}
+    if perplexity is not None:
+        out["perplexity"] = perplexity
     return out
 
 

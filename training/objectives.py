@@ -24,13 +24,14 @@ Token streams are int64 arrays of documents concatenated, each ending with the E
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tokenmill.training.data import PackedBatches, eval_blocks
+from tokenmill.training.data import PackedBatches, eval_blocks, unigram_cross_entropy
 from tokenmill.training.families import spec_for
 
 IGNORE = -100  # label of positions that are not scored (torch's cross_entropy default ignore_index)
@@ -642,3 +643,17 @@ def label_stream(objective: Objective, family: str, train_tokens, batches: int =
         return train_tokens
     labels = torch.cat([objective.batch(step, batch_size)["labels"].reshape(-1) for step in range(batches)])
     return labels[labels != IGNORE].numpy()
+
+
+def against_baseline(metrics: dict[str, float], objective: Objective, family: str, eval_batches: list[dict],
+                     train_tokens, vocab_size: int, pairs: bool = False) -> dict[str, Any]:
+    """How validation ``metrics`` compare with the unigram baseline, as training and evaluation both report it:
+    ``token_loss``, ``unigram_baseline_loss`` (nats/token on the same labels), ``validation_tokens``, and
+    ``perplexity`` for a family that predicts the stream itself (else None)."""
+    labels = torch.cat([b["labels"].reshape(-1) for b in eval_batches])
+    targets = labels[labels != IGNORE]
+    baseline = unigram_cross_entropy(label_stream(objective, family, train_tokens), targets, vocab_size)
+    stream = spec_for(family).predicts_stream
+    return {"token_loss": metrics[token_loss_name(family, pairs)], "unigram_baseline_loss": baseline,
+            "validation_tokens": int(targets.numel()),
+            "perplexity": math.exp(min(metrics["loss"], 50.0)) if stream else None}

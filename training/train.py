@@ -15,12 +15,14 @@ import argparse
 import dataclasses
 import json
 import math
-import signal
 import logging
+import signal
 import sys
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -40,30 +42,100 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@dataclass
+class Run:
+    """What the pieces of one rank's training read: set up once by ``setup``."""
+
+    cfg: Any
+    args: argparse.Namespace
+    rank: int
+    world: int
+    out_dir: Path
+    tokens: dict  # the tokenize manifest
+    tokenizer: Any
+    train_tokens: Any
+    val_tokens: Any
+    arch: Any  # the family's config dataclass
+    spec: Any  # the family's ModelSpec
+    objective: Any
+    eval_batches: list[dict]
+    engine: Any  # the DeepSpeed engine
+    dev: torch.device
+    tracker: Any  # MlflowLogger on rank 0 with a run id, else a MetricsLogger that logs nothing
+    n_params: int
+    micro: int  # sequences per rank per micro-step
+    accum: int  # micro-steps per step
+    device_name: str
+    peak: float | None  # peak FLOP/s of one device, for MFU
+    per_token: float  # training FLOPs per token
+
+    @property
+    def specials(self) -> dict[str, int]:
+        return self.tokens["tokenizer"]["special_tokens"]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokens["tokenizer"]["vocab_size"]
+
+
+@dataclass
+class Progress:
+    """Where training is: restored from a checkpoint by ``resume``, advanced by ``train_step``."""
+
+    start: int = 0
+    resumed: bool = False
+    history: list[dict] = field(default_factory=list)
+    tokens_seen: int = 0
+    started: float = field(default_factory=time.time)
+    window_start: float = field(default_factory=time.time)
+    window: dict[str, list[float]] = field(default_factory=dict)  # metric -> [sum, count] since the last log
+    window_tokens: int = 0
+
+
 @record  # torchrun then reports the failing rank's exception as the root cause
 def main(argv: list[str] | None = None) -> int:
     prepare_environment()
     # Known-noisy deprecations inside DeepSpeed's ZeRO collectives; nothing to act on here.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
-    args = parse_args(argv)
+    run = setup(parse_args(argv))
+    progress = resume(run)
+    tcfg, stop = run.cfg.train, _StopFlag()
+    run.engine.train()
+    for step in range(progress.start, tcfg.max_steps):
+        train_step(run, progress, step)
+        done = step + 1
+        if done % tcfg.log_every == 0 or done == tcfg.max_steps:
+            log_window(run, progress, done)
+        if tcfg.eval_every and done % tcfg.eval_every == 0 and done < tcfg.max_steps:
+            evaluate_now(run, done)
+        if stop.requested_everywhere():
+            checkpoint(run, progress, done)
+            log.warning("train: stopped by SIGTERM after step %d; rerun the same command to resume", done)
+            run.tracker.stop_system_metrics()
+            return shut_down(143)
+        if tcfg.checkpoint_every and done % tcfg.checkpoint_every == 0 and done < tcfg.max_steps:
+            checkpoint(run, progress, done)
+    if progress.start < tcfg.max_steps or not progress.resumed:
+        checkpoint(run, progress, tcfg.max_steps)
+    finish(run, progress)
+    return shut_down(0)
+
+
+def setup(args: argparse.Namespace) -> Run:
+    """Ranks, the resolved config, the token shards, the model (fresh or ``model.init_from``), its objective,
+    the DeepSpeed engine and the tracker; on rank 0 the DeepSpeed JSON and the resolved model go to MLflow."""
     from tokenizers import Tokenizer
 
     from tokenmill.core.config import load_config
-    from tokenmill.core.manifest import read_manifest, sha256_file, write_manifest
+    from tokenmill.core.manifest import read_manifest
     from tokenmill.core.tracking import MetricsLogger, MlflowLogger
     from tokenmill.training import distributed
-    from tokenmill.training.attention import attention_maps, save_attention_pngs, token_labels
-    from tokenmill.training.data import unigram_cross_entropy
     from tokenmill.training.families import spec_of
-    from tokenmill.training.hf import load_hf
-    from tokenmill.training.models import architecture, build_model, family_of, family_of_architecture
-    from tokenmill.training.objectives import accumulate, label_stream, objective_for_run, token_loss_name
+    from tokenmill.training.flops import detect_device, flops_per_token, peak_flops
+    from tokenmill.training.objectives import objective_for_run
     from tokenmill.training.tokenizer import load_tokens
-    from tokenmill.core.plots import loss_curve
-    from tokenmill.training.flops import detect_device, flops_per_token, mfu, peak_flops
-    from tokenmill.training.weights import save_model_folder
 
-    cfg = load_config(args.run_config)
+    cfg = load_config(args.run_config)  # the dump the CLI or flow resolved: no step registry needed here
     tcfg = cfg.train
     rank, world = distributed.init_distributed()
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
@@ -74,30 +146,17 @@ def main(argv: list[str] | None = None) -> int:
 
     tokens = read_manifest(args.tokens_manifest, stage="tokenize")
     tokenizer = Tokenizer.from_file(tokens["tokenizer"]["path"])
-    specials = tokens["tokenizer"]["special_tokens"]
-    vocab_size = tokens["tokenizer"]["vocab_size"]
+    specials, vocab_size = tokens["tokenizer"]["special_tokens"], tokens["tokenizer"]["vocab_size"]
     train_tokens = load_tokens(tokens["splits"]["train"]["path"])
     val_tokens = load_tokens(tokens["splits"]["validation"]["path"])
-
-    if cfg.model.init_from:
-        model = load_hf(cfg.model.init_from)
-        arch = model.cfg
-        if family_of_architecture(arch) != family_of(cfg.model) or arch.vocab_size != vocab_size:
-            raise ValueError(f"model.init_from {cfg.model.init_from} holds a {family_of_architecture(arch)} model with "
-                             f"{arch.vocab_size} tokens; this run trains a {family_of(cfg.model)} model on a "
-                             f"{vocab_size}-token tokenizer (set tokenizer.from_pretrained to the same folder)")
-    else:
-        arch = architecture(cfg.model, vocab_size=vocab_size, pad_id=specials["pad"])
-        model = build_model(arch)
+    model, arch = _model(cfg, vocab_size, specials)
     spec = spec_of(arch)
-    family = spec.name
-    objective, eval_source = objective_for_run(cfg, family, arch.block_size, specials, vocab_size, tokenizer,
+    objective, eval_source = objective_for_run(cfg, spec.name, arch.block_size, specials, vocab_size, tokenizer,
                                                train_tokens, val_tokens)
     n_params = sum(p.numel() for p in model.parameters())
     ds_config = distributed.deepspeed_config(tcfg, world, tcfg.deepspeed_config)
     engine = distributed.initialize(model, tcfg, ds_config)
-    dev = distributed.device()
-    tracker: MetricsLogger = MlflowLogger(cfg.tracking_uri, args.mlflow_run_id) if (
+    tracker = MlflowLogger(cfg.tracking_uri, args.mlflow_run_id) if (
         rank == 0 and args.mlflow_run_id) else MetricsLogger()
     if rank == 0 and cfg.tracking.system_metrics:
         tracker.start_system_metrics()
@@ -105,154 +164,199 @@ def main(argv: list[str] | None = None) -> int:
         (out_dir / "deepspeed_config.json").write_text(json.dumps(ds_config, indent=2))
         tracker.log_artifact(out_dir / "deepspeed_config.json", "config")
         tracker.log_params({"model.num_params": n_params, "train.world_size": world,
-                            "train.global_batch": ds_config["train_batch_size"], "model.resolved_family": family,
+                            "train.global_batch": ds_config["train_batch_size"], "model.resolved_family": spec.name,
                             **{f"model.arch.{k}": v for k, v in dataclasses.asdict(arch).items()}})
         log.info("train: %s (%s) with %.2fM parameters, %d train / %d validation tokens, %d rank(s), ZeRO-%d",
-                 family, objective.name, n_params / 1e6, len(train_tokens), len(val_tokens), world, tcfg.zero_stage)
+                 spec.name, objective.name, n_params / 1e6, len(train_tokens), len(val_tokens), world,
+                 tcfg.zero_stage)
 
     micro, accum, _ = distributed.batch_sizes(tcfg, world)
     device_name, _ = detect_device()
-    peak = peak_flops(device_name, tcfg.precision, tcfg.peak_flops)
-    per_token = flops_per_token(arch, arch.block_size)
     eval_batches = objective.eval_batches(eval_source, tcfg.eval_max_blocks, batch_size=1)
     if not eval_batches:
         raise ValueError(f"no validation examples from {len(val_tokens)} validation tokens")
+    return Run(cfg=cfg, args=args, rank=rank, world=world, out_dir=out_dir, tokens=tokens, tokenizer=tokenizer,
+               train_tokens=train_tokens, val_tokens=val_tokens, arch=arch, spec=spec, objective=objective,
+               eval_batches=eval_batches, engine=engine, dev=distributed.device(), tracker=tracker,
+               n_params=n_params, micro=micro, accum=accum, device_name=device_name,
+               peak=peak_flops(device_name, tcfg.precision, tcfg.peak_flops),
+               per_token=flops_per_token(arch, arch.block_size))
 
-    # Resume: the checkpoint restores weights, optimizer, LR schedule and RNGs; the data position is
-    # the step itself, since every batch is a pure function of (seed, step).
-    ckpt_dir = out_dir / "checkpoints"
-    resumed = distributed.load_checkpoint(engine, ckpt_dir) if tcfg.resume else None
-    start = resumed["step"] if resumed else 0
-    history: list[dict] = resumed["history"] if resumed else []
-    tokens_seen = resumed["tokens_seen"] if resumed else 0
-    if rank == 0 and resumed:
-        log.info("train: resumed from %s at step %d", ckpt_dir, start)
-        tracker.set_tags({"tokenmill.resumed_at_step": str(start)})
-    stop = _StopFlag()
 
-    def checkpoint(step: int) -> None:
-        distributed.save_checkpoint(engine, ckpt_dir, step, {"history": history, "tokens_seen": tokens_seen,
-                                                              "mlflow_run_id": args.mlflow_run_id})
-        if rank == 0:
-            (ckpt_dir / "run.json").write_text(json.dumps({"mlflow_run_id": args.mlflow_run_id, "step": step}))
-            log.info("checkpoint: saved step %d in %s", step, ckpt_dir)
+def _model(cfg, vocab_size: int, specials: dict[str, int]):
+    """(model, its config): continued from the Hugging Face folder ``model.init_from``, else freshly built."""
+    from tokenmill.training.hf import load_hf
+    from tokenmill.training.models import architecture, build_model, family_of, family_of_architecture
 
-    started = window_start = time.time()
-    window: dict[str, list[float]] = {}
-    window_tokens = 0
-    engine.train()
-    step = start
-    for step in range(start, tcfg.max_steps):
-        for micro_step in range(accum):
-            # Micro-batch m of step s is slice (m, rank) of the step's global batch.
-            batch = {k: v.to(dev) for k, v in objective.batch(step * accum + micro_step, micro * world, rank,
-                                                              world).items()}
-            loss, metrics = objective.loss(engine, batch)
-            engine.backward(loss)
-            engine.step()
-            accumulate(window, metrics)
-            window_tokens += objective.tokens(batch)
-        done = step + 1
-        if done % tcfg.log_every == 0 or done == tcfg.max_steps:
-            names = sorted(window)
-            reduced = distributed.all_reduce_sum([window_tokens] + [x for n in names for x in window[n]])
-            step_tokens, sums = int(reduced[0]), reduced[1:]
-            tokens_seen += step_tokens
-            elapsed = time.time() - window_start
-            metrics = {f"train/{n}": sums[2 * i] / max(sums[2 * i + 1], 1) for i, n in enumerate(names)}
-            if spec.predicts_stream:
-                metrics["train/perplexity"] = math.exp(min(metrics["train/loss"], 50.0))
-            metrics.update({"train/lr": engine.get_lr()[0], "train/tokens_per_s": step_tokens / elapsed,
-                            "train/tokens_seen": tokens_seen, **_memory_metrics()})
-            grad_norm = engine.get_global_grad_norm()
-            if grad_norm is not None:
-                metrics["train/grad_norm"] = float(grad_norm)
-            utilisation = mfu(metrics["train/tokens_per_s"], per_token, peak, world)
-            if utilisation is not None:
-                metrics["train/mfu"] = utilisation
-            tracker.log_metrics(metrics, step=done)
-            history.append({"step": done, **metrics})
-            eta = (time.time() - started) / (done - start) * (tcfg.max_steps - done)
-            log.info("step %d/%d  %s  lr %.2e  %.0f tokens/s  mfu %s  eta %.0fs", done, tcfg.max_steps,
-                     "  ".join(f"{n} {metrics[f'train/{n}']:.4f}" for n in names), metrics["train/lr"],
-                     metrics["train/tokens_per_s"], f"{utilisation:.1%}" if utilisation is not None else "n/a", eta)
-            window_start, window, window_tokens = time.time(), {}, 0
-        if tcfg.eval_every and done % tcfg.eval_every == 0 and done < tcfg.max_steps:
-            val = _evaluate(engine, objective, eval_batches, rank, world, dev)
-            tracker.log_metrics({f"val/{n}": v for n, v in val.items()}, step=done)
-            log.info("eval at step %d: %s", done, "  ".join(f"{n} {v:.4f}" for n, v in val.items()))
-            engine.train()
-        if stop.requested_everywhere():
-            checkpoint(done)
-            log.warning("train: stopped by SIGTERM after step %d; rerun the same command to resume", done)
-            tracker.stop_system_metrics()
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
-            return 143
-        if tcfg.checkpoint_every and done % tcfg.checkpoint_every == 0 and done < tcfg.max_steps:
-            checkpoint(done)
-    if start < tcfg.max_steps or not resumed:
-        checkpoint(tcfg.max_steps)
+    if not cfg.model.init_from:
+        arch = architecture(cfg.model, vocab_size=vocab_size, pad_id=specials["pad"])
+        return build_model(arch), arch
+    model = load_hf(cfg.model.init_from)
+    arch = model.cfg
+    if family_of_architecture(arch) != family_of(cfg.model) or arch.vocab_size != vocab_size:
+        raise ValueError(f"model.init_from {cfg.model.init_from} holds a {family_of_architecture(arch)} model with "
+                         f"{arch.vocab_size} tokens; this run trains a {family_of(cfg.model)} model on a "
+                         f"{vocab_size}-token tokenizer (set tokenizer.from_pretrained to the same folder)")
+    return model, arch
 
-    val = _evaluate(engine, objective, eval_batches, rank, world, dev)
-    labels = torch.cat([b["labels"].reshape(-1) for b in eval_batches])
-    baseline = unigram_cross_entropy(label_stream(objective, family, train_tokens), labels[labels != -100],
-                                     vocab_size)
-    token_loss = val[token_loss_name(family, bool(tcfg.pairs))]
 
-    state = distributed.full_state_dict(engine)  # collective under ZeRO-3
-    # every rank samples (ZeRO-3 forward passes are collective)
-    sample = spec.sampler()(engine.module, tokenizer, specials, tcfg.sample_prompt, tcfg.sample_tokens,
-                            cfg.run.seed, dev)
-    ids = _attention_ids(val_tokens, specials, spec.attention_framing)
-    maps = attention_maps(engine.module, ids)
-    if rank == 0:
-        save_model_folder(out_dir, state, arch, tokens["tokenizer"]["path"])
-        weights = out_dir / "weights.safetensors"
-        (out_dir / "sample.txt").write_text(sample)
-        pngs = save_attention_pngs(maps, token_labels(tokenizer, ids), out_dir / "attention")
-        summary = {f"val/{n}": v for n, v in val.items()}
-        summary.update({"val/token_loss": token_loss, "val/unigram_baseline_loss": baseline})
-        if spec.predicts_stream:
-            summary["val/perplexity"] = math.exp(min(val["loss"], 50.0))
-        tracker.log_metrics(summary, step=tcfg.max_steps)
-        tracker.log_text(sample, "samples/final.txt")
-        for png in pngs:
-            tracker.log_artifact(png, "attention")
-        for name in ("weights.safetensors", "model.json", "tokenizer.json"):
-            tracker.log_artifact(out_dir / name, "model")
-        tracker.log_artifact(loss_curve(history, out_dir / "loss_curve.png"), "plots")
-        registered = _register(tracker, cfg, family, out_dir, state, arch, tokens["tokenizer"]["path"])
-        manifest = {
-            "stage": "train",
-            "tokens_manifest": {"path": str(Path(args.tokens_manifest).resolve()),
-                                "sha256": sha256_file(args.tokens_manifest)},
-            "mlflow_run_id": args.mlflow_run_id,
-            "model": {"family": family, "objective": objective.name, "num_params": n_params,
-                      "vocab_size": vocab_size, "folder": str(out_dir.resolve()),
-                      "init_from": cfg.model.init_from},
-            "weights": {"path": str(weights.resolve()), "sha256": sha256_file(weights)},
-            "world_size": world,
-            "steps": tcfg.max_steps,
-            "tokens_seen": tokens_seen,
-            "val_loss": val["loss"],
-            "val_metrics": val,
-            "token_loss": token_loss,
-            "unigram_baseline_loss": baseline,
-            "validation_tokens": int((labels != -100).sum()),
-            "history": history,
-            "sample": sample,
-            "registered_model": registered,
-            "resumed_at_step": start if resumed else None,
-            "device": device_name,
-        }
-        write_manifest(out_dir / "manifest.json", manifest)
-        log.info("train: validation %s; token loss %.4f vs unigram baseline %.4f",
-                 "  ".join(f"{n} {v:.4f}" for n, v in val.items()), token_loss, baseline)
-        tracker.stop_system_metrics()
+def resume(run: Run) -> Progress:
+    """The progress of the checkpoint under ``<out>/checkpoints`` (``train.resume``), else a fresh start.
+
+    The checkpoint restores weights, optimizer, LR schedule and RNGs; the data position is the step
+    itself, since every batch is a pure function of (seed, step).
+    """
+    from tokenmill.training import distributed
+
+    ckpt_dir = run.out_dir / "checkpoints"
+    resumed = distributed.load_checkpoint(run.engine, ckpt_dir) if run.cfg.train.resume else None
+    if not resumed:
+        return Progress()
+    if run.rank == 0:
+        log.info("train: resumed from %s at step %d", ckpt_dir, resumed["step"])
+        run.tracker.set_tags({"tokenmill.resumed_at_step": str(resumed["step"])})
+    return Progress(start=resumed["step"], resumed=True, history=resumed["history"],
+                    tokens_seen=resumed["tokens_seen"])
+
+
+def train_step(run: Run, progress: Progress, step: int) -> None:
+    """One optimizer step: ``accum`` micro-batches, each this rank's slice of the step's global batch."""
+    from tokenmill.training.objectives import accumulate
+
+    for micro_step in range(run.accum):
+        # Micro-batch m of step s is slice (m, rank) of the step's global batch.
+        batch = run.objective.batch(step * run.accum + micro_step, run.micro * run.world, run.rank, run.world)
+        batch = {k: v.to(run.dev) for k, v in batch.items()}
+        loss, metrics = run.objective.loss(run.engine, batch)
+        run.engine.backward(loss)
+        run.engine.step()
+        accumulate(progress.window, metrics)
+        progress.window_tokens += run.objective.tokens(batch)
+
+
+def log_window(run: Run, progress: Progress, done: int) -> None:
+    """The metrics since the last log, summed over ranks: to MLflow, the history and the log line."""
+    from tokenmill.training import distributed
+    from tokenmill.training.flops import mfu
+
+    tcfg, engine = run.cfg.train, run.engine
+    names = sorted(progress.window)
+    reduced = distributed.all_reduce_sum([progress.window_tokens] + [x for n in names for x in progress.window[n]])
+    step_tokens, sums = int(reduced[0]), reduced[1:]
+    progress.tokens_seen += step_tokens
+    elapsed = time.time() - progress.window_start
+    metrics = {f"train/{n}": sums[2 * i] / max(sums[2 * i + 1], 1) for i, n in enumerate(names)}
+    if run.spec.predicts_stream:
+        metrics["train/perplexity"] = math.exp(min(metrics["train/loss"], 50.0))
+    metrics.update({"train/lr": engine.get_lr()[0], "train/tokens_per_s": step_tokens / elapsed,
+                    "train/tokens_seen": progress.tokens_seen, **_memory_metrics()})
+    grad_norm = engine.get_global_grad_norm()
+    if grad_norm is not None:
+        metrics["train/grad_norm"] = float(grad_norm)
+    utilisation = mfu(metrics["train/tokens_per_s"], run.per_token, run.peak, run.world)
+    if utilisation is not None:
+        metrics["train/mfu"] = utilisation
+    run.tracker.log_metrics(metrics, step=done)
+    progress.history.append({"step": done, **metrics})
+    eta = (time.time() - progress.started) / (done - progress.start) * (tcfg.max_steps - done)
+    log.info("step %d/%d  %s  lr %.2e  %.0f tokens/s  mfu %s  eta %.0fs", done, tcfg.max_steps,
+             "  ".join(f"{n} {metrics[f'train/{n}']:.4f}" for n in names), metrics["train/lr"],
+             metrics["train/tokens_per_s"], f"{utilisation:.1%}" if utilisation is not None else "n/a", eta)
+    progress.window_start, progress.window, progress.window_tokens = time.time(), {}, 0
+
+
+def evaluate_now(run: Run, done: int) -> None:
+    """A validation pass during training (``train.eval_every``), logged as ``val/*`` at step ``done``."""
+    val = _evaluate(run.engine, run.objective, run.eval_batches, run.rank, run.world, run.dev)
+    run.tracker.log_metrics({f"val/{n}": v for n, v in val.items()}, step=done)
+    log.info("eval at step %d: %s", done, "  ".join(f"{n} {v:.4f}" for n, v in val.items()))
+    run.engine.train()
+
+
+def checkpoint(run: Run, progress: Progress, step: int) -> None:
+    """Weights, optimizer and progress under ``<out>/checkpoints`` (every rank: ZeRO shards its state)."""
+    from tokenmill.training import distributed
+
+    ckpt_dir = run.out_dir / "checkpoints"
+    distributed.save_checkpoint(run.engine, ckpt_dir, step, {
+        "history": progress.history, "tokens_seen": progress.tokens_seen, "mlflow_run_id": run.args.mlflow_run_id})
+    if run.rank == 0:
+        (ckpt_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run.args.mlflow_run_id, "step": step}))
+        log.info("checkpoint: saved step %d in %s", step, ckpt_dir)
+
+
+def finish(run: Run, progress: Progress) -> None:
+    """The final validation against the unigram baseline, the sample and attention maps (every rank: ZeRO-3
+    forward passes are collective); on rank 0 the model folder, MLflow artifacts, the registered model and
+    the train manifest."""
+    from tokenmill.core.manifest import sha256_file, write_manifest
+    from tokenmill.core.plots import loss_curve
+    from tokenmill.training import distributed
+    from tokenmill.training.attention import attention_maps, save_attention_pngs, token_labels
+    from tokenmill.training.objectives import against_baseline
+    from tokenmill.training.weights import save_model_folder
+
+    cfg, tcfg, spec, out_dir, tracker = run.cfg, run.cfg.train, run.spec, run.out_dir, run.tracker
+    val = _evaluate(run.engine, run.objective, run.eval_batches, run.rank, run.world, run.dev)
+    scored = against_baseline(val, run.objective, spec.name, run.eval_batches, run.train_tokens, run.vocab_size,
+                              bool(tcfg.pairs))
+    state = distributed.full_state_dict(run.engine)  # collective under ZeRO-3
+    sample = spec.sampler()(run.engine.module, run.tokenizer, run.specials, tcfg.sample_prompt, tcfg.sample_tokens,
+                            cfg.run.seed, run.dev)
+    ids = _attention_ids(run.val_tokens, run.specials, spec.attention_framing)
+    maps = attention_maps(run.engine.module, ids)
+    if run.rank != 0:
+        return
+    tokenizer_path = run.tokens["tokenizer"]["path"]
+    save_model_folder(out_dir, state, run.arch, tokenizer_path)
+    weights = out_dir / "weights.safetensors"
+    (out_dir / "sample.txt").write_text(sample)
+    pngs = save_attention_pngs(maps, token_labels(run.tokenizer, ids), out_dir / "attention")
+    summary = {f"val/{n}": v for n, v in val.items()}
+    summary.update({"val/token_loss": scored["token_loss"], "val/unigram_baseline_loss": scored["unigram_baseline_loss"]})
+    if scored["perplexity"] is not None:
+        summary["val/perplexity"] = scored["perplexity"]
+    tracker.log_metrics(summary, step=tcfg.max_steps)
+    tracker.log_text(sample, "samples/final.txt")
+    for png in pngs:
+        tracker.log_artifact(png, "attention")
+    for name in ("weights.safetensors", "model.json", "tokenizer.json"):
+        tracker.log_artifact(out_dir / name, "model")
+    tracker.log_artifact(loss_curve(progress.history, out_dir / "loss_curve.png"), "plots")
+    registered = _register(tracker, cfg, spec.name, out_dir, state, run.arch, tokenizer_path)
+    manifest = {
+        "stage": "train",
+        "tokens_manifest": {"path": str(Path(run.args.tokens_manifest).resolve()),
+                            "sha256": sha256_file(run.args.tokens_manifest)},
+        "mlflow_run_id": run.args.mlflow_run_id,
+        "model": {"family": spec.name, "objective": run.objective.name, "num_params": run.n_params,
+                  "vocab_size": run.vocab_size, "folder": str(out_dir.resolve()), "init_from": cfg.model.init_from},
+        "weights": {"path": str(weights.resolve()), "sha256": sha256_file(weights)},
+        "world_size": run.world,
+        "steps": tcfg.max_steps,
+        "tokens_seen": progress.tokens_seen,
+        "val_loss": val["loss"],
+        "val_metrics": val,
+        "token_loss": scored["token_loss"],
+        "unigram_baseline_loss": scored["unigram_baseline_loss"],
+        "validation_tokens": scored["validation_tokens"],
+        "history": progress.history,
+        "sample": sample,
+        "registered_model": registered,
+        "resumed_at_step": progress.start if progress.resumed else None,
+        "device": run.device_name,
+    }
+    write_manifest(out_dir / "manifest.json", manifest)
+    log.info("train: validation %s; token loss %.4f vs unigram baseline %.4f",
+             "  ".join(f"{n} {v:.4f}" for n, v in val.items()), scored["token_loss"], scored["unigram_baseline_loss"])
+    tracker.stop_system_metrics()
+
+
+def shut_down(code: int) -> int:
+    """Leave together: every rank waits for the others, then the process group goes."""
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
-    return 0
+    return code
 
 
 class _StopFlag:
