@@ -12,7 +12,7 @@ from tokenmill.core.manifest import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # the session's real pipeline run, then three trainings
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CI_ARTIFACTS = REPO_ROOT / "runs" / "ci-artifacts" / "screenshots"
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.slow]
 
 
 def _free_port() -> int:

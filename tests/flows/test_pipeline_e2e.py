@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SLICE = "data/sample/crawl-00001.warc.gz"  # what the session's ``pipeline_run`` fixture (conftest.py) reads
 
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # the session's real pipeline run
 
 
 def test_data_manifest_accounts_for_every_record(pipeline_run):

@@ -14,7 +14,7 @@ from tokenmill.core.manifest import read_manifest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["clean-corpus", "tokenize-corpus", "train-model", "evaluate-model"]
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # four real pipeline runs (Spark, DeepSpeed, MLflow)
 
 
 def _run(out: Path, *extra: str):

@@ -2,6 +2,7 @@
 
 
 import pyarrow.parquet as pq
+import pytest
 from hostile import BIG, build_hostile_corpus
 
 from tokenmill.spark_jobs.clean import run_clean_job
@@ -13,6 +14,7 @@ def rows(shards):
     return [r for s in shards for r in pq.read_table(s["path"]).to_pylist()]
 
 
+@pytest.mark.slow  # the whole data job over a corpus with a 10 MB document
 def test_hostile_corpus_is_kept_dropped_or_quarantined_never_lost(spark, tmp_path):
     expected = build_hostile_corpus(tmp_path / "in")
     cfg = load_config(overrides=[f"data.input={tmp_path / 'in'}", "data.steps=[extract, exact_dedup]",

@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from tokenmill.spark_jobs.cluster import StandaloneCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow  # a Spark master and worker, and the data job run twice
 
 
 def test_data_job_on_a_standalone_cluster_matches_local_mode(tmp_path):

@@ -1,7 +1,8 @@
 """`tokenmill up / down / status`: real Prefect and MLflow servers on free loopback ports, started once.
 
 The module's servers start from a home holding a stale ``services.json`` (a dead pid) and are
-stopped by the last test (``down``); the fixture's teardown stops them whatever happens.
+stopped by the last test (``down``); the fixture's teardown stops them whatever happens. The tests
+that use them are marked ``slow`` (starting both takes tens of seconds); the others run in ``make check``.
 """
 
 import json
@@ -98,6 +99,7 @@ def cli_home(svc):
     os.environ.update(saved)
 
 
+@pytest.mark.slow
 def test_up_starts_both_servers_and_they_answer(svc):
     assert svc.urls == {"prefect_ui": f"http://127.0.0.1:{svc.prefect_port}",
                         "prefect_api": f"http://127.0.0.1:{svc.prefect_port}/api",
@@ -111,17 +113,20 @@ def test_up_starts_both_servers_and_they_answer(svc):
     assert (root / "logs" / "prefect.log").stat().st_size and (root / "logs" / "mlflow.log").stat().st_size
 
 
+@pytest.mark.slow
 def test_prefect_server_logs_why_it_answered_busy(svc):
     """A 503 from a locked SQLite store shows in the UI only as "Something went wrong": the log must say why."""
     settings = json.loads(_get(svc.urls["prefect_api"] + "/admin/settings"))
     assert settings["server"]["log_retryable_errors"] is True
 
 
+@pytest.mark.slow
 def test_stale_state_file_read_as_stopped_and_replaced(svc):
     assert {name: st["state"] for name, st in svc.before.items()} == {"prefect": "stopped", "mlflow": "stopped"}
     assert all(rec["pid"] != svc.stale_pid for rec in _recorded(svc.home).values())
 
 
+@pytest.mark.slow
 def test_servers_listen_on_loopback_only(svc):
     listening = set()
     for rec in _recorded(svc.home).values():
@@ -132,6 +137,7 @@ def test_servers_listen_on_loopback_only(svc):
     assert {ip for ip, _ in listening} == {"127.0.0.1"}
 
 
+@pytest.mark.slow
 def test_second_up_reuses_the_running_servers(svc, capsys):
     pids = {name: rec["pid"] for name, rec in _recorded(svc.home).items()}
     urls = services.up(svc.home, prefect_port=svc.prefect_port, mlflow_port=svc.mlflow_port)
@@ -140,6 +146,7 @@ def test_second_up_reuses_the_running_servers(svc, capsys):
     assert "already running" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_status_and_discover_report_running_servers(svc):
     st = services.status(svc.home)
     assert {name: s["state"] for name, s in st.items()} == {"prefect": "running", "mlflow": "running"}
@@ -147,6 +154,7 @@ def test_status_and_discover_report_running_servers(svc):
     assert services.discover(svc.home) == {k: v for k, v in svc.urls.items() if k != "started"}
 
 
+@pytest.mark.slow
 def test_cli_status_and_up_print_urls_and_exports(cli_home, capsys):
     assert main(["status"]) == 0
     out = capsys.readouterr().out
@@ -158,6 +166,7 @@ def test_cli_status_and_up_print_urls_and_exports(cli_home, capsys):
     assert "already running" in out and f"Prefect UI   {cli_home.urls['prefect_ui']}" in out
 
 
+@pytest.mark.slow
 def test_mlflow_run_lands_in_the_services_home(svc):
     from mlflow import MlflowClient
 
@@ -182,6 +191,7 @@ def _env_seen_by_a_new_process(home: Path) -> list[str]:
     return out.stdout.split()
 
 
+@pytest.mark.slow
 def test_prepare_environment_uses_running_services_else_embedded(svc, tmp_path):
     assert _env_seen_by_a_new_process(svc.home) == [svc.urls["mlflow"], svc.urls["prefect_api"]]
     assert _env_seen_by_a_new_process(tmp_path) == ["None", "None"]
@@ -199,6 +209,7 @@ def test_tracking_uri_precedence(monkeypatch, tmp_path):
     assert cfg.tracking_uri == "sqlite:////elsewhere/mlflow.db"
 
 
+@pytest.mark.slow
 def test_taken_port_is_a_clear_error_and_starts_nothing(svc, tmp_path, capsys):
     other = tmp_path / "other"
     (free,) = _free_ports(1)
@@ -255,6 +266,7 @@ def test_help_texts_describe_the_service_commands(capsys):
 
 
 # Last: it stops the module's servers.
+@pytest.mark.slow
 def test_down_stops_exactly_the_recorded_processes(cli_home, capsys):
     home = cli_home.home
     trees = {name: _tree(rec["pid"]) for name, rec in _recorded(home).items()}

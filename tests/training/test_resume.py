@@ -17,7 +17,7 @@ from tokenmill.core.manifest import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # DeepSpeed training processes
 
 
 def command(tokens: str, out: Path, steps: int = 120) -> list[str]:

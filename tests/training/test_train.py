@@ -20,7 +20,7 @@ from tokenmill.training.weights import load_model
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEPS = 60
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # DeepSpeed training processes
 
 
 def train(tokens_manifest: str, out: Path, *overrides: str) -> dict:

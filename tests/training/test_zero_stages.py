@@ -13,7 +13,7 @@ from tokenmill.training import launch
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEPS = 20
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # DeepSpeed training processes
 
 
 def train(tokens: str, out: Path, nproc: int, stage: int, micro: int) -> list[float]:
