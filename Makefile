@@ -47,4 +47,4 @@ browser:
 	  else echo "tokenmill: install chromium (sudo apt-get install chromium) for the browser test" >&2; fi
 
 clean:
-	rm -rf $(VENV) runs .tokenmill .pytest_cache
+	rm -rf $(VENV) runs .tokenmill .pytest_cache .ruff_cache
