@@ -1,6 +1,6 @@
 # tokenmill: the two commands of the README, plus the install step they share, and a quick check.
 #   make demo   set up .venv and run the pipeline on the embedded sample corpus
-#   make test   set up .venv and run the whole test suite
+#   make test   set up .venv, lint, and run the whole test suite (CI: .ci/run)
 #   make check  lint, then the tests that are neither e2e, slow nor browser (a few minutes)
 # GPU machines: create .venv with your own CUDA build of torch in it, then pass TORCH=skip.
 
@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test check browser clean
+.PHONY: install demo test check lint browser clean
 
 install: $(STAMP)
 
@@ -28,14 +28,17 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 demo: install
 	$(BIN)/tokenmill run --config conf/demo.yaml
 
-test: install browser
+test: lint browser
 	$(BIN)/python -m pytest
 
-# Lint findings do not stop the tests from running; the target fails if either part failed.
-check: install
-	@status=0; $(BIN)/ruff check . || status=1; \
-	  $(BIN)/python -m pytest -m "not e2e and not slow and not browser" || status=1; \
-	  exit $$status
+# ruff (configured in pyproject.toml): lint findings and unformatted files both fail.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# A few minutes: lint, then every test not marked e2e, slow or browser.
+check: lint
+	$(BIN)/python -m pytest -m "not e2e and not slow and not browser"
 
 # The browser test renders the Prefect and MLflow UIs in Debian's chromium: installed here when we may
 # (root with apt-get, as in CI); otherwise the test fails saying what to install.
