@@ -51,7 +51,7 @@ def build_corpus(path: Path, n_docs: int, seed: int = 0) -> None:
         for i in range(n_docs):
             k = rng.randint(3, 8)
             start = rng.randrange(0, len(paragraphs) - k)
-            text = "\n\n".join(paragraphs[start:start + k])
+            text = "\n\n".join(paragraphs[start : start + k])
             fh.write(json.dumps({"id": f"doc-{i:06d}", "url": f"https://bench.example/{i}", "text": text}) + "\n")
 
 
@@ -94,9 +94,24 @@ class CpuMeter:
 
 def run_tokenmill(corpus: Path, out: Path) -> tuple[float, float, int]:
     steps = "[gopher_quality,gopher_repetition,c4,fineweb,minhash]"
-    cmd = [sys.executable, "-m", "tokenmill.cli", "data", "--set", f"data.input={corpus}", "--set",
-           "data.format=jsonl", "--set", f"data.steps={steps}", "--set", "data.c4.filter_no_terminal_punct=false",
-           "--set", "data.spark_master=local[2]", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tokenmill.cli",
+        "data",
+        "--set",
+        f"data.input={corpus}",
+        "--set",
+        "data.format=jsonl",
+        "--set",
+        f"data.steps={steps}",
+        "--set",
+        "data.c4.filter_no_terminal_punct=false",
+        "--set",
+        "data.spark_master=local[2]",
+        "--out",
+        str(out),
+    ]
     started = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT)
     meter = CpuMeter(proc.pid)
@@ -113,11 +128,19 @@ def run_tokenmill(corpus: Path, out: Path) -> tuple[float, float, int]:
 def run_datatrove(corpus: Path, work: Path) -> tuple[float, float, int]:
     """DataTrove's documented recipe: filters, then its four MinHash stages, with the local executor."""
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup import (MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
-                                          MinhashDedupSignature)
+    from datatrove.pipeline.dedup import (
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.dedup.minhash import MinhashConfig
-    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
-                                            GopherRepetitionFilter)
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
     from datatrove.utils.hashing import HashConfig
@@ -125,19 +148,29 @@ def run_datatrove(corpus: Path, work: Path) -> tuple[float, float, int]:
     # sha1 shingle hashes: DataTrove 0.10.1's xxhash wrapper passes str, which xxhash 4 rejects
     mh = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8, hash_config=HashConfig(hash_fc="sha1"))
     stages = [
-        [JsonlReader(str(corpus.parent), glob_pattern=corpus.name), GopherQualityFilter(), GopherRepetitionFilter(),
-         C4QualityFilter(filter_no_terminal_punct=False), FineWebQualityFilter(), JsonlWriter(str(work / "filtered"))],
+        [
+            JsonlReader(str(corpus.parent), glob_pattern=corpus.name),
+            GopherQualityFilter(),
+            GopherRepetitionFilter(),
+            C4QualityFilter(filter_no_terminal_punct=False),
+            FineWebQualityFilter(),
+            JsonlWriter(str(work / "filtered")),
+        ],
         [JsonlReader(str(work / "filtered")), MinhashDedupSignature(output_folder=str(work / "sigs"), config=mh)],
         [MinhashDedupBuckets(input_folder=str(work / "sigs"), output_folder=str(work / "buckets"), config=mh)],
         [MinhashDedupCluster(input_folder=str(work / "buckets"), output_folder=str(work / "clusters"), config=mh)],
-        [JsonlReader(str(work / "filtered")), MinhashDedupFilter(input_folder=str(work / "clusters")),
-         JsonlWriter(str(work / "final"))],
+        [
+            JsonlReader(str(work / "filtered")),
+            MinhashDedupFilter(input_folder=str(work / "clusters")),
+            JsonlWriter(str(work / "final")),
+        ],
     ]
     started_cpu, started = time.process_time(), time.time()
     for i, pipeline in enumerate(stages):
         tasks = mh.num_buckets if i == 2 else 1
-        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=1,
-                              logging_dir=str(work / "logs" / str(i)), skip_completed=False).run()
+        LocalPipelineExecutor(
+            pipeline=pipeline, tasks=tasks, workers=1, logging_dir=str(work / "logs" / str(i)), skip_completed=False
+        ).run()
     cpu, wall = time.process_time() - started_cpu, time.time() - started
     kept = sum(1 for f in (work / "final").glob("*.jsonl.gz") for _ in gzip.open(f, "rt"))
     after_filters = sum(1 for f in (work / "filtered").glob("*.jsonl.gz") for _ in gzip.open(f, "rt"))
@@ -162,8 +195,10 @@ def main() -> None:
     tm_cpu, tm_wall, tm_kept = run_tokenmill(corpus, work / "tokenmill")
     print(f"tokenmill: {tm_cpu:.1f} CPU s, {tm_wall:.1f} s wall, {tm_kept:,} kept; now DataTrove...", flush=True)
     dt_cpu, dt_wall, dt_kept = run_datatrove(corpus, work / "datatrove")
-    rows = [("tokenmill (Spark local[2])", tm_cpu, tm_wall, tm_kept), ("DataTrove (local, 1 worker)", dt_cpu,
-                                                                       dt_wall, dt_kept)]
+    rows = [
+        ("tokenmill (Spark local[2])", tm_cpu, tm_wall, tm_kept),
+        ("DataTrove (local, 1 worker)", dt_cpu, dt_wall, dt_kept),
+    ]
     print(f"\n{'':30}{'CPU s':>9}{'wall s':>9}{'docs/CPU-s':>12}{'kept':>9}")
     for name, cpu, wall, kept in rows:
         print(f"{name:30}{cpu:9.1f}{wall:9.1f}{args.docs / cpu:12.1f}{kept:9,}")

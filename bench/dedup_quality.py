@@ -75,7 +75,7 @@ def crawl_passages(sample_dir: Path, passage_words: int, min_words: int = 200) -
                 continue
             text = extract_plain_text(bytes_to_str(payload, detect_encoding(payload)), main_content=True)
             tokens = text.split()
-            passages.extend(tokens[lo:lo + passage_words] for lo in range(0, len(tokens), passage_words))
+            passages.extend(tokens[lo : lo + passage_words] for lo in range(0, len(tokens), passage_words))
     counts = tokenize([" ".join(p) for p in passages])[1]
     return [p for p, n in zip(passages, counts) if n >= min_words]
 
@@ -92,7 +92,7 @@ def shingles_of_words(words: list[str]) -> set[str]:
     """Word 5-grams (a text with fewer words is one shingle; one with none has none)."""
     if len(words) < NGRAM:
         return {" ".join(words)} if words else set()
-    return {" ".join(words[i:i + NGRAM]) for i in range(len(words) - NGRAM + 1)}
+    return {" ".join(words[i : i + NGRAM]) for i in range(len(words) - NGRAM + 1)}
 
 
 def _gram_tuples(words: list[str]) -> set[tuple]:
@@ -175,8 +175,10 @@ def build_corpus(passages: list[list[str]], n_docs: int, rng) -> tuple[list[tupl
         planted += int(k)
     n_originals = n_docs - planted
     if n_originals > len(passages):
-        raise SystemExit(f"--docs {n_docs} needs {n_originals} passages; the crawl gives {len(passages)}: "
-                         f"lower --docs or --passage-words")
+        raise SystemExit(
+            f"--docs {n_docs} needs {n_originals} passages; the crawl gives {len(passages)}: "
+            f"lower --docs or --passage-words"
+        )
     chosen = rng.choice(len(passages), n_originals, replace=False)
     maker = VariantMaker([t for i in rng.choice(len(passages), 50) for t in passages[i]], rng)
     docs = [(f"d{j:05d}", " ".join(passages[i])) for j, i in enumerate(chosen)]
@@ -186,15 +188,19 @@ def build_corpus(passages: list[list[str]], n_docs: int, rng) -> tuple[list[tupl
     starts = np.concatenate([[0], np.cumsum([len(o) for o in originals])]).astype(int)
     for g, k in enumerate(groups):
         original = originals[g]
-        token_words = flat_words[starts[g]:starts[g + 1]]
+        token_words = flat_words[starts[g] : starts[g + 1]]
         for v in range(k):
             text, j = maker.make(original, token_words, float(rng.uniform(0.3, 1.0)))
             docs.append((f"v{g:05d}-{v}", text))
             planted_j.append(j)
     order = rng.permutation(len(docs))  # ids do not tell originals from variants
     docs = [(f"doc{rank:05d}", docs[i][1]) for rank, i in enumerate(order)]
-    return docs, {"originals": n_originals, "with_variants": len(groups), "variants": planted,
-                  "planted_j": np.array(planted_j)}
+    return docs, {
+        "originals": n_originals,
+        "with_variants": len(groups),
+        "variants": planted,
+        "planted_j": np.array(planted_j),
+    }
 
 
 def true_similarities(texts: list[str]):
@@ -267,8 +273,9 @@ def run_tokenmill(spark, docs: list[tuple[str, str]], verify: str | None) -> tup
         comp = connected_components(step.candidate_pairs(sigs))
         got = {r["node"]: r["component"] for r in comp.collect()}
     else:
-        step = MinhashDeduplicator(num_bands=BANDS, rows_per_band=ROWS, ngram_size=NGRAM, threshold=THRESHOLD,
-                                   verify=verify)
+        step = MinhashDeduplicator(
+            num_bands=BANDS, rows_per_band=ROWS, ngram_size=NGRAM, threshold=THRESHOLD, verify=verify
+        )
         out = step.apply(df).filter(F.col("cluster_id").isNotNull()).select("id", "cluster_id")
         got = {r["id"]: r["cluster_id"] for r in out.collect()}
     elapsed = time.time() - started
@@ -282,8 +289,9 @@ def score(labels: list[int], truth: dict, threshold: float = THRESHOLD) -> dict:
     members: dict[int, list[int]] = {}
     for i, c in enumerate(labels):
         members.setdefault(c, []).append(i)
-    merged = {(a, b) for group in members.values() if len(group) > 1
-              for x, a in enumerate(group) for b in group[x + 1:]}
+    merged = {
+        (a, b) for group in members.values() if len(group) > 1 for x, a in enumerate(group) for b in group[x + 1 :]
+    }
     positives = {p for p, j in truth.items() if j >= threshold}
     tp = len(merged & positives)
     fp = len(merged) - tp
@@ -322,14 +330,18 @@ def main() -> None:
     truth, sets = true_similarities(texts)
     positives = sum(j >= THRESHOLD for j in truth.values())
     words = [len(t.split()) for t in texts]
-    print(f"corpus: {len(docs)} docs ({info['originals']} originals from {len(passages)} crawl passages, "
-          f"{info['with_variants']} of them with {info['variants']} planted variants); "
-          f"{int(np.median(words))} words median; {positives} pairs with Jaccard >= {THRESHOLD}, "
-          f"{sum(0.5 <= j < THRESHOLD for j in truth.values())} in [0.5, {THRESHOLD}); built in {time.time() - t0:.1f}s")
+    print(
+        f"corpus: {len(docs)} docs ({info['originals']} originals from {len(passages)} crawl passages, "
+        f"{info['with_variants']} of them with {info['variants']} planted variants); "
+        f"{int(np.median(words))} words median; {positives} pairs with Jaccard >= {THRESHOLD}, "
+        f"{sum(0.5 <= j < THRESHOLD for j in truth.values())} in [0.5, {THRESHOLD}); built in {time.time() - t0:.1f}s"
+    )
     pj = info["planted_j"]
-    print(f"planted variant vs original, exact Jaccard: min {pj.min():.2f}, quartiles "
-          f"{' '.join(f'{q:.2f}' for q in np.percentile(pj, [25, 50, 75]))}, max {pj.max():.2f}; "
-          f"{(pj >= THRESHOLD).sum()} of {len(pj)} at or above {THRESHOLD}")
+    print(
+        f"planted variant vs original, exact Jaccard: min {pj.min():.2f}, quartiles "
+        f"{' '.join(f'{q:.2f}' for q in np.percentile(pj, [25, 50, 75]))}, max {pj.max():.2f}; "
+        f"{(pj >= THRESHOLD).sum()} of {len(pj)} at or above {THRESHOLD}"
+    )
 
     from tokenmill.spark_jobs.session import spark_session
 
@@ -361,16 +373,25 @@ def main() -> None:
             print(f"warning: {name} gave different clusters on repeated runs")
         results.append((name, score(labels, truth), seconds))
 
-    print(f"\nb={BANDS} r={ROWS} ({BANDS * ROWS} permutations), word {NGRAM}-grams, threshold {THRESHOLD}, "
-          f"{len(docs)} docs")
-    print(f"{'method':40s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'TP':>6s} {'FP':>6s} {'FN':>5s} {'wall s':>7s}"
-          f"   (corpus: {len(docs)} docs, {positives} true pairs)")
+    print(
+        f"\nb={BANDS} r={ROWS} ({BANDS * ROWS} permutations), word {NGRAM}-grams, threshold {THRESHOLD}, "
+        f"{len(docs)} docs"
+    )
+    print(
+        f"{'method':40s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'TP':>6s} {'FP':>6s} {'FN':>5s} {'wall s':>7s}"
+        f"   (corpus: {len(docs)} docs, {positives} true pairs)"
+    )
     for name, s, seconds in results:
-        print(f"{name:40s} {s['precision']:9.3f} {s['recall']:7.3f} {s['f1']:6.3f} "
-              f"{s['tp']:6d} {s['fp']:6d} {s['fn']:5d} {seconds:7.1f}")
+        print(
+            f"{name:40s} {s['precision']:9.3f} {s['recall']:7.3f} {s['f1']:6.3f} "
+            f"{s['tp']:6d} {s['fp']:6d} {s['fn']:5d} {seconds:7.1f}"
+        )
     bins = ["0.3-.5", ".5-.6", ".6-.7", ".7-.75", ".75-.8", ".8-.85", ".85-.9", ".9-1"]
-    print("\nshare of pairs merged, by true Jaccard (pairs per bin: "
-          + ", ".join(f"{b} {n}" for b, n in zip(bins, _bin_counts(truth))) + ")")
+    print(
+        "\nshare of pairs merged, by true Jaccard (pairs per bin: "
+        + ", ".join(f"{b} {n}" for b, n in zip(bins, _bin_counts(truth)))
+        + ")"
+    )
     print(f"{'method':40s} " + " ".join(f"{b:>6s}" for b in bins))
     for name, s, _ in results:
         print(f"{name:40s} " + " ".join(merge_rate_by_bin(s["merged"], truth)))

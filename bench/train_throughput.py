@@ -88,13 +88,22 @@ class HFSide:
         self.model = model.train()
         decay = [p for p in model.parameters() if p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.dim() < 2]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": train_cfg.weight_decay},
-                                      {"params": no_decay, "weight_decay": 0.0}],
-                                     lr=train_cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": train_cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=train_cfg.lr,
+            betas=(0.9, 0.95),
+            eps=1e-8,
+        )
         t = train_cfg
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: learning_rate(
-            s, lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps,
-            schedule=t.schedule) / t.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt,
+            lambda s: (
+                learning_rate(
+                    s, lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps, schedule=t.schedule
+                )
+                / t.lr
+            ),
+        )
         self.clip = train_cfg.grad_clip
         self.objective, self.batch_size, self.step_no = objective, train_cfg.micro_batch_size, 0
         self.loss = float("nan")
@@ -154,11 +163,21 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     distributed.init_distributed()
-    cfg = GPTConfig(vocab_size=args.vocab, block_size=args.seq, n_layer=args.layers, n_head=args.heads,
-                    n_embd=args.width, dropout=0.0, bias=True, tie_embeddings=True, position="learned",
-                    activation="gelu_tanh")
-    train_cfg = TrainConfig(nproc=1, zero_stage=args.zero, micro_batch_size=args.batch, grad_accum_steps=1,
-                            max_steps=1000, grad_clip=1.0)
+    cfg = GPTConfig(
+        vocab_size=args.vocab,
+        block_size=args.seq,
+        n_layer=args.layers,
+        n_head=args.heads,
+        n_embd=args.width,
+        dropout=0.0,
+        bias=True,
+        tie_embeddings=True,
+        position="learned",
+        activation="gelu_tanh",
+    )
+    train_cfg = TrainConfig(
+        nproc=1, zero_stage=args.zero, micro_batch_size=args.batch, grad_accum_steps=1, max_steps=1000, grad_clip=1.0
+    )
     objective = CausalLMObjective(token_stream(2_000_000, args.vocab), args.seq, seed=0)
 
     torch.manual_seed(0)
@@ -171,12 +190,18 @@ def main() -> None:
         ours = torch.compile(ours)
     sides = [TokenmillSide(ours, objective, train_cfg, args.zero), HFSide(hf, objective, train_cfg)]
 
-    print(f"model: GPT-2-like, {args.layers} layers x {args.width} wide, {args.heads} heads, vocab {args.vocab}, "
-          f"{n_params / 1e6:.1f}M parameters (tied), biases, GELU-tanh, fp32", flush=True)
-    print(f"step: batch {args.batch} x seq {args.seq} = {args.batch * args.seq} tokens, AdamW (0.9, 0.95), "
-          f"weight decay {train_cfg.weight_decay}, clip {train_cfg.grad_clip}; tokenmill ZeRO-{args.zero}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, HF attention "
-          f"{hf.config._attn_implementation}", flush=True)
+    print(
+        f"model: GPT-2-like, {args.layers} layers x {args.width} wide, {args.heads} heads, vocab {args.vocab}, "
+        f"{n_params / 1e6:.1f}M parameters (tied), biases, GELU-tanh, fp32",
+        flush=True,
+    )
+    print(
+        f"step: batch {args.batch} x seq {args.seq} = {args.batch * args.seq} tokens, AdamW (0.9, 0.95), "
+        f"weight decay {train_cfg.weight_decay}, clip {train_cfg.grad_clip}; tokenmill ZeRO-{args.zero}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, HF attention "
+        f"{hf.config._attn_implementation}",
+        flush=True,
+    )
     for side in sides:
         started = time.perf_counter()
         for _ in range(args.warmup):
@@ -199,8 +224,10 @@ def main() -> None:
                 cpu += time.process_time() - started_cpu
             rates[side.name].append(tokens / seconds)
             cpu_rates[side.name].append(tokens / cpu)
-        print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{n} {v[-1]:,.0f} tokens/s" for n, v in rates.items()),
-              flush=True)
+        print(
+            f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{n} {v[-1]:,.0f} tokens/s" for n, v in rates.items()),
+            flush=True,
+        )
 
     ours_rate, hf_rate = (statistics.median(rates[s.name]) for s in sides)
     per_repeat = [a / b for a, b in zip(*rates.values())]
@@ -208,11 +235,15 @@ def main() -> None:
     print(f"\n{'':30}{'tokens/s':>10}{'min':>8}{'max':>8}{'tokens/CPU-s':>14}{'final loss':>12}")
     for side in sides:
         v = rates[side.name]
-        print(f"{side.name:30}{statistics.median(v):10,.0f}{min(v):8,.0f}{max(v):8,.0f}"
-              f"{statistics.median(cpu_rates[side.name]):14,.0f}{side.loss:12.4f}")
-    print(f"\nratio tokenmill / HF, tokens per second: {ours_rate / hf_rate:.2f}x "
-          f"(per repeat: {', '.join(f'{x:.2f}' for x in per_repeat)}; medians of {args.repeats} repeats x "
-          f"{args.steps} steps); per CPU-second: {ours_cpu / hf_cpu:.2f}x")
+        print(
+            f"{side.name:30}{statistics.median(v):10,.0f}{min(v):8,.0f}{max(v):8,.0f}"
+            f"{statistics.median(cpu_rates[side.name]):14,.0f}{side.loss:12.4f}"
+        )
+    print(
+        f"\nratio tokenmill / HF, tokens per second: {ours_rate / hf_rate:.2f}x "
+        f"(per repeat: {', '.join(f'{x:.2f}' for x in per_repeat)}; medians of {args.repeats} repeats x "
+        f"{args.steps} steps); per CPU-second: {ours_cpu / hf_cpu:.2f}x"
+    )
     torch.distributed.destroy_process_group()
 
 

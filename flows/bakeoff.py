@@ -22,19 +22,20 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tokenmill.flows.data import data_flow
-from tokenmill.flows.tasks import cached_train_model, mlflow_run_url, prefect_lineage
-from tokenmill.flows.tokens import tokenize_flow
 from tokenmill.core import tracking
 from tokenmill.core.config import Config
 from tokenmill.core.manifest import read_manifest
+from tokenmill.flows.data import data_flow
+from tokenmill.flows.tasks import cached_train_model, mlflow_run_url, prefect_lineage
+from tokenmill.flows.tokens import tokenize_flow
 from tokenmill.resolve import resolve_and_dump
 
 DEFAULT_FAMILIES = ["gpt", "bert", "t5"]
 
 
-def bakeoff_sizes(cfg: Config, families: list[str], vocab_size: int, token_budget: int | None = None
-                  ) -> dict[str, dict[str, Any]]:
+def bakeoff_sizes(
+    cfg: Config, families: list[str], vocab_size: int, token_budget: int | None = None
+) -> dict[str, dict[str, Any]]:
     """The sizing rules, in one place: per family, the ``model.*`` and ``train.max_steps`` overrides.
 
     Every family keeps the width, heads and context of ``cfg.model``. GPT and BERT keep its depth; an
@@ -60,45 +61,68 @@ def bakeoff_sizes(cfg: Config, families: list[str], vocab_size: int, token_budge
             raise ValueError(f"unknown family {family!r} in the bake-off: expected {', '.join(others)} or {last}")
         model = {"family": family}
         if FAMILIES[family].encoder_decoder:
+
             def params(k: int, family: str = family) -> int:
-                return count_parameters(architecture(dataclasses.replace(base, family=family, n_layer=k,
-                                                                         n_decoder_layer=k), vocab_size=vocab_size))
+                return count_parameters(
+                    architecture(
+                        dataclasses.replace(base, family=family, n_layer=k, n_decoder_layer=k), vocab_size=vocab_size
+                    )
+                )
+
             k = min(range(1, 2 * depth + 1), key=lambda n: abs(params(n) - reference))
             model.update(n_layer=k, n_decoder_layer=k)
         arch = architecture(dataclasses.replace(base, **model), vocab_size=vocab_size)
-        sizes[family] = {"model": model, "max_steps": steps, "parameters": count_parameters(arch),
-                         "input_tokens": steps * global_batch * block}
+        sizes[family] = {
+            "model": model,
+            "max_steps": steps,
+            "parameters": count_parameters(arch),
+            "input_tokens": steps * global_batch * block,
+        }
     return sizes
 
 
 def _family_config(cfg: Config, size: dict[str, Any]) -> Config:
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **size["model"]),
-                               train=dataclasses.replace(cfg.train, max_steps=size["max_steps"]))
+    return dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, **size["model"]),
+        train=dataclasses.replace(cfg.train, max_steps=size["max_steps"]),
+    )
 
 
-def comparison_row(family: str, size: dict[str, Any], train: dict[str, Any], wall_seconds: float,
-                   run_id: str) -> dict[str, Any]:
+def comparison_row(
+    family: str, size: dict[str, Any], train: dict[str, Any], wall_seconds: float, run_id: str
+) -> dict[str, Any]:
     """One row of the comparison, from a family's train manifest."""
     model = size["model"]
     layers = f"{model['n_layer']}+{model['n_decoder_layer']}" if "n_decoder_layer" in model else "same as config"
     history = train["history"]
     return {
-        "family": family, "objective": train["model"]["objective"], "layers": layers,
-        "parameters": train["model"]["num_params"], "input_tokens": size["input_tokens"],
-        "tokens_seen": train["tokens_seen"], "steps": train["steps"], "wall_s": round(wall_seconds, 1),
+        "family": family,
+        "objective": train["model"]["objective"],
+        "layers": layers,
+        "parameters": train["model"]["num_params"],
+        "input_tokens": size["input_tokens"],
+        "tokens_seen": train["tokens_seen"],
+        "steps": train["steps"],
+        "wall_s": round(wall_seconds, 1),
         # the training loop's own rate (median over log windows); wall time adds start-up and export
         "tokens_per_s": round(statistics.median(h["train/tokens_per_s"] for h in history), 1) if history else None,
         "final_train_loss": round(history[-1]["train/loss"], 4) if history else None,
         "val_losses": ", ".join(f"{k} {v:.4f}" for k, v in train["val_metrics"].items()),
-        "token_loss": round(train["token_loss"], 4), "unigram_baseline": round(train["unigram_baseline_loss"], 4),
+        "token_loss": round(train["token_loss"], 4),
+        "unigram_baseline": round(train["unigram_baseline_loss"], 4),
         "gain_over_baseline": round(train["unigram_baseline_loss"] - train["token_loss"], 4),
         "mlflow_run_id": run_id,
     }
 
 
 @flow(name="bakeoff", log_prints=True)
-def bakeoff_flow(config_path: str | None = None, overrides: list[str] | None = None,
-                 families: list[str] | None = None, token_budget: int | None = None) -> dict[str, Any]:
+def bakeoff_flow(
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    families: list[str] | None = None,
+    token_budget: int | None = None,
+) -> dict[str, Any]:
     """Train each of ``families`` (default gpt, bert, t5) on the run's shards with one token budget;
     returns the parent MLflow run id, the comparison rows and the plot's path."""
     logger = get_run_logger()
@@ -111,22 +135,43 @@ def bakeoff_flow(config_path: str | None = None, overrides: list[str] | None = N
     out = cfg.run_dir.resolve() / "bakeoff"
     out.mkdir(parents=True, exist_ok=True)
 
-    parent = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, f"{cfg.run.name}-bakeoff",
-                               tags={"tokenmill.stage": "bakeoff", **prefect_lineage(),
-                                     "tokenmill.bakeoff_families": ",".join(families),
-                                     **tracking.lineage_tags(Path(tokens_manifest))})
+    parent = tracking.open_run(
+        cfg.tracking_uri,
+        cfg.tracking.experiment,
+        f"{cfg.run.name}-bakeoff",
+        tags={
+            "tokenmill.stage": "bakeoff",
+            **prefect_lineage(),
+            "tokenmill.bakeoff_families": ",".join(families),
+            **tracking.lineage_tags(Path(tokens_manifest)),
+        },
+    )
     mlf = tracking.MlflowLogger(cfg.tracking_uri, parent)
     try:
-        mlf.log_params({"bakeoff.families": ",".join(families), "bakeoff.input_tokens": sizes[families[0]][
-            "input_tokens"], "bakeoff.max_steps": sizes[families[0]]["max_steps"],
-            **{f"bakeoff.{f}.parameters": s["parameters"] for f, s in sizes.items()}})
+        mlf.log_params(
+            {
+                "bakeoff.families": ",".join(families),
+                "bakeoff.input_tokens": sizes[families[0]]["input_tokens"],
+                "bakeoff.max_steps": sizes[families[0]]["max_steps"],
+                **{f"bakeoff.{f}.parameters": s["parameters"] for f, s in sizes.items()},
+            }
+        )
         rows, histories = [], {}
         for family in families:
-            logger.info("bake-off: training %s with %s (%.2fM parameters)", family, sizes[family]["model"],
-                        sizes[family]["parameters"] / 1e6)
-            result = cached_train_model(_family_config(cfg, sizes[family]), tokens_manifest, str(out / family),
-                                        f"{cfg.run.name}-bakeoff-{family}", parent_run_id=parent,
-                                        tags={"tokenmill.bakeoff_parent": parent})
+            logger.info(
+                "bake-off: training %s with %s (%.2fM parameters)",
+                family,
+                sizes[family]["model"],
+                sizes[family]["parameters"] / 1e6,
+            )
+            result = cached_train_model(
+                _family_config(cfg, sizes[family]),
+                tokens_manifest,
+                str(out / family),
+                f"{cfg.run.name}-bakeoff-{family}",
+                parent_run_id=parent,
+                tags={"tokenmill.bakeoff_parent": parent},
+            )
             train = read_manifest(result["train_manifest"], stage="train")
             rows.append(comparison_row(family, sizes[family], train, result["wall_seconds"], result["mlflow_run_id"]))
             histories[family] = train["history"]
@@ -135,8 +180,13 @@ def bakeoff_flow(config_path: str | None = None, overrides: list[str] | None = N
         tracking.close_run(cfg.tracking_uri, parent, error=e)
         raise
     tracking.close_run(cfg.tracking_uri, parent)
-    return {"parent_run_id": parent, "rows": rows, "chart": str(chart), "tracking_uri": cfg.tracking_uri,
-            "tokens_manifest": tokens_manifest}
+    return {
+        "parent_run_id": parent,
+        "rows": rows,
+        "chart": str(chart),
+        "tracking_uri": cfg.tracking_uri,
+        "tokens_manifest": tokens_manifest,
+    }
 
 
 def _publish(cfg: Config, parent: str, rows: list[dict], histories: dict[str, list], out: Path) -> Path:
@@ -152,13 +202,22 @@ def _publish(cfg: Config, parent: str, rows: list[dict], histories: dict[str, li
     mlf = tracking.MlflowLogger(cfg.tracking_uri, parent)
     for name in ("comparison.png", "comparison.json", "comparison.csv"):
         mlf.log_artifact(out / name, "bakeoff")
-    mlf.log_metrics({f"{r['family']}/{k}": r[k] for r in rows
-                     for k in ("token_loss", "unigram_baseline", "gain_over_baseline", "tokens_per_s", "wall_s",
-                               "parameters")}, step=0)
-    create_table_artifact(key="bakeoff-comparison", table=rows,
-                          description="GPT vs BERT vs T5 on the same shards and token budget")
+    mlf.log_metrics(
+        {
+            f"{r['family']}/{k}": r[k]
+            for r in rows
+            for k in ("token_loss", "unigram_baseline", "gain_over_baseline", "tokens_per_s", "wall_s", "parameters")
+        },
+        step=0,
+    )
+    create_table_artifact(
+        key="bakeoff-comparison", table=rows, description="GPT vs BERT vs T5 on the same shards and token budget"
+    )
     png = base64.b64encode(chart.read_bytes()).decode()
     url = mlflow_run_url(cfg.tracking_uri, parent)
-    create_markdown_artifact(key="bakeoff-chart", description="The bake-off as a plot", markdown=(
-        f"![bake-off](data:image/png;base64,{png})\n\nParent MLflow run `{parent}`: {url}"))
+    create_markdown_artifact(
+        key="bakeoff-chart",
+        description="The bake-off as a plot",
+        markdown=(f"![bake-off](data:image/png;base64,{png})\n\nParent MLflow run `{parent}`: {url}"),
+    )
     return chart

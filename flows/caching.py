@@ -14,11 +14,25 @@ from typing import Any
 
 from prefect.cache_policies import CachePolicy
 
-from tokenmill.core.fingerprint import (STAGE_CODE, code_fingerprint, config_part, file_fingerprint,
-                                        manifest_fingerprint, stage_key)
+from tokenmill.core.fingerprint import (
+    STAGE_CODE,
+    code_fingerprint,
+    config_part,
+    file_fingerprint,
+    manifest_fingerprint,
+    stage_key,
+)
 
-__all__ = ["STAGE_CODE", "StageCachePolicy", "code_fingerprint", "config_part", "file_fingerprint",
-           "manifest_fingerprint", "stage_cache", "stage_key"]
+__all__ = [
+    "STAGE_CODE",
+    "StageCachePolicy",
+    "code_fingerprint",
+    "config_part",
+    "file_fingerprint",
+    "manifest_fingerprint",
+    "stage_cache",
+    "stage_key",
+]
 
 
 @dataclass
@@ -31,12 +45,14 @@ class StageCachePolicy(CachePolicy):
     fingerprint: Any = None  # (arguments) -> list[str]
     extra: list[str] = field(default_factory=list)
 
-    def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any],
-                    **kwargs: Any) -> str | None:
+    def compute_key(
+        self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
         return stage_key(self.stage, inputs["cfg"], [*self.fingerprint(inputs), *self.extra], inputs["out_dir"])
 
 
 def stage_cache(stage: str, out_dir: str | Path, fingerprint, extra: list[str] | None = None) -> StageCachePolicy:
     """The policy for one call of a stage task whose outputs go to ``out_dir``."""
     return StageCachePolicy(stage=stage, fingerprint=fingerprint, extra=list(extra or [])).configure(
-        key_storage=str(Path(out_dir).resolve() / ".prefect-cache"))
+        key_storage=str(Path(out_dir).resolve() / ".prefect-cache")
+    )

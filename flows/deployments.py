@@ -48,18 +48,34 @@ def runner_deployments(entries: list[dict[str, Any]], with_schedules: bool = Tru
 
     out = []
     for e in entries:
-        schedules = [Cron(s["cron"], timezone=s.get("timezone"), active=s.get("active", True))
-                     for s in e.get("schedules") or [] if "cron" in s] if with_schedules else None
-        out.append(e["flow"].to_deployment(name=e["name"], description=e.get("description"), tags=e.get("tags"),
-                                           parameters=e.get("parameters") or {}, schedules=schedules))
+        schedules = (
+            [
+                Cron(s["cron"], timezone=s.get("timezone"), active=s.get("active", True))
+                for s in e.get("schedules") or []
+                if "cron" in s
+            ]
+            if with_schedules
+            else None
+        )
+        out.append(
+            e["flow"].to_deployment(
+                name=e["name"],
+                description=e.get("description"),
+                tags=e.get("tags"),
+                parameters=e.get("parameters") or {},
+                schedules=schedules,
+            )
+        )
     return out
 
 
 def serve(patterns: list[str] | None = None, with_schedules: bool = True, limit: int | None = None) -> None:
     """Serve the chosen deployments until interrupted; flow runs start as subprocesses of this one."""
     if not os.environ.get("PREFECT_API_URL"):
-        raise RuntimeError("serving deployments needs a Prefect server: start one with `tokenmill up` "
-                           "(or export PREFECT_API_URL=http://HOST:4200/api)")
+        raise RuntimeError(
+            "serving deployments needs a Prefect server: start one with `tokenmill up` "
+            "(or export PREFECT_API_URL=http://HOST:4200/api)"
+        )
     from prefect import serve as prefect_serve
 
     chosen = select(deployment_entries(), patterns)
@@ -81,6 +97,8 @@ def _take_over_from_work_pools(names: list[str]) -> None:
             except ObjectNotFound:
                 continue
             if dep.work_pool_name:
-                print(f"tokenmill: {name} was deployed to work pool {dep.work_pool_name!r}; serving it here "
-                      "instead (`prefect deploy` puts it back)")
+                print(
+                    f"tokenmill: {name} was deployed to work pool {dep.work_pool_name!r}; serving it here "
+                    "instead (`prefect deploy` puts it back)"
+                )
                 client.delete_deployment(dep.id)

@@ -28,5 +28,11 @@ def pipeline_flow(config_path: str | None = None, overrides: list[str] | None = 
     tokens_manifest = tokenize_flow(data_manifest, resolved)
     trained = train_flow(tokens_manifest, resolved)
     evaluated = evaluate_flow(trained["train_manifest"], resolved)
-    return {"run_dir": str(run_dir), "data_manifest": data_manifest, "tokens_manifest": tokens_manifest,
-            **trained, "evaluate_manifest": evaluated["evaluate_manifest"], "eval_metrics": evaluated["metrics"]}
+    return {
+        "run_dir": str(run_dir),
+        "data_manifest": data_manifest,
+        "tokens_manifest": tokens_manifest,
+        **trained,
+        "evaluate_manifest": evaluated["evaluate_manifest"],
+        "eval_metrics": evaluated["metrics"],
+    }

@@ -18,10 +18,10 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tokenmill.flows.caching import file_fingerprint, manifest_fingerprint, stage_cache
 from tokenmill.core.config import Config, dump_config
 from tokenmill.core.env import REPO_ROOT
 from tokenmill.core.manifest import read_manifest
+from tokenmill.flows.caching import file_fingerprint, manifest_fingerprint, stage_cache
 
 # The stages log through "tokenmill.*" loggers; Prefect forwards them (PREFECT_LOGGING_EXTRA_LOGGERS).
 logging.getLogger("tokenmill").setLevel(logging.INFO)
@@ -41,6 +41,7 @@ def _not_a_config_error(task, task_run, state) -> bool:
 
 # --------------------------------------------------------------------------- data
 
+
 def _data_inputs(args: dict[str, Any]) -> list[str]:
     from tokenmill.spark_jobs.readers import expand_inputs
 
@@ -48,8 +49,14 @@ def _data_inputs(args: dict[str, Any]) -> list[str]:
     return [file_fingerprint(path) for path, _ in expand_inputs(cfg.data.input, cfg.data.format)]
 
 
-@task(name="clean-corpus", retries=1, retry_delay_seconds=10, retry_condition_fn=_not_a_config_error,
-      timeout_seconds=12 * 3600, persist_result=True)
+@task(
+    name="clean-corpus",
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=_not_a_config_error,
+    timeout_seconds=12 * 3600,
+    persist_result=True,
+)
 def clean_corpus(cfg: Config, out_dir: str) -> str:
     """Spark job: read → configured steps → Parquet shards. Returns the data manifest path."""
     from tokenmill.spark_jobs.clean import run_clean_job
@@ -67,24 +74,37 @@ def publish_data(manifest_path: str) -> None:
     from tokenmill.core.plots import funnel_chart
 
     manifest = read_manifest(manifest_path, stage="data")
-    create_table_artifact(key="data-funnel", table=manifest["funnel"],
-                          description="Documents into and out of each stage of the data job")
+    create_table_artifact(
+        key="data-funnel", table=manifest["funnel"], description="Documents into and out of each stage of the data job"
+    )
     chart = funnel_chart(manifest["funnel"], Path(manifest_path).parent / "funnel.png")
     png = base64.b64encode(chart.read_bytes()).decode()
-    create_markdown_artifact(key="data-funnel-chart", description="The data funnel as a chart",
-                             markdown=f"![data funnel](data:image/png;base64,{png})")
+    create_markdown_artifact(
+        key="data-funnel-chart",
+        description="The data funnel as a chart",
+        markdown=f"![data funnel](data:image/png;base64,{png})",
+    )
 
 
 # --------------------------------------------------------------------------- tokenize
 
+
 def _tokenize_inputs(args: dict[str, Any]) -> list[str]:
     pretrained = args["cfg"].tokenizer.from_pretrained
-    return [manifest_fingerprint(args["data_manifest"]),
-            *([file_fingerprint(Path(pretrained) / "tokenizer.json")] if pretrained else [])]
+    return [
+        manifest_fingerprint(args["data_manifest"]),
+        *([file_fingerprint(Path(pretrained) / "tokenizer.json")] if pretrained else []),
+    ]
 
 
-@task(name="tokenize-corpus", retries=1, retry_delay_seconds=5, retry_condition_fn=_not_a_config_error,
-      timeout_seconds=6 * 3600, persist_result=True)
+@task(
+    name="tokenize-corpus",
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=_not_a_config_error,
+    timeout_seconds=6 * 3600,
+    persist_result=True,
+)
 def tokenize_corpus(cfg: Config, data_manifest: str, out_dir: str) -> str:
     """Byte-level BPE on the kept shards, then train/validation token shards. Returns the tokens manifest path."""
     from tokenmill.training.tokenizer import run_tokenize
@@ -95,7 +115,8 @@ def tokenize_corpus(cfg: Config, data_manifest: str, out_dir: str) -> str:
 
 def cached_tokenize_corpus(cfg: Config, data_manifest: str, out_dir: str) -> str:
     return tokenize_corpus.with_options(cache_policy=stage_cache("tokenize", out_dir, _tokenize_inputs))(
-        cfg, data_manifest, out_dir)
+        cfg, data_manifest, out_dir
+    )
 
 
 def publish_tokens(manifest_path: str) -> None:
@@ -104,16 +125,24 @@ def publish_tokens(manifest_path: str) -> None:
     tok, splits = m["tokenizer"], m["splits"]
     named = [k for k in tok["special_tokens"] if not k.startswith("sentinel_")]
     sentinels = len(tok["special_tokens"]) - len(named)
-    rows = [{"item": "tokenizer", "value": f"{tok['kind']}, {tok['vocab_size']:,} tokens"},
-            {"item": "special tokens", "value": ", ".join(named) + (f", {sentinels} sentinels" if sentinels else "")}]
+    rows = [
+        {"item": "tokenizer", "value": f"{tok['kind']}, {tok['vocab_size']:,} tokens"},
+        {"item": "special tokens", "value": ", ".join(named) + (f", {sentinels} sentinels" if sentinels else "")},
+    ]
     for name, split in splits.items():
-        rows.append({"item": f"{name} split", "value": f"{split['documents']:,} documents, {split['tokens']:,} tokens "
-                                                      f"({split['tokens'] / max(split['documents'], 1):,.0f}/doc)"})
+        rows.append(
+            {
+                "item": f"{name} split",
+                "value": f"{split['documents']:,} documents, {split['tokens']:,} tokens "
+                f"({split['tokens'] / max(split['documents'], 1):,.0f}/doc)",
+            }
+        )
     rows.append({"item": "manifest", "value": manifest_path})
     create_table_artifact(key="tokenizer-summary", table=rows, description="The tokenizer and the token shards")
 
 
 # --------------------------------------------------------------------------- train
+
 
 def _train_inputs(args: dict[str, Any]) -> list[str]:
     from tokenmill.training.stage import train_inputs
@@ -121,22 +150,48 @@ def _train_inputs(args: dict[str, Any]) -> list[str]:
     return train_inputs(args["cfg"], args["tokens_manifest"], args.get("run_name"), args.get("parent_run_id"))
 
 
-@task(name="train-model", retries=1, retry_delay_seconds=10, retry_condition_fn=_not_a_config_error,
-      timeout_seconds=48 * 3600, persist_result=True)
-def train_model(cfg: Config, tokens_manifest: str, out_dir: str, run_name: str,
-                parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
+@task(
+    name="train-model",
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=_not_a_config_error,
+    timeout_seconds=48 * 3600,
+    persist_result=True,
+)
+def train_model(
+    cfg: Config,
+    tokens_manifest: str,
+    out_dir: str,
+    run_name: str,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """``tokenmill.training.stage.train_stage``, with the Prefect lineage in the MLflow run's tags. A retry
     resumes from the last checkpoint into the same MLflow run."""
     from tokenmill.training.stage import train_stage
 
-    return train_stage(cfg, tokens_manifest, out_dir, run_name, parent_run_id=parent_run_id,
-                       tags={**prefect_lineage(), **(tags or {})}, echo=get_run_logger().info)
+    return train_stage(
+        cfg,
+        tokens_manifest,
+        out_dir,
+        run_name,
+        parent_run_id=parent_run_id,
+        tags={**prefect_lineage(), **(tags or {})},
+        echo=get_run_logger().info,
+    )
 
 
-def cached_train_model(cfg: Config, tokens_manifest: str, out_dir: str, run_name: str,
-                       parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
+def cached_train_model(
+    cfg: Config,
+    tokens_manifest: str,
+    out_dir: str,
+    run_name: str,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
     return train_model.with_options(cache_policy=stage_cache("train", out_dir, _train_inputs))(
-        cfg, tokens_manifest, out_dir, run_name, parent_run_id, tags)
+        cfg, tokens_manifest, out_dir, run_name, parent_run_id, tags
+    )
 
 
 def prefect_lineage() -> dict[str, str]:
@@ -144,9 +199,11 @@ def prefect_lineage() -> dict[str, str]:
     flow run, and the deployment that started it, if any."""
     from prefect.runtime import deployment, flow_run
 
-    tags = {"tokenmill.prefect_flow_run_id": str(flow_run.root_flow_run_id or flow_run.id or ""),
-            "tokenmill.prefect_stage_flow_run_id": str(flow_run.id or ""),
-            "tokenmill.prefect_stage_flow_name": str(flow_run.flow_name or "")}
+    tags = {
+        "tokenmill.prefect_flow_run_id": str(flow_run.root_flow_run_id or flow_run.id or ""),
+        "tokenmill.prefect_stage_flow_run_id": str(flow_run.id or ""),
+        "tokenmill.prefect_stage_flow_name": str(flow_run.flow_name or ""),
+    }
     if deployment.id:
         from prefect import get_client
 
@@ -155,7 +212,8 @@ def prefect_lineage() -> dict[str, str]:
             tags["tokenmill.prefect_deployment"] = f"{client.read_flow(dep.flow_id).name}/{dep.name}"
     if flow_run.ui_url:  # the page of the run a person started, not of the stage's subflow
         tags["tokenmill.prefect_flow_run_url"] = str(flow_run.ui_url).replace(
-            str(flow_run.id), tags["tokenmill.prefect_flow_run_id"])
+            str(flow_run.id), tags["tokenmill.prefect_flow_run_id"]
+        )
     return tags
 
 
@@ -175,30 +233,49 @@ def publish_training(cfg: Config, result: dict[str, Any]) -> dict[str, Any]:
     run_id = result["mlflow_run_id"]
     url = mlflow_run_url(cfg.tracking_uri, run_id)
     link = f"[{url}]({url})" if url.startswith("http") else f"`{url}`"
-    create_markdown_artifact(key="mlflow-run", description="The MLflow run of this training", markdown=(
-        f"**MLflow run** `{run_id}` in experiment `{cfg.tracking.experiment}`: {link}\n\n"
-        f"Sample: {train['sample']!r}"))
-    create_table_artifact(key="final-metrics", description="Validation metrics of the trained model", table=[
-        {"metric": f"validation {name}", "value": round(value, 4)} for name, value in train["val_metrics"].items()
-    ] + [
-        {"metric": "token loss vs unigram baseline",
-         "value": f"{train['token_loss']:.4f} vs {train['unigram_baseline_loss']:.4f}"},
-        {"metric": "model", "value": f"{train['model']['family']} ({train['model']['objective']})"},
-        {"metric": "parameters", "value": train["model"]["num_params"]},
-        {"metric": "tokens seen", "value": train["tokens_seen"]},
-        {"metric": "MLflow run", "value": url},
-    ])
+    create_markdown_artifact(
+        key="mlflow-run",
+        description="The MLflow run of this training",
+        markdown=(
+            f"**MLflow run** `{run_id}` in experiment `{cfg.tracking.experiment}`: {link}\n\n"
+            f"Sample: {train['sample']!r}"
+        ),
+    )
+    create_table_artifact(
+        key="final-metrics",
+        description="Validation metrics of the trained model",
+        table=[
+            {"metric": f"validation {name}", "value": round(value, 4)} for name, value in train["val_metrics"].items()
+        ]
+        + [
+            {
+                "metric": "token loss vs unigram baseline",
+                "value": f"{train['token_loss']:.4f} vs {train['unigram_baseline_loss']:.4f}",
+            },
+            {"metric": "model", "value": f"{train['model']['family']} ({train['model']['objective']})"},
+            {"metric": "parameters", "value": train["model"]["num_params"]},
+            {"metric": "tokens seen", "value": train["tokens_seen"]},
+            {"metric": "MLflow run", "value": url},
+        ],
+    )
     return train
 
 
 # --------------------------------------------------------------------------- evaluate
 
+
 def _evaluate_inputs(args: dict[str, Any]) -> list[str]:
     return [manifest_fingerprint(args["train_manifest"])]
 
 
-@task(name="evaluate-model", retries=1, retry_delay_seconds=5, retry_condition_fn=_not_a_config_error,
-      timeout_seconds=6 * 3600, persist_result=True)
+@task(
+    name="evaluate-model",
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=_not_a_config_error,
+    timeout_seconds=6 * 3600,
+    persist_result=True,
+)
 def evaluate_model(cfg: Config, train_manifest: str, out_dir: str) -> str:
     """Score the saved model folder on the validation split in its own process; log ``eval/*`` into the
     training's MLflow run. Returns the evaluate manifest path."""
@@ -207,9 +284,19 @@ def evaluate_model(cfg: Config, train_manifest: str, out_dir: str) -> str:
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "config.yaml"
     dump_config(cfg, config_file)
-    cmd = [sys.executable, "-m", "tokenmill.training.evaluate", "--model", train["model"]["folder"],
-           "--run-config", str(config_file), "--tokens-manifest", train["tokens_manifest"]["path"],
-           "--out", str(out / "manifest.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tokenmill.training.evaluate",
+        "--model",
+        train["model"]["folder"],
+        "--run-config",
+        str(config_file),
+        "--tokens-manifest",
+        train["tokens_manifest"]["path"],
+        "--out",
+        str(out / "manifest.json"),
+    ]
     if train.get("mlflow_run_id"):
         cmd += ["--mlflow-run-id", train["mlflow_run_id"]]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO_ROOT)
@@ -221,4 +308,5 @@ def evaluate_model(cfg: Config, train_manifest: str, out_dir: str) -> str:
 
 def cached_evaluate_model(cfg: Config, train_manifest: str, out_dir: str) -> str:
     return evaluate_model.with_options(cache_policy=stage_cache("evaluate", out_dir, _evaluate_inputs))(
-        cfg, train_manifest, out_dir)
+        cfg, train_manifest, out_dir
+    )

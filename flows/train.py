@@ -12,14 +12,26 @@ from tokenmill.resolve import resolve_config
 
 
 @flow(name="train", log_prints=True)
-def train_flow(tokens_manifest: str, config_path: str | None = None, overrides: list[str] | None = None,
-               out_dir: str | None = None, run_name: str | None = None) -> dict[str, Any]:
+def train_flow(
+    tokens_manifest: str,
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    out_dir: str | None = None,
+    run_name: str | None = None,
+) -> dict[str, Any]:
     """Train on ``tokens_manifest`` into ``out_dir`` (default ``<run>/train``). Returns the train manifest
     path, the MLflow run id and the validation metrics."""
     cfg = resolve_config(config_path, overrides)
-    result = cached_train_model(cfg, tokens_manifest, out_dir or str(cfg.run_dir.resolve() / "train"),
-                                run_name or cfg.run.name)
+    result = cached_train_model(
+        cfg, tokens_manifest, out_dir or str(cfg.run_dir.resolve() / "train"), run_name or cfg.run.name
+    )
     train = publish_training(cfg, result)
-    return {**result, "tracking_uri": cfg.tracking_uri, "family": train["model"]["family"],
-            "val_loss": train["val_loss"], "val_metrics": train["val_metrics"], "token_loss": train["token_loss"],
-            "unigram_baseline_loss": train["unigram_baseline_loss"]}
+    return {
+        **result,
+        "tracking_uri": cfg.tracking_uri,
+        "family": train["model"]["family"],
+        "val_loss": train["val_loss"],
+        "val_metrics": train["val_metrics"],
+        "token_loss": train["token_loss"],
+        "unigram_baseline_loss": train["unigram_baseline_loss"],
+    }

@@ -25,11 +25,11 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
+from tokenmill.core.config import DataConfig
+from tokenmill.core.manifest import sha256_file, write_manifest
 from tokenmill.spark_jobs.readers import RAW_SCHEMA, AnyReader, expand_inputs, object_frame
 from tokenmill.spark_jobs.registry import build_step, complete_step_options
 from tokenmill.spark_jobs.steps import DatasetStep, DocumentStep
-from tokenmill.core.config import DataConfig
-from tokenmill.core.manifest import sha256_file, write_manifest
 
 log = logging.getLogger("tokenmill.data")
 
@@ -40,8 +40,20 @@ DOC_SCHEMA = (
 )
 DOC_COLUMNS = [c.split()[0] for c in DOC_SCHEMA.split(", ")]
 KEPT_COLUMNS = ["id", "url", "source", "text", "lang", "lang_score", "metadata", "cluster_id", "cluster_size"]
-REJECTED_COLUMNS = ["id", "url", "source", "text", "lang", "lang_score", "metadata", "stage", "reason",
-                    "duplicate_of", "cluster_id", "cluster_size"]
+REJECTED_COLUMNS = [
+    "id",
+    "url",
+    "source",
+    "text",
+    "lang",
+    "lang_score",
+    "metadata",
+    "stage",
+    "reason",
+    "duplicate_of",
+    "cluster_id",
+    "cluster_size",
+]
 QUARANTINE_COLUMNS = ["id", "url", "source", "metadata", "stage", "reason", "error"]
 
 
@@ -67,8 +79,7 @@ class DocumentPipeline:
             doc = {k: row.get(k) for k in DOC_COLUMNS}
             doc.update(stats="{}", status="kept")
             if row["error"] is not None:
-                doc.update(status="quarantined", stage="read", reason="read_error", error=row["error"],
-                           payload=None)
+                doc.update(status="quarantined", stage="read", reason="read_error", error=row["error"], payload=None)
                 return doc
         else:
             doc = row
@@ -79,8 +90,12 @@ class DocumentPipeline:
             try:
                 reason = step.process(work)
             except Exception as e:
-                work.update(status="quarantined", stage=step.name, reason=f"{step.name}_failed",
-                            error=f"{type(e).__name__}: {e}")
+                work.update(
+                    status="quarantined",
+                    stage=step.name,
+                    reason=f"{step.name}_failed",
+                    error=f"{type(e).__name__}: {e}",
+                )
                 break
             if reason:
                 work.update(status="dropped", stage=step.name, reason=reason)
@@ -113,8 +128,12 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
     inputs = expand_inputs(cfg.input, cfg.format)
     steps = build_steps(cfg)  # fails fast on bad options before Spark starts
     log.info("data: %d input file(s) from %s; steps: %s", len(inputs), cfg.input, " → ".join(cfg.steps))
-    spark = spark_session(cfg.spark_master, cfg.spark_driver_memory, app_name="tokenmill-clean",
-                          shuffle_partitions=cfg.spark_shuffle_partitions)
+    spark = spark_session(
+        cfg.spark_master,
+        cfg.spark_driver_memory,
+        app_name="tokenmill-clean",
+        shuffle_partitions=cfg.spark_shuffle_partitions,
+    )
     timings = {"spark_start_s": round(time.time() - started, 2)}
 
     files = spark.createDataFrame(inputs, "path string, format string").repartition(max(1, len(inputs)))
@@ -131,7 +150,8 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
         if pending or from_raw:
             # Persisted: dataset steps read their input several times, and the Python steps must run once.
             docs = docs.mapInPandas(DocumentPipeline(pending, from_raw), DOC_SCHEMA).persist(
-                StorageLevel.MEMORY_AND_DISK)
+                StorageLevel.MEMORY_AND_DISK
+            )
             pending, from_raw = [], False
         if step is not None:
             docs = step.apply(docs)
@@ -145,10 +165,16 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
     accounted = counts["kept"] + sum(counts["dropped"].values()) + sum(counts["quarantined"].values())
     if accounted != n_read:
         raise RuntimeError(f"accounting broken: read {n_read} records but kept+dropped+quarantined = {accounted}")
-    stats = {r["key"]: r["n"] for r in docs.select(F.explode(F.from_json("stats", "map<string,long>")))
-             .groupBy("key").agg(F.sum("value").alias("n")).collect()}
-    languages = {r["lang"] or "unknown": r["count"] for r in
-                 docs.filter("status = 'kept'").groupBy("lang").count().collect()}
+    stats = {
+        r["key"]: r["n"]
+        for r in docs.select(F.explode(F.from_json("stats", "map<string,long>")))
+        .groupBy("key")
+        .agg(F.sum("value").alias("n"))
+        .collect()
+    }
+    languages = {
+        r["lang"] or "unknown": r["count"] for r in docs.filter("status = 'kept'").groupBy("lang").count().collect()
+    }
     kept_bytes = docs.filter("status = 'kept'").agg(F.sum(F.length("text"))).first()[0] or 0
     timings["process_s"] = round(time.time() - started - sum(timings.values()), 2)
 
@@ -157,14 +183,26 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
     row_group = cfg.row_group_mb * 2**20
     outputs = {
         "kept": _write_atomically(
-            docs.filter("status = 'kept'").select(*KEPT_COLUMNS).repartitionByRange(n_shards, "id")
-            .sortWithinPartitions("id"), out_dir / "kept", row_group),
+            docs.filter("status = 'kept'")
+            .select(*KEPT_COLUMNS)
+            .repartitionByRange(n_shards, "id")
+            .sortWithinPartitions("id"),
+            out_dir / "kept",
+            row_group,
+        ),
         "rejected": _write_atomically(
-            docs.filter("status = 'dropped'").select(*REJECTED_COLUMNS).repartitionByRange(n_shards, "id")
-            .sortWithinPartitions("id"), out_dir / "rejected", row_group),
+            docs.filter("status = 'dropped'")
+            .select(*REJECTED_COLUMNS)
+            .repartitionByRange(n_shards, "id")
+            .sortWithinPartitions("id"),
+            out_dir / "rejected",
+            row_group,
+        ),
         "quarantine": _write_atomically(
-            docs.filter("status = 'quarantined'").select(*QUARANTINE_COLUMNS).coalesce(1)
-            .sortWithinPartitions("id"), out_dir / "quarantine", row_group),
+            docs.filter("status = 'quarantined'").select(*QUARANTINE_COLUMNS).coalesce(1).sortWithinPartitions("id"),
+            out_dir / "quarantine",
+            row_group,
+        ),
     }
     docs.unpersist()
     raw.unpersist()
@@ -173,8 +211,7 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
 
     manifest = {
         "stage": "data",
-        "inputs": [{"path": p, "format": f, "bytes": os.path.getsize(p), "sha256": sha256_file(p)}
-                   for p, f in inputs],
+        "inputs": [{"path": p, "format": f, "bytes": os.path.getsize(p), "sha256": sha256_file(p)} for p, f in inputs],
         "outputs": outputs,
         "counts": {"read": n_read, **counts},
         "funnel": _funnel(n_read, cfg.steps, outcome),
@@ -185,8 +222,14 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
         "timings": timings,
     }
     write_manifest(out_dir / "manifest.json", manifest)
-    log.info("data: kept %d of %d (dropped %d, quarantined %d) in %.1fs", counts["kept"], n_read,
-             sum(counts["dropped"].values()), sum(counts["quarantined"].values()), timings["total_s"])
+    log.info(
+        "data: kept %d of %d (dropped %d, quarantined %d) in %.1fs",
+        counts["kept"],
+        n_read,
+        sum(counts["dropped"].values()),
+        sum(counts["quarantined"].values()),
+        timings["total_s"],
+    )
     return manifest
 
 
@@ -212,8 +255,15 @@ def _funnel(n_read: int, step_names: list[str], outcome) -> list[dict[str, Any]]
     for stage in ["read", *step_names]:
         dropped = by_stage.get(stage, {}).get("dropped", 0)
         quarantined = by_stage.get(stage, {}).get("quarantined", 0)
-        rows.append({"stage": stage, "in": remaining, "dropped": dropped, "quarantined": quarantined,
-                     "out": remaining - dropped - quarantined})
+        rows.append(
+            {
+                "stage": stage,
+                "in": remaining,
+                "dropped": dropped,
+                "quarantined": quarantined,
+                "out": remaining - dropped - quarantined,
+            }
+        )
         remaining -= dropped + quarantined
     return rows
 

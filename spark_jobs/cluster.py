@@ -33,8 +33,13 @@ def _spark_class() -> str:
 class StandaloneCluster:
     """Starts a master and ``workers`` workers as child processes; ``url`` is the master's ``spark://`` URL."""
 
-    def __init__(self, workers: int = 1, cores_per_worker: int = 1, memory_per_worker: str = "1g",
-                 log_dir: str | Path | None = None):
+    def __init__(
+        self,
+        workers: int = 1,
+        cores_per_worker: int = 1,
+        memory_per_worker: str = "1g",
+        log_dir: str | Path | None = None,
+    ):
         self.workers = workers
         self.cores = cores_per_worker
         self.memory = memory_per_worker
@@ -56,17 +61,38 @@ class StandaloneCluster:
             return sum(w["state"] == "ALIVE" for w in json.load(r)["workers"])
 
     def start(self, timeout: float = 120) -> StandaloneCluster:
-        self._spawn("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                    "--port", str(self.port), "--webui-port", str(self.ui_port))
+        self._spawn(
+            "master",
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--webui-port",
+            str(self.ui_port),
+        )
         for i in range(self.workers):
-            self._spawn(f"worker-{i}", "org.apache.spark.deploy.worker.Worker", self.url, "--host", "127.0.0.1",
-                        "--cores", str(self.cores), "--memory", self.memory, "--webui-port", str(_free_port()))
+            self._spawn(
+                f"worker-{i}",
+                "org.apache.spark.deploy.worker.Worker",
+                self.url,
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                str(self.cores),
+                "--memory",
+                self.memory,
+                "--webui-port",
+                str(_free_port()),
+            )
         deadline = time.time() + timeout
         while time.time() < deadline:
             if any(p.poll() is not None for p in self._procs):
                 self.stop()
-                raise RuntimeError("a Spark master or worker process exited during start-up"
-                                   + (f"; see {self.log_dir}" if self.log_dir else ""))
+                raise RuntimeError(
+                    "a Spark master or worker process exited during start-up"
+                    + (f"; see {self.log_dir}" if self.log_dir else "")
+                )
             try:
                 if self.alive_workers() == self.workers:
                     return self

@@ -49,9 +49,7 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 
 # ASCII bytes that are not letters or digits become spaces; bytes >= 0x80 (UTF-8 sequences) stay.
-_ASCII_SEPARATORS = bytes(
-    b if (b >= 0x80 or chr(b).isalnum()) else 0x20 for b in range(256)
-)
+_ASCII_SEPARATORS = bytes(b if (b >= 0x80 or chr(b).isalnum()) else 0x20 for b in range(256))
 
 
 class NGramHasher:
@@ -101,7 +99,7 @@ class NGramHasher:
         acc = np.zeros(count, dtype=np.uint64)
         with np.errstate(over="ignore"):
             for i in range(self.n):  # acc = sum w[j+i] * MULT^(n-1-i)  (mod 2^64), Horner's rule
-                acc = acc * _MULT + w[i:i + count]
+                acc = acc * _MULT + w[i : i + count]
             return _splitmix64(acc)
 
 
@@ -152,8 +150,15 @@ def _load_table(eval_dir: Path, n: int) -> tuple[np.ndarray, dict[str, int]]:
     stats = {"files": len(files), "texts": texts, "short_texts": short, "ngrams": int(len(table))}
     if not texts:
         log.warning("decontaminate: no .txt or .jsonl evaluation text under %s", eval_dir)
-    log.info("decontaminate: %d %d-grams from %d texts in %d files (%d texts shorter than %d words)",
-             len(table), n, texts, len(files), short, n)
+    log.info(
+        "decontaminate: %d %d-grams from %d texts in %d files (%d texts shorter than %d words)",
+        len(table),
+        n,
+        texts,
+        len(files),
+        short,
+        n,
+    )
     return table, stats
 
 

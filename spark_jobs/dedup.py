@@ -77,5 +77,4 @@ class UrlDeduplicator(DatasetStep):
             rest = F.regexp_replace(rest, r"[?&]$", "")
         rest = F.regexp_replace(rest, r"/$", "")
         key = F.when(F.col("url") != "", F.concat(scheme_host, rest))
-        return mark_duplicates(docs, key, [F.length("text").desc(), F.col("id")], self.name,
-                               f"{self.name}_duplicate")
+        return mark_duplicates(docs, key, [F.length("text").desc(), F.col("id")], self.name, f"{self.name}_duplicate")

@@ -36,11 +36,28 @@ _HTML_SNIFF = re.compile(
 )
 _CHARSET = re.compile(r"""charset\s*=\s*["']?([\w.:-]+)""", re.IGNORECASE)
 # WHATWG "encoding labels": what browsers actually decode these labels as.
-_WHATWG_ALIASES = {"latin1": "cp1252", "iso-8859-1": "cp1252", "iso8859-1": "cp1252", "iso_8859-1": "cp1252",
-                   "us-ascii": "cp1252", "ascii": "cp1252", "l1": "cp1252", "cp819": "cp1252",
-                   "iso-8859-9": "cp1254", "latin5": "cp1254", "tis-620": "cp874", "iso-8859-11": "cp874",
-                   "gb2312": "gbk", "x-gbk": "gbk", "ks_c_5601-1987": "cp949", "euc-kr": "cp949",
-                   "x-sjis": "shift_jis", "shift-jis": "shift_jis", "unicode": "utf-16le", "utf-16": "utf-16le"}
+_WHATWG_ALIASES = {
+    "latin1": "cp1252",
+    "iso-8859-1": "cp1252",
+    "iso8859-1": "cp1252",
+    "iso_8859-1": "cp1252",
+    "us-ascii": "cp1252",
+    "ascii": "cp1252",
+    "l1": "cp1252",
+    "cp819": "cp1252",
+    "iso-8859-9": "cp1254",
+    "latin5": "cp1254",
+    "tis-620": "cp874",
+    "iso-8859-11": "cp874",
+    "gb2312": "gbk",
+    "x-gbk": "gbk",
+    "ks_c_5601-1987": "cp949",
+    "euc-kr": "cp949",
+    "x-sjis": "shift_jis",
+    "shift-jis": "shift_jis",
+    "unicode": "utf-16le",
+    "utf-16": "utf-16le",
+}
 
 
 def is_html(payload: bytes | None, content_type: str | None) -> bool:
@@ -129,8 +146,15 @@ class HtmlExtractor(DocumentStep):
         if self.engine == "trafilatura":
             import trafilatura
 
-            text = trafilatura.extract(html, favor_precision=True, include_comments=False, include_tables=True,
-                                       deduplicate=False, with_metadata=False, output_format="txt")
+            text = trafilatura.extract(
+                html,
+                favor_precision=True,
+                include_comments=False,
+                include_tables=True,
+                deduplicate=False,
+                with_metadata=False,
+                output_format="txt",
+            )
             return (text or "").strip()
         from resiliparse.extract.html2text import extract_plain_text
 

@@ -237,7 +237,7 @@ class WordNgrams:
             first = int(np.argmax(ids == candidates[0]))
         else:  # first position holding any of them
             first = int(np.argmax(candidates[np.searchsorted(candidates, ids).clip(max=len(candidates) - 1)] == ids))
-        bound = top * int(self.lengths[first:first + n].sum()) / self.total_chars
+        bound = top * int(self.lengths[first : first + n].sum()) / self.total_chars
         if at_most is not None and bound <= at_most:
             return bound
         return self.covered_chars(ids == ids[first], n) / self.total_chars
@@ -297,7 +297,13 @@ class GopherRepetitionFilter(DocumentFilter):
         max_top_ngram_char_frac: Mapping[int, float] | Iterable[tuple[int, float]] = {2: 0.20, 3: 0.18, 4: 0.16},
         # Rae et al. 2021, table A1: duplicate 5..10-gram character fraction 0.15, 0.14, 0.13, 0.12, 0.11, 0.10
         max_dup_ngram_char_frac: Mapping[int, float] | Iterable[tuple[int, float]] = {
-            5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+            5: 0.15,
+            6: 0.14,
+            7: 0.13,
+            8: 0.12,
+            9: 0.11,
+            10: 0.10,
+        },
     ):
         self.max_dup_line_frac = max_dup_line_frac
         self.max_dup_para_frac = max_dup_para_frac
@@ -339,8 +345,14 @@ class GopherRepetitionFilter(DocumentFilter):
 # C4
 
 
-C4_POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
-                        "use cookies")  # Raffel et al. 2020, T5 c4_utils
+C4_POLICY_SUBSTRINGS = (
+    "terms of use",
+    "privacy policy",
+    "cookie policy",
+    "uses cookies",
+    "use of cookies",
+    "use cookies",
+)  # Raffel et al. 2020, T5 c4_utils
 _CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)  # Wikipedia-style markers, T5 c4_utils
 # A sentence ends at terminal punctuation (optionally closed by quotes/brackets) followed by whitespace.
 _SENTENCE_BREAK = re.compile(r"[.!?\u2026\u3002\uff01\uff1f]+[\"'\u201d\u2019\u00bb)\]]*\s+(?=\S)")

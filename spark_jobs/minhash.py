@@ -82,8 +82,13 @@ def _mod_p(h: np.ndarray) -> np.ndarray:
     return np.minimum(x, x - _P)  # x - p wraps to a huge value when x < p
 
 
-def affine_mod_p(x: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
-                 tmp: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def affine_mod_p(
+    x: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    out: np.ndarray | None = None,
+    tmp: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """``(a * x + b) mod (2^61 - 1)`` exactly, broadcasting x of shape (n, 1) against a, b of shape (k,).
 
     All inputs must be uint64 below p. The 122-bit product never exists: with
@@ -329,8 +334,11 @@ def connected_components(edges, max_iterations: int = 100):
     given = _materialize(edges.select(F.col("src"), F.col("dst")).dropna())  # the input is computed once
     nodes = given.select(F.col("src").alias("node")).union(given.select(F.col("dst").alias("node"))).distinct()
     # Edges are kept oriented (larger, smaller), without self-loops or repeats.
-    e = (given.filter(F.col("src") != F.col("dst"))
-         .select(F.greatest("src", "dst").alias("src"), F.least("src", "dst").alias("dst")).distinct())
+    e = (
+        given.filter(F.col("src") != F.col("dst"))
+        .select(F.greatest("src", "dst").alias("src"), F.least("src", "dst").alias("dst"))
+        .distinct()
+    )
     rounds = 0
     while not _is_star_forest(e):
         if rounds == max_iterations:
@@ -339,8 +347,9 @@ def connected_components(edges, max_iterations: int = 100):
         rounds += 1
     log.info("connected_components: converged after %d large-star/small-star round(s)", rounds)
     star = e.select(F.col("src").alias("node"), F.col("dst").alias("component"))
-    return (nodes.join(star, "node", "left")
-            .select("node", F.coalesce(F.col("component"), F.col("node")).alias("component")))
+    return nodes.join(star, "node", "left").select(
+        "node", F.coalesce(F.col("component"), F.col("node")).alias("component")
+    )
 
 
 def _large_star(e):
@@ -349,11 +358,13 @@ def _large_star(e):
     from pyspark.sql import functions as F
 
     both = e.select(F.col("src").alias("u"), F.col("dst").alias("v")).union(
-        e.select(F.col("dst").alias("u"), F.col("src").alias("v")))
+        e.select(F.col("dst").alias("u"), F.col("src").alias("v"))
+    )
     m = F.least(F.col("u"), F.min("v").over(Window.partitionBy("u")))
     # Not de-duplicated here: small-star (always next) takes a min per node and de-duplicates its output.
-    return (both.withColumn("m", m).filter(F.col("v") > F.col("u"))
-            .select(F.col("v").alias("src"), F.col("m").alias("dst")))
+    return (
+        both.withColumn("m", m).filter(F.col("v") > F.col("u")).select(F.col("v").alias("src"), F.col("m").alias("dst"))
+    )
 
 
 def _small_star(e):
@@ -362,9 +373,11 @@ def _small_star(e):
     from pyspark.sql import functions as F
 
     with_min = e.withColumn("m", F.min("dst").over(Window.partitionBy("src")))
-    return (with_min.select("src", F.col("m").alias("dst"))
-            .union(with_min.filter(F.col("dst") != F.col("m")).select(F.col("dst").alias("src"), F.col("m").alias("dst")))
-            .distinct())
+    return (
+        with_min.select("src", F.col("m").alias("dst"))
+        .union(with_min.filter(F.col("dst") != F.col("m")).select(F.col("dst").alias("src"), F.col("m").alias("dst")))
+        .distinct()
+    )
 
 
 def _is_star_forest(e) -> bool:
@@ -372,7 +385,8 @@ def _is_star_forest(e) -> bool:
     from pyspark.sql import functions as F
 
     ends = e.select(F.col("src").alias("n"), F.lit(1).alias("out"), F.lit(0).alias("into")).union(
-        e.select(F.col("dst").alias("n"), F.lit(0).alias("out"), F.lit(1).alias("into")))
+        e.select(F.col("dst").alias("n"), F.lit(0).alias("out"), F.lit(1).alias("into"))
+    )
     per_node = ends.groupBy("n").agg(F.sum("out").alias("out"), F.max("into").alias("into"))
     return per_node.filter((F.col("out") > 1) | ((F.col("out") > 0) & (F.col("into") > 0))).isEmpty()
 
@@ -396,8 +410,15 @@ class MinhashDeduplicator(DatasetStep):
     BUCKET_CENTERS = 4  # bigger buckets: each member is paired with this many smallest ids
     _REQUIRED = ("id", "text", "status", "stage", "reason", "duplicate_of")
 
-    def __init__(self, num_bands: int = 14, rows_per_band: int = 8, ngram_size: int = 5, threshold: float = 0.8,
-                 seed: int = 1, verify: str = "exact"):
+    def __init__(
+        self,
+        num_bands: int = 14,
+        rows_per_band: int = 8,
+        ngram_size: int = 5,
+        threshold: float = 0.8,
+        seed: int = 1,
+        verify: str = "exact",
+    ):
         if verify not in ("signature", "exact"):
             raise ValueError(f"minhash.verify must be 'signature' or 'exact', not {verify!r}")
         if not 0.0 < threshold <= 1.0:
@@ -423,8 +444,9 @@ class MinhashDeduplicator(DatasetStep):
         schema = "id string, signature array<bigint>, bands array<bigint>"
         if self.verify == "exact":
             schema += ", shingles array<bigint>"
-        body = _SignatureBatches(self.num_bands, self.rows_per_band, self.ngram_size, self.seed,
-                                 with_shingles=self.verify == "exact")
+        body = _SignatureBatches(
+            self.num_bands, self.rows_per_band, self.ngram_size, self.seed, with_shingles=self.verify == "exact"
+        )
         return docs.select("id", "text").mapInArrow(body, schema)
 
     def candidate_pairs(self, sigs):
@@ -433,15 +455,20 @@ class MinhashDeduplicator(DatasetStep):
         from pyspark.sql import functions as F
 
         bucket = Window.partitionBy("band", "band_hash")
-        members = (sigs.select("id", F.posexplode("bands").alias("band", "band_hash"))
-                   .withColumn("size", F.count(F.lit(1)).over(bucket))
-                   .filter(F.col("size") > 1)
-                   .withColumn("rank", F.row_number().over(bucket.orderBy("id"))))
+        members = (
+            sigs.select("id", F.posexplode("bands").alias("band", "band_hash"))
+            .withColumn("size", F.count(F.lit(1)).over(bucket))
+            .filter(F.col("size") > 1)
+            .withColumn("rank", F.row_number().over(bucket.orderBy("id")))
+        )
         centers = members.filter((F.col("size") <= self.ALL_PAIRS_MAX_BUCKET) | (F.col("rank") <= self.BUCKET_CENTERS))
-        return (centers.select("band", "band_hash", F.col("id").alias("src"))
-                .join(members.select("band", "band_hash", F.col("id").alias("dst")), ["band", "band_hash"])
-                .filter(F.col("src") < F.col("dst"))
-                .select("src", "dst").distinct())
+        return (
+            centers.select("band", "band_hash", F.col("id").alias("src"))
+            .join(members.select("band", "band_hash", F.col("id").alias("dst")), ["band", "band_hash"])
+            .filter(F.col("src") < F.col("dst"))
+            .select("src", "dst")
+            .distinct()
+        )
 
     def verified_edges(self, pairs, sigs):
         """The candidate pairs whose similarity reaches ``threshold``, with that ``similarity``."""
@@ -458,8 +485,9 @@ class MinhashDeduplicator(DatasetStep):
         else:
             equal = F.aggregate(F.zip_with("a", "b", lambda x, y: (x == y).cast("int")), F.lit(0), lambda s, x: s + x)
             similarity = equal / F.lit(self.num_perm)
-        return (joined.select("src", "dst", similarity.alias("similarity"))
-                .filter(F.col("similarity") >= F.lit(self.threshold - 1e-9)))
+        return joined.select("src", "dst", similarity.alias("similarity")).filter(
+            F.col("similarity") >= F.lit(self.threshold - 1e-9)
+        )
 
     def clusters(self, docs):
         """``(id, cluster_id, cluster_size)`` of the kept documents that are in a cluster of two or more."""
@@ -471,8 +499,10 @@ class MinhashDeduplicator(DatasetStep):
         edges = self.verified_edges(self.candidate_pairs(sigs), sigs).select("src", "dst")
         components = connected_components(edges)
         return components.select(
-            F.col("node").alias("id"), F.col("component").alias("cluster_id"),
-            F.count(F.lit(1)).over(Window.partitionBy("component")).cast("int").alias("cluster_size"))
+            F.col("node").alias("id"),
+            F.col("component").alias("cluster_id"),
+            F.count(F.lit(1)).over(Window.partitionBy("component")).cast("int").alias("cluster_size"),
+        )
 
     def apply(self, docs):
         from pyspark.sql import functions as F
@@ -498,6 +528,7 @@ class MinhashDeduplicator(DatasetStep):
             "duplicate_of": when_copy(F.col("cluster_id"), "duplicate_of"),
         }
         marked = marked.select(*[replaced.get(c, F.col(c)).alias(c) for c in columns], "cluster_id", "cluster_size")
-        rest = rest.select(*columns, F.lit(None).cast("string").alias("cluster_id"),
-                           F.lit(None).cast("int").alias("cluster_size"))
+        rest = rest.select(
+            *columns, F.lit(None).cast("string").alias("cluster_id"), F.lit(None).cast("int").alias("cluster_size")
+        )
         return marked.unionByName(rest)

@@ -83,12 +83,14 @@ def _nanp_plain(sep: str) -> str:  # after the area code's first digit: 15-555-0
 
 
 _PHONE_NANP = re.compile(
-    r"[(+1-9](?<![\w+][(+1-9])(?<!\d[-.][(+1-9])"      # first character, not glued to a word or number
+    r"[(+1-9](?<![\w+][(+1-9])(?<!\d[-.][(+1-9])"  # first character, not glued to a word or number
     r"(?:(?<=\+)1[-. ]?(?:\(" + _NANP_PAREN + r"|[2-9]" + _nanp_plain("s1") + r")"  # +1 ...
-    r"|(?<=1)[-. ](?:\(" + _NANP_PAREN + r"|[2-9]" + _nanp_plain("s2") + r")"       # 1-800-...
-    r"|(?<=\()" + _NANP_PAREN +                                                      # (415) 555-0132
-    r"|(?<=[2-9])" + _nanp_plain("s3") +                                             # 415-555-0132
-    r")(?![\w]|[.-]\d)"
+    r"|(?<=1)[-. ](?:\(" + _NANP_PAREN + r"|[2-9]" + _nanp_plain("s2") + r")"  # 1-800-...
+    r"|(?<=\()"
+    + _NANP_PAREN  # (415) 555-0132
+    + r"|(?<=[2-9])"
+    + _nanp_plain("s3")  # 415-555-0132
+    + r")(?![\w]|[.-]\d)"
 )
 _DIGITS = re.compile(r"\d")
 
@@ -136,7 +138,7 @@ def _substitute(text: str, matches, replace) -> tuple[str, int]:
         out = replace(m)
         if out is None:
             continue
-        pieces.append(text[last:m.start()])
+        pieces.append(text[last : m.start()])
         pieces.append(out)
         last = m.end()
         n += 1
@@ -155,8 +157,15 @@ class PIIRedactor(DocumentStep):
 
     name = "pii"
 
-    def __init__(self, email: bool = True, ip: bool = True, phone: bool = True, email_placeholder: str = "<EMAIL>",
-                 ip_placeholder: str = "<IP_ADDRESS>", phone_placeholder: str = "<PHONE_NUMBER>"):
+    def __init__(
+        self,
+        email: bool = True,
+        ip: bool = True,
+        phone: bool = True,
+        email_placeholder: str = "<EMAIL>",
+        ip_placeholder: str = "<IP_ADDRESS>",
+        phone_placeholder: str = "<PHONE_NUMBER>",
+    ):
         self.email = email
         self.ip = ip
         self.phone = phone

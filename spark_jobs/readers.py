@@ -52,14 +52,22 @@ _BOM = b"\xef\xbb\xbf"
 
 # Longest suffix first: ``x.warc.wet.gz`` must match ``.warc.wet.gz``, not ``.gz``.
 EXTENSIONS: dict[str, str] = {
-    ".warc.wet.gz": "warc", ".wet.gz": "warc", ".warc.gz": "warc", ".warc": "warc", ".wet": "warc",
-    ".jsonl.zst": "jsonl", ".jsonl.gz": "jsonl", ".json.gz": "jsonl", ".jsonl": "jsonl",
+    ".warc.wet.gz": "warc",
+    ".wet.gz": "warc",
+    ".warc.gz": "warc",
+    ".warc": "warc",
+    ".wet": "warc",
+    ".jsonl.zst": "jsonl",
+    ".jsonl.gz": "jsonl",
+    ".json.gz": "jsonl",
+    ".jsonl": "jsonl",
     ".parquet": "parquet",
     ".txt": "text",
 }
 
 
 # --- input expansion ----------------------------------------------------------------------------
+
 
 def detect_format(path: str) -> str:
     """The format a file's extension names (``warc``, ``jsonl``, ``parquet``, ``text``), else ``unknown``."""
@@ -95,11 +103,12 @@ def expand_inputs(spec: str, fmt: str = "auto") -> list[tuple[str, str]]:
     else:
         raise FileNotFoundError(
             f"data.input {spec!r} does not exist: give an input file, a folder or a glob "
-            f"(relative paths are resolved from {os.getcwd()!r})")
+            f"(relative paths are resolved from {os.getcwd()!r})"
+        )
     if not files:
         raise FileNotFoundError(
-            f"data.input {spec!r} matches no input files: expected files ending in "
-            f"{', '.join(sorted(EXTENSIONS))}")
+            f"data.input {spec!r} matches no input files: expected files ending in {', '.join(sorted(EXTENSIONS))}"
+        )
     files = sorted({os.path.abspath(f) for f in files})
     return [(f, detect_format(f) if fmt == "auto" else fmt) for f in files]
 
@@ -117,6 +126,7 @@ def _walk(folder: str) -> list[str]:
 
 
 # --- rows and ids -------------------------------------------------------------------------------
+
 
 def record_id(source: str, warc_record_id: str | None, offset: int | str) -> str:
     """Deterministic document id from the record's location (reruns give the same ids)."""
@@ -139,8 +149,12 @@ def _row(**fields: Any) -> dict:
 
 def _error_row(source: str, offset: int, error: str, key: str | None = None) -> dict:
     """A quarantine row; ``key`` tells apart several error rows at the same offset."""
-    return _row(id=record_id(source, None, f"{offset}{key or ''}") + "-err", source=source, offset=offset,
-                error=_printable(error))
+    return _row(
+        id=record_id(source, None, f"{offset}{key or ''}") + "-err",
+        source=source,
+        offset=offset,
+        error=_printable(error),
+    )
 
 
 def _printable(message: str, limit: int = 500) -> str:
@@ -191,6 +205,7 @@ def object_frame(rows: list[dict], columns: list[str] | None = None) -> pd.DataF
 
 # --- readers ------------------------------------------------------------------------------------
 
+
 class Reader:
     """Base of the readers: ``read_file`` yields one file's raw rows; ``__call__`` is the ``mapInPandas`` body.
 
@@ -224,8 +239,9 @@ class Reader:
             raise
         except Exception as e:
             where = f"after {n} row(s), offset {last_offset}" if n else "at the start"
-            yield _error_row(source, last_offset,
-                             f"{source}: cannot read {self.format} file {where}: {_describe(e)}", key="-fail")
+            yield _error_row(
+                source, last_offset, f"{source}: cannot read {self.format} file {where}: {_describe(e)}", key="-fail"
+            )
 
     def rows_for(self, path: str, fmt: str | None) -> Iterator[dict]:
         """The rows of one input: this reader's own format (``fmt`` is for dispatching readers)."""
@@ -307,8 +323,7 @@ class WarcReader(Reader):
                     if p.pending is not None and p.damage is None:
                         yield p.pending
                     elif p.damage is not None:
-                        yield from self._damage_rows(source, p, p.damage[0],
-                                                     "the rest of the gzip stream is skipped")
+                        yield from self._damage_rows(source, p, p.damage[0], "the rest of the gzip stream is skipped")
                     return
                 last = p.last if p.last is not None else start
                 if p.damage is None and gz:
@@ -323,8 +338,9 @@ class WarcReader(Reader):
                     elif gz:
                         problem = _gzip_problem(fh, last)
                         if problem:
-                            yield _error_row(source, p.end,
-                                             f"{source}: WARC file damaged after byte {p.end}: {problem}")
+                            yield _error_row(
+                                source, p.end, f"{source}: WARC file damaged after byte {p.end}: {problem}"
+                            )
                     return
                 bad = max(p.damage[0], start if p.last is None else p.last + 1)
                 if p.pending is not None and p.pending["offset"] == p.last:
@@ -334,8 +350,11 @@ class WarcReader(Reader):
                     if p.pending is not None:
                         yield p.pending
                     return
-                where = (f"bytes {bad}-{nxt} skipped, reading resumes at the next record (byte {nxt})"
-                         if nxt is not None else f"bytes {bad}-{size} (end of file) skipped")
+                where = (
+                    f"bytes {bad}-{nxt} skipped, reading resumes at the next record (byte {nxt})"
+                    if nxt is not None
+                    else f"bytes {bad}-{size} (end of file) skipped"
+                )
                 yield from self._damage_rows(source, p, bad, where)
                 start = nxt
 
@@ -385,10 +404,17 @@ class WarcReader(Reader):
     def _record_row(record, source: str, offset: int) -> dict:
         headers = record.rec_headers
         warc_id = headers.get_header("WARC-Record-ID")
-        row = _row(id=record_id(source, warc_id, offset), url=headers.get_header("WARC-Target-URI") or "",
-                   source=source, offset=offset)
-        meta: dict[str, Any] = {"warc_type": record.rec_type, "warc_date": headers.get_header("WARC-Date"),
-                                "warc_record_id": warc_id}
+        row = _row(
+            id=record_id(source, warc_id, offset),
+            url=headers.get_header("WARC-Target-URI") or "",
+            source=source,
+            offset=offset,
+        )
+        meta: dict[str, Any] = {
+            "warc_type": record.rec_type,
+            "warc_date": headers.get_header("WARC-Date"),
+            "warc_record_id": warc_id,
+        }
         try:
             if record.rec_type == "conversion":
                 row["content_type"] = headers.get_header("Content-Type") or ""
@@ -402,14 +428,18 @@ class WarcReader(Reader):
                     meta["http_status"] = int(status) if status and status.isdigit() else status
                 body = record.content_stream().read()
             if record.raw_stream.limit > 0:
-                row["error"] = (f"{source}: truncated WARC record at byte {offset}: "
-                                f"{record.raw_stream.limit} of {record.length} bytes missing")
+                row["error"] = (
+                    f"{source}: truncated WARC record at byte {offset}: "
+                    f"{record.raw_stream.limit} of {record.length} bytes missing"
+                )
             elif record.rec_type == "conversion":
                 try:
                     row["text"] = body.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    row["error"] = (f"{source}: WET record at byte {offset}: text is not valid UTF-8 "
-                                    f"(byte {e.start} of the body: {e.reason})")
+                    row["error"] = (
+                        f"{source}: WET record at byte {offset}: text is not valid UTF-8 "
+                        f"(byte {e.start} of the body: {e.reason})"
+                    )
             else:
                 row["payload"] = body
         except Exception as e:  # a corrupt record among good ones
@@ -458,7 +488,7 @@ def _next_warc_record(fh, start: int, gzip_only: bool = False) -> int | None:
             if pos < 0 or (plain is not None and pos > plain):
                 return plain
             try:
-                head = zlib.decompressobj(31).decompress(mm[pos:pos + 65536], 5)
+                head = zlib.decompressobj(31).decompress(mm[pos : pos + 65536], 5)
             except zlib.error:
                 head = b""
             if head == b"WARC/":
@@ -518,11 +548,11 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         start = 0
         while (nl := chunk.find(b"\n", start)) >= 0:
             if pending:
-                pending += chunk[start:nl + 1]
+                pending += chunk[start : nl + 1]
                 yield bytes(pending)
                 pending.clear()
             else:
-                yield chunk[start:nl + 1]
+                yield chunk[start : nl + 1]
             start = nl + 1
         pending += chunk[start:]
     if pending:
@@ -555,13 +585,17 @@ class JsonlReader(Reader):
                 for raw in _lines(chunks):
                     lineno += 1
                     if lineno == 1 and raw.startswith(_BOM):
-                        raw = raw[len(_BOM):]
+                        raw = raw[len(_BOM) :]
                     if raw.strip():
                         yield self._line_row(raw, source, lineno)
             except Exception as e:
-                yield _error_row(source, lineno + 1,
-                                 f"{source}: {compression} stream damaged after line {lineno} "
-                                 f"(the rest of the file is unreadable): {_describe(e)}", key="-stream")
+                yield _error_row(
+                    source,
+                    lineno + 1,
+                    f"{source}: {compression} stream damaged after line {lineno} "
+                    f"(the rest of the file is unreadable): {_describe(e)}",
+                    key="-stream",
+                )
 
     @staticmethod
     def _line_row(raw: bytes, source: str, lineno: int) -> dict:
@@ -599,9 +633,15 @@ def _document_row(fields: dict, source: str, offset: int, where: str) -> dict:
         problem = _utf8_problem(value)
         if problem:
             return _error_row(source, offset, f"{where}: '{name}' is {problem}")
-    return _row(id=namespaced_id(source, given_id) if given_id is not None else record_id(source, None, offset),
-                url=url or "", source=source, offset=offset, content_type="text/plain", text=text,
-                metadata=_metadata(meta))
+    return _row(
+        id=namespaced_id(source, given_id) if given_id is not None else record_id(source, None, offset),
+        url=url or "",
+        source=source,
+        offset=offset,
+        content_type="text/plain",
+        text=text,
+        metadata=_metadata(meta),
+    )
 
 
 class ParquetReader(Reader):
@@ -634,10 +674,16 @@ class ParquetReader(Reader):
         text_type = schema.field("text").type
         if pa.types.is_dictionary(text_type):
             text_type = text_type.value_type
-        if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)
-                or getattr(pa.types, "is_string_view", lambda t: False)(text_type)):
-            yield _error_row(source, 0, f"{source}: Parquet column 'text' is {schema.field('text').type}, "
-                                        f"not a string (schema: {found})")
+        if not (
+            pa.types.is_string(text_type)
+            or pa.types.is_large_string(text_type)
+            or getattr(pa.types, "is_string_view", lambda t: False)(text_type)
+        ):
+            yield _error_row(
+                source,
+                0,
+                f"{source}: Parquet column 'text' is {schema.field('text').type}, not a string (schema: {found})",
+            )
             return
         first = 0
         for group in range(pf.num_row_groups):
@@ -653,9 +699,13 @@ class ParquetReader(Reader):
                             yield _document_row(fields, source, row_no, where)
                         row_no += 1
             except Exception as e:
-                yield _error_row(source, row_no,
-                                 f"{source}: unreadable Parquet row group {group} from row {row_no} "
-                                 f"(rows {row_no}-{first + n_rows - 1} quarantined): {_describe(e)}", key="-group")
+                yield _error_row(
+                    source,
+                    row_no,
+                    f"{source}: unreadable Parquet row group {group} from row {row_no} "
+                    f"(rows {row_no}-{first + n_rows - 1} quarantined): {_describe(e)}",
+                    key="-group",
+                )
             first += n_rows
 
 
@@ -677,7 +727,7 @@ class TextReader(Reader):
         with open(path, "rb") as fh:
             data = fh.read()
         if data.startswith(_BOM):
-            data = data[len(_BOM):]
+            data = data[len(_BOM) :]
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -705,9 +755,13 @@ def read_any(path: str, fmt: str | None = None, root: str | None = None) -> Iter
     reader_cls = READERS.get(fmt)
     if reader_cls is None:
         source = Reader(root).source_name(path)
-        yield _error_row(source, 0, f"{source}: unrecognised input file type (format {fmt!r}): not read; "
-                                    f"known extensions are {', '.join(sorted(EXTENSIONS))}, or set data.format "
-                                    f"to one of {sorted(READERS)}")
+        yield _error_row(
+            source,
+            0,
+            f"{source}: unrecognised input file type (format {fmt!r}): not read; "
+            f"known extensions are {', '.join(sorted(EXTENSIONS))}, or set data.format "
+            f"to one of {sorted(READERS)}",
+        )
         return
     yield from reader_cls(root).read(path)
 

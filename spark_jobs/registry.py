@@ -57,15 +57,17 @@ def complete_step_options(data: DataConfig) -> DataConfig:
     for name in [*data.steps, *data.step_options]:
         if name not in STEPS:
             where = "in data.steps" if name in data.steps else f"(data.{name} is not a step's options)"
-            raise ConfigError(f"unknown data step {name!r} {where}{_did_you_mean(name, STEPS)}; "
-                              f"known: {', '.join(STEPS)}")
+            raise ConfigError(
+                f"unknown data step {name!r} {where}{_did_you_mean(name, STEPS)}; known: {', '.join(STEPS)}"
+            )
     for name in STEPS:
         defaults = step_defaults(name)
         given = dict(data.step_options.get(name, {}))
         for key, value in given.items():
             if key not in defaults:
-                raise ConfigError(f"unknown option data.{name}.{key!r}{_did_you_mean(key, defaults)}; "
-                                  f"valid: {', '.join(defaults)}")
+                raise ConfigError(
+                    f"unknown option data.{name}.{key!r}{_did_you_mean(key, defaults)}; valid: {', '.join(defaults)}"
+                )
             default = defaults[key]
             if default is not None and not isinstance(default, (list, dict)):
                 given[key] = coerce(value, type(default), f"data.{name}.{key}")

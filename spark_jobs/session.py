@@ -5,8 +5,9 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 
 
-def spark_session(master: str, driver_memory: str, app_name: str = "tokenmill",
-                  shuffle_partitions: int = 16) -> SparkSession:
+def spark_session(
+    master: str, driver_memory: str, app_name: str = "tokenmill", shuffle_partitions: int = 16
+) -> SparkSession:
     """Start (or reuse) a session on ``master``: ``local[*]`` by default, a ``spark://`` URL for a cluster.
 
     ``driver_memory`` only takes effect if no session has started in this process yet.

@@ -58,6 +58,7 @@ def pipeline_run(prefect_harness, tmp_path_factory):
     from tokenmill.flows.pipeline import pipeline_flow
 
     out = tmp_path_factory.mktemp("runs")
-    return pipeline_flow(config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),
-                             overrides=[f"run.output_dir={out}",
-                                        f"data.input={REPO_ROOT / 'data/sample/crawl-00001.warc.gz'}"])
+    return pipeline_flow(
+        config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),
+        overrides=[f"run.output_dir={out}", f"data.input={REPO_ROOT / 'data/sample/crawl-00001.warc.gz'}"],
+    )

@@ -16,8 +16,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # The folders the package is made of (tokenmill/flows etc. are links to the top-level folders).
-SOURCES = {"tokenmill": "tokenmill", "flows": "tokenmill.flows", "spark_jobs": "tokenmill.spark_jobs",
-           "training": "tokenmill.training"}
+SOURCES = {
+    "tokenmill": "tokenmill",
+    "flows": "tokenmill.flows",
+    "spark_jobs": "tokenmill.spark_jobs",
+    "training": "tokenmill.training",
+}
 FLOOR = {"tokenmill.core": 0, "tokenmill.spark_jobs": 1, "tokenmill.training": 1}  # everything else: the roof
 OWN_NAMES = ("training", "flows", "spark_jobs")
 
@@ -62,8 +66,13 @@ MODULES = _modules()
 
 
 def test_every_source_folder_is_found():
-    assert {"tokenmill.core.config", "tokenmill.spark_jobs.registry", "tokenmill.training.train",
-            "tokenmill.flows.pipeline", "tokenmill.cli"} <= set(MODULES)
+    assert {
+        "tokenmill.core.config",
+        "tokenmill.spark_jobs.registry",
+        "tokenmill.training.train",
+        "tokenmill.flows.pipeline",
+        "tokenmill.cli",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("floor_name", ["tokenmill.core", "tokenmill.spark_jobs", "tokenmill.training"])
@@ -85,8 +94,12 @@ def test_imports_point_down(floor_name):
 def test_nothing_imports_the_folders_by_their_bare_names():
     """``training``, ``flows`` and ``spark_jobs`` are not installed as such: only ``tokenmill.*`` is."""
     files = [*MODULES.values(), *(REPO / "tests").rglob("*.py"), *(REPO / "bench").rglob("*.py")]
-    bare = [f"{path.relative_to(REPO)}:{line} imports {target}" for path in files
-            for line, target in _imports("x.y", path) if target.split(".")[0] in OWN_NAMES]
+    bare = [
+        f"{path.relative_to(REPO)}:{line} imports {target}"
+        for path in files
+        for line, target in _imports("x.y", path)
+        if target.split(".")[0] in OWN_NAMES
+    ]
     assert bare == []
 
 

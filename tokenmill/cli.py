@@ -1,19 +1,19 @@
 """``tokenmill``: the command line.
 
-    tokenmill run [--config FILE] [--set section.key=value ...]   run the pipeline flow
-    tokenmill data [--config FILE] [--set ...] [--out DIR]         run the data job alone (no Prefect, no MLflow)
-    tokenmill train [--config FILE] [--set ...] [--tokens M]       train on existing token shards (DeepSpeed, MLflow)
-    tokenmill config [--config FILE] [--set ...]                   print the resolved configuration
-    tokenmill models [--family F]                                  list the model flavours with parameter counts
-    tokenmill plan --model FLAVOUR --gpus N --zero S [--offload]   memory, FLOPs, token budget and time for a run
-    tokenmill export MODEL --out DIR                               write a Hugging Face folder for a trained model
-    tokenmill generate MODEL --prompt TEXT [...]                   sample from a GPT, T5 or Transformer
-    tokenmill attention MODEL --text TEXT --out DIR                save per-layer attention heatmaps
-    tokenmill up [--host H] [--prefect-port N] [--mlflow-port N]   start local Prefect and MLflow servers
-    tokenmill down                                                 stop them
-    tokenmill status                                               are they running? (exit 0 yes, 3 no)
-    tokenmill serve [DEPLOYMENT ...] [--list]                      serve prefect.yaml's deployments
-    tokenmill bakeoff [--config FILE] [--set ...] [--families ...]  GPT vs BERT vs T5 on the same data
+tokenmill run [--config FILE] [--set section.key=value ...]   run the pipeline flow
+tokenmill data [--config FILE] [--set ...] [--out DIR]         run the data job alone (no Prefect, no MLflow)
+tokenmill train [--config FILE] [--set ...] [--tokens M]       train on existing token shards (DeepSpeed, MLflow)
+tokenmill config [--config FILE] [--set ...]                   print the resolved configuration
+tokenmill models [--family F]                                  list the model flavours with parameter counts
+tokenmill plan --model FLAVOUR --gpus N --zero S [--offload]   memory, FLOPs, token budget and time for a run
+tokenmill export MODEL --out DIR                               write a Hugging Face folder for a trained model
+tokenmill generate MODEL --prompt TEXT [...]                   sample from a GPT, T5 or Transformer
+tokenmill attention MODEL --text TEXT --out DIR                save per-layer attention heatmaps
+tokenmill up [--host H] [--prefect-port N] [--mlflow-port N]   start local Prefect and MLflow servers
+tokenmill down                                                 stop them
+tokenmill status                                               are they running? (exit 0 yes, 3 no)
+tokenmill serve [DEPLOYMENT ...] [--list]                      serve prefect.yaml's deployments
+tokenmill bakeoff [--config FILE] [--set ...] [--families ...]  GPT vs BERT vs T5 on the same data
 """
 
 from __future__ import annotations
@@ -22,147 +22,219 @@ import argparse
 import sys
 from pathlib import Path
 
-from tokenmill.core.env import REPO_ROOT, prepare_environment
+from tokenmill.core.env import prepare_environment
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE",
-                   help="YAML file over the built-in defaults (see conf/demo.yaml for every key)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one key after the file, e.g. --set train.max_steps=50 (repeatable)")
+    p.add_argument(
+        "--config", metavar="FILE", help="YAML file over the built-in defaults (see conf/demo.yaml for every key)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one key after the file, e.g. --set train.max_steps=50 (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tokenmill",
         description="Pretrain a foundation model from raw web text: Spark cleans the crawl, DeepSpeed trains, "
-                    "Prefect orchestrates, MLflow tracks.")
+        "Prefect orchestrates, MLflow tracks.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the pipeline flow (data → tokenize → train → evaluate, in MLflow)",
-                         description="Run the pipeline Prefect flow: Spark data job, BPE tokenizer, "
-                                     "DeepSpeed training of model.family, evaluation from the saved weights, "
-                                     "all tracked in MLflow. A rerun skips the stages whose inputs, config and "
-                                     "code did not change. Uses the `tokenmill up` servers when they run. Config "
-                                     "precedence: defaults < --config file < --set overrides.")
+    run = sub.add_parser(
+        "run",
+        help="run the pipeline flow (data → tokenize → train → evaluate, in MLflow)",
+        description="Run the pipeline Prefect flow: Spark data job, BPE tokenizer, "
+        "DeepSpeed training of model.family, evaluation from the saved weights, "
+        "all tracked in MLflow. A rerun skips the stages whose inputs, config and "
+        "code did not change. Uses the `tokenmill up` servers when they run. Config "
+        "precedence: defaults < --config file < --set overrides.",
+    )
     _add_config_args(run)
-    data = sub.add_parser("data", help="run only the Spark data job and print its funnel",
-                          description="Run the Spark data job (read, steps, shards, manifest) without Prefect or "
-                                      "MLflow. Output goes to --out, default <run.output_dir>/<run.name>/data.")
+    data = sub.add_parser(
+        "data",
+        help="run only the Spark data job and print its funnel",
+        description="Run the Spark data job (read, steps, shards, manifest) without Prefect or "
+        "MLflow. Output goes to --out, default <run.output_dir>/<run.name>/data.",
+    )
     _add_config_args(data)
     data.add_argument("--out", metavar="DIR", help="output folder for shards and manifest.json")
-    train = sub.add_parser("train", help="train a model on existing token shards",
-                           description="Train model.family (gpt, bert, t5, transformer) on the token shards of a "
-                                       "tokenize manifest with DeepSpeed on train.nproc processes, tracked in MLflow. "
-                                       "Writes a model folder to --out, default <run.output_dir>/<run.name>/train.")
+    train = sub.add_parser(
+        "train",
+        help="train a model on existing token shards",
+        description="Train model.family (gpt, bert, t5, transformer) on the token shards of a "
+        "tokenize manifest with DeepSpeed on train.nproc processes, tracked in MLflow. "
+        "Writes a model folder to --out, default <run.output_dir>/<run.name>/train.",
+    )
     _add_config_args(train)
-    train.add_argument("--tokens", metavar="MANIFEST",
-                       help="tokenize manifest.json (default <run.output_dir>/<run.name>/tokens/manifest.json)")
+    train.add_argument(
+        "--tokens",
+        metavar="MANIFEST",
+        help="tokenize manifest.json (default <run.output_dir>/<run.name>/tokens/manifest.json)",
+    )
     train.add_argument("--out", metavar="DIR", help="output folder for the model, samples and manifest.json")
-    train.add_argument("--dry-run", action="store_true",
-                       help="print the launch command (torchrun or deepspeed) and the DeepSpeed config, start nothing")
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the launch command (torchrun or deepspeed) and the DeepSpeed config, start nothing",
+    )
     show = sub.add_parser("config", help="print the resolved configuration and exit")
     _add_config_args(show)
 
-    models = sub.add_parser("models", help="list model flavours with parameter counts computed from the code",
-                            description="Every named flavour (model.flavor) with its family, shape and parameter "
-                                        "count at its published vocabulary, counted from the model code.")
+    models = sub.add_parser(
+        "models",
+        help="list model flavours with parameter counts computed from the code",
+        description="Every named flavour (model.flavor) with its family, shape and parameter "
+        "count at its published vocabulary, counted from the model code.",
+    )
     from tokenmill.training.families import FAMILIES
 
     models.add_argument("--family", choices=list(FAMILIES), help="only this family")
 
     from tokenmill.training.planner import add_arguments as add_plan_arguments
 
-    plan = sub.add_parser("plan", help="plan a run: parameters, FLOPs, memory per GPU per ZeRO stage, budget, time",
-                          description="The course's 'choosing the right options': parameters, FLOPs per token, "
-                                      "memory per GPU for model states under each ZeRO stage and activations at "
-                                      "the micro-batch, the compute-optimal token budget (~20 tokens/parameter) "
-                                      "and the wall time at an assumed MFU.")
+    plan = sub.add_parser(
+        "plan",
+        help="plan a run: parameters, FLOPs, memory per GPU per ZeRO stage, budget, time",
+        description="The course's 'choosing the right options': parameters, FLOPs per token, "
+        "memory per GPU for model states under each ZeRO stage and activations at "
+        "the micro-batch, the compute-optimal token budget (~20 tokens/parameter) "
+        "and the wall time at an assumed MFU.",
+    )
     add_plan_arguments(plan)
 
-    export = sub.add_parser("export", help="write a trained model as a Hugging Face folder",
-                            description="Convert a tokenmill model folder (a run's train/ folder) into a folder that "
-                                        "transformers loads without custom code: GPT → GPT2LMHeadModel, BERT → "
-                                        "BertForPreTraining, T5 → T5ForConditionalGeneration, Transformer → "
-                                        "MarianMTModel, with a fast tokenizer, as safetensors.")
+    export = sub.add_parser(
+        "export",
+        help="write a trained model as a Hugging Face folder",
+        description="Convert a tokenmill model folder (a run's train/ folder) into a folder that "
+        "transformers loads without custom code: GPT → GPT2LMHeadModel, BERT → "
+        "BertForPreTraining, T5 → T5ForConditionalGeneration, Transformer → "
+        "MarianMTModel, with a fast tokenizer, as safetensors.",
+    )
     export.add_argument("model", metavar="MODEL", help="a tokenmill model folder (holds model.json)")
     export.add_argument("--out", metavar="DIR", required=True, help="output folder")
 
-    gen = sub.add_parser("generate", help="sample text from a GPT, T5 or Transformer model",
-                         description="Decode with a key/value cache. GPT continues the prompt; the encoder-decoders "
-                                     "read it (write <extra_id_0> where a span should be filled) and write the output.")
+    gen = sub.add_parser(
+        "generate",
+        help="sample text from a GPT, T5 or Transformer model",
+        description="Decode with a key/value cache. GPT continues the prompt; the encoder-decoders "
+        "read it (write <extra_id_0> where a span should be filled) and write the output.",
+    )
     gen.add_argument("model", metavar="MODEL", help="a tokenmill model folder or a Hugging Face folder")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--max-new-tokens", type=int, default=50)
     gen.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
     gen.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest tokens (0: all)")
-    gen.add_argument("--top-p", type=float, default=1.0,
-                     help="nucleus sampling: the smallest set holding p of the mass")
+    gen.add_argument(
+        "--top-p", type=float, default=1.0, help="nucleus sampling: the smallest set holding p of the mass"
+    )
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--num-samples", type=int, default=1)
     gen.add_argument("--no-cache", action="store_true", help="recompute every position at every step (slower)")
 
-    att = sub.add_parser("attention", help="save per-layer attention heatmaps for a text",
-                         description="Run the model on --text and save one PNG per layer (every head, with its "
-                                     "entropy: near 0 is a collapsed head, near log(T) a uniform one).")
+    att = sub.add_parser(
+        "attention",
+        help="save per-layer attention heatmaps for a text",
+        description="Run the model on --text and save one PNG per layer (every head, with its "
+        "entropy: near 0 is a collapsed head, near log(T) a uniform one).",
+    )
     att.add_argument("model", metavar="MODEL", help="a tokenmill model folder or a Hugging Face folder")
     att.add_argument("--text", required=True)
     att.add_argument("--out", metavar="DIR", required=True)
 
-    where = ("State, databases, artifacts and logs live in $TOKENMILL_HOME/services, default "
-             "./.tokenmill/services.")
-    svc_up = sub.add_parser("up", help="start a local Prefect server and MLflow tracking server in the background",
-                            description="Start `prefect server start` and `mlflow server` (SQLite, detached) and "
-                                        "wait until both are healthy. tokenmill commands run with the same home "
-                                        "then use them instead of the embedded Prefect API and the SQLite "
-                                        "tracking file; other shells can export the printed variables. Running "
-                                        "servers are reused, not started twice. " + where)
-    svc_up.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only; the servers have no "
-                             "authentication)")
+    where = "State, databases, artifacts and logs live in $TOKENMILL_HOME/services, default ./.tokenmill/services."
+    svc_up = sub.add_parser(
+        "up",
+        help="start a local Prefect server and MLflow tracking server in the background",
+        description="Start `prefect server start` and `mlflow server` (SQLite, detached) and "
+        "wait until both are healthy. tokenmill commands run with the same home "
+        "then use them instead of the embedded Prefect API and the SQLite "
+        "tracking file; other shells can export the printed variables. Running "
+        "servers are reused, not started twice. " + where,
+    )
+    svc_up.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; the servers have no authentication)",
+    )
     svc_up.add_argument("--prefect-port", type=int, default=4200, metavar="N", help="Prefect port (default 4200)")
     svc_up.add_argument("--mlflow-port", type=int, default=5000, metavar="N", help="MLflow port (default 5000)")
-    svc_up.add_argument("--timeout", type=float, default=180, metavar="S",
-                        help="seconds to wait for both to be healthy (default 180)")
-    sub.add_parser("down", help="stop the servers started by `tokenmill up`",
-                   description="Stop exactly the processes `tokenmill up` recorded (with their children): "
-                               "SIGTERM, then SIGKILL after a grace period. Data and logs are kept. " + where)
-    sub.add_parser("status", help="show whether the `tokenmill up` servers are running",
-                   description="Print each server's state (running, unhealthy, stopped), URL and pid. Exit "
-                               "status 0 when both are running, 3 otherwise. " + where)
+    svc_up.add_argument(
+        "--timeout", type=float, default=180, metavar="S", help="seconds to wait for both to be healthy (default 180)"
+    )
+    sub.add_parser(
+        "down",
+        help="stop the servers started by `tokenmill up`",
+        description="Stop exactly the processes `tokenmill up` recorded (with their children): "
+        "SIGTERM, then SIGKILL after a grace period. Data and logs are kept. " + where,
+    )
+    sub.add_parser(
+        "status",
+        help="show whether the `tokenmill up` servers are running",
+        description="Print each server's state (running, unhealthy, stopped), URL and pid. Exit "
+        "status 0 when both are running, 3 otherwise. " + where,
+    )
 
-    serve = sub.add_parser("serve", help="serve the deployments of prefect.yaml (schedules included)",
-                           description="Serve the deployments defined in prefect.yaml (named <flow>/<variant>, "
-                                       "e.g. data/nightly, pipeline/demo, train/on-demand) from this process "
-                                       "until interrupted: their schedules run, and runs triggered from the "
-                                       "Prefect UI or `prefect deployment run` start here as subprocesses, in the "
-                                       "repository folder. Needs a Prefect server: `tokenmill up`, or "
-                                       "PREFECT_API_URL. (The same deployments go to a work pool with "
-                                       "`prefect deploy --all` and `prefect worker start --pool tokenmill-process`.)")
-    serve.add_argument("deployments", nargs="*", metavar="DEPLOYMENT",
-                       help="only these (shell patterns, e.g. 'pipeline/*'); default: all")
+    serve = sub.add_parser(
+        "serve",
+        help="serve the deployments of prefect.yaml (schedules included)",
+        description="Serve the deployments defined in prefect.yaml (named <flow>/<variant>, "
+        "e.g. data/nightly, pipeline/demo, train/on-demand) from this process "
+        "until interrupted: their schedules run, and runs triggered from the "
+        "Prefect UI or `prefect deployment run` start here as subprocesses, in the "
+        "repository folder. Needs a Prefect server: `tokenmill up`, or "
+        "PREFECT_API_URL. (The same deployments go to a work pool with "
+        "`prefect deploy --all` and `prefect worker start --pool tokenmill-process`.)",
+    )
+    serve.add_argument(
+        "deployments",
+        nargs="*",
+        metavar="DEPLOYMENT",
+        help="only these (shell patterns, e.g. 'pipeline/*'); default: all",
+    )
     serve.add_argument("--no-schedules", action="store_true", help="serve for on-demand runs only")
     serve.add_argument("--limit", type=int, metavar="N", help="at most N flow runs at once")
     serve.add_argument("--list", action="store_true", help="list the deployments and exit (no server needed)")
 
-    bake = sub.add_parser("bakeoff", help="train GPT, BERT and T5 of comparable size on the same data and compare",
-                          description="Run the bakeoff flow: the data and tokenize stages (cached), then each "
-                                      "family with the width, heads and context of model.* (an encoder-decoder "
-                                      "gets the depth closest in parameters), the same global batch and the same "
-                                      "number of input tokens, as child runs of one MLflow parent run. Prints the "
-                                      "comparison; the plot and table go to the Prefect UI and the parent run.")
+    bake = sub.add_parser(
+        "bakeoff",
+        help="train GPT, BERT and T5 of comparable size on the same data and compare",
+        description="Run the bakeoff flow: the data and tokenize stages (cached), then each "
+        "family with the width, heads and context of model.* (an encoder-decoder "
+        "gets the depth closest in parameters), the same global batch and the same "
+        "number of input tokens, as child runs of one MLflow parent run. Prints the "
+        "comparison; the plot and table go to the Prefect UI and the parent run.",
+    )
     _add_config_args(bake)
     bake.add_argument("--families", default="gpt,bert,t5", help="comma-separated (default gpt,bert,t5)")
-    bake.add_argument("--token-budget", type=int, metavar="N",
-                      help="input tokens per family (default train.max_steps x global batch x context)")
+    bake.add_argument(
+        "--token-budget",
+        type=int,
+        metavar="N",
+        help="input tokens per family (default train.max_steps x global batch x context)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prepare_environment()
-    tools = {"models": models_command, "export": export_command, "generate": generate_command,
-             "attention": attention_command, "plan": plan_command,
-             "up": up_command, "down": down_command, "status": status_command, "serve": serve_command}
+    tools = {
+        "models": models_command,
+        "export": export_command,
+        "generate": generate_command,
+        "attention": attention_command,
+        "plan": plan_command,
+        "up": up_command,
+        "down": down_command,
+        "status": status_command,
+        "serve": serve_command,
+    }
     if args.command in tools:
         try:
             return tools[args.command](args)
@@ -221,8 +293,10 @@ def serve_command(args) -> int:
     if args.list:
         print(f"{'deployment':<22}{'entrypoint':<38}{'schedule':<22}description")
         for e in entries:
-            cron = ", ".join(f"{s['cron']}{'' if s.get('active', True) else ' (off)'}"
-                             for s in e.get("schedules") or []) or "on demand"
+            cron = (
+                ", ".join(f"{s['cron']}{'' if s.get('active', True) else ' (off)'}" for s in e.get("schedules") or [])
+                or "on demand"
+            )
             print(f"{e['full_name']:<22}{e['entrypoint']:<38}{cron:<22}{e.get('description', '')[:70]}")
         return 0
     try:
@@ -237,15 +311,26 @@ def bakeoff_command(args) -> int:
     from tokenmill.flows.bakeoff import bakeoff_flow
 
     families = [f.strip() for f in args.families.split(",") if f.strip()]
-    result = bakeoff_flow(config_path=args.config, overrides=args.overrides, families=families,
-                          token_budget=args.token_budget)
-    cols = [("family", 13), ("objective", 17), ("parameters", 12), ("input_tokens", 14), ("wall_s", 9),
-            ("tokens_per_s", 14), ("token_loss", 12), ("unigram_baseline", 18)]
+    result = bakeoff_flow(
+        config_path=args.config, overrides=args.overrides, families=families, token_budget=args.token_budget
+    )
+    cols = [
+        ("family", 13),
+        ("objective", 17),
+        ("parameters", 12),
+        ("input_tokens", 14),
+        ("wall_s", 9),
+        ("tokens_per_s", 14),
+        ("token_loss", 12),
+        ("unigram_baseline", 18),
+    ]
     print("\n" + "".join(f"{name:<{w}}" for name, w in cols))
     for row in result["rows"]:
         print("".join(f"{row[name]!s:<{w}}" for name, w in cols))
-    print(f"\ntokenmill: bake-off finished.\n  plot              {result['chart']}\n"
-          f"  MLflow parent run {result['parent_run_id']} at {result['tracking_uri']}")
+    print(
+        f"\ntokenmill: bake-off finished.\n  plot              {result['chart']}\n"
+        f"  MLflow parent run {result['parent_run_id']} at {result['tracking_uri']}"
+    )
     return 0
 
 
@@ -280,8 +365,9 @@ def train_command(cfg, args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tokens = Path(args.tokens or cfg.run_dir / "tokens" / "manifest.json").resolve()
     if not tokens.is_file():
-        print(f"tokenmill: no tokenize manifest at {tokens}; run `tokenmill run` first or pass --tokens",
-              file=sys.stderr)
+        print(
+            f"tokenmill: no tokenize manifest at {tokens}; run `tokenmill run` first or pass --tokens", file=sys.stderr
+        )
         return 2
     read_manifest(tokens, stage="tokenize")
     out = Path(args.out or cfg.run_dir / "train").resolve()
@@ -301,35 +387,58 @@ def train_command(cfg, args) -> int:
         return 1
     run_id = trained["mlflow_run_id"]
     result = read_manifest(out / "manifest.json", stage="train")
-    print(f"\ntokenmill: trained {result['model']['family']} ({result['model']['objective']}), validation "
-          + ", ".join(f"{k} {v:.4f}" for k, v in result["val_metrics"].items())
-          + f"\n  model folder  {out}\n  MLflow run    {run_id} at {cfg.tracking_uri}")
+    print(
+        f"\ntokenmill: trained {result['model']['family']} ({result['model']['objective']}), validation "
+        + ", ".join(f"{k} {v:.4f}" for k, v in result["val_metrics"].items())
+        + f"\n  model folder  {out}\n  MLflow run    {run_id} at {cfg.tracking_uri}"
+    )
     return 0
 
 
 def models_command(args) -> int:
+    from tokenmill.core.config import ModelConfig
     from tokenmill.training.families import FAMILIES
     from tokenmill.training.models import architecture, count_parameters
     from tokenmill.training.models.flavors import FLAVORS
-    from tokenmill.core.config import ModelConfig
 
     rows = []
     for name, flavor in FLAVORS.items():
-        for family in ([flavor.family] if flavor.family else list(FAMILIES)):
+        for family in [flavor.family] if flavor.family else list(FAMILIES):
             if args.family and family != args.family:
                 continue
             arch = architecture(ModelConfig(family=family, flavor=name))
-            layers = (f"{arch.n_layer}+{arch.n_decoder_layer or arch.n_layer}" if FAMILIES[family].encoder_decoder
-                      else arch.n_layer)
-            rows.append((name, family, str(layers), arch.n_embd, arch.n_head, arch.d_ff or 4 * arch.n_embd,
-                         arch.block_size, arch.vocab_size, count_parameters(arch), flavor.source))
-    print(f"{'flavor':<18}{'family':<13}{'layers':>7}{'d_model':>9}{'heads':>7}{'d_ff':>7}{'context':>9}"
-          f"{'vocab':>8}{'params':>10}  source")
+            layers = (
+                f"{arch.n_layer}+{arch.n_decoder_layer or arch.n_layer}"
+                if FAMILIES[family].encoder_decoder
+                else arch.n_layer
+            )
+            rows.append(
+                (
+                    name,
+                    family,
+                    str(layers),
+                    arch.n_embd,
+                    arch.n_head,
+                    arch.d_ff or 4 * arch.n_embd,
+                    arch.block_size,
+                    arch.vocab_size,
+                    count_parameters(arch),
+                    flavor.source,
+                )
+            )
+    print(
+        f"{'flavor':<18}{'family':<13}{'layers':>7}{'d_model':>9}{'heads':>7}{'d_ff':>7}{'context':>9}"
+        f"{'vocab':>8}{'params':>10}  source"
+    )
     for r in rows:
-        print(f"{r[0]:<18}{r[1]:<13}{r[2]:>7}{r[3]:>9}{r[4]:>7}{r[5]:>7}{r[6]:>9}{r[7]:>8}"
-              f"{_millions(r[8]):>10}  {r[9]}")
-    print("\nobjectives: " + "; ".join(f"{f}: {spec.objective_description}" for f, spec in FAMILIES.items())
-          + ".\nUse one with --set model.flavor=NAME; training uses the run tokenizer's vocabulary.")
+        print(
+            f"{r[0]:<18}{r[1]:<13}{r[2]:>7}{r[3]:>9}{r[4]:>7}{r[5]:>7}{r[6]:>9}{r[7]:>8}{_millions(r[8]):>10}  {r[9]}"
+        )
+    print(
+        "\nobjectives: "
+        + "; ".join(f"{f}: {spec.objective_description}" for f, spec in FAMILIES.items())
+        + ".\nUse one with --set model.flavor=NAME; training uses the run tokenizer's vocabulary."
+    )
     return 0
 
 
@@ -348,13 +457,16 @@ def up_command(args) -> int:
 
     home = services.services_home()
     try:
-        urls = services.up(home, host=args.host, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port,
-                           timeout=args.timeout)
+        urls = services.up(
+            home, host=args.host, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port, timeout=args.timeout
+        )
     except services.ServiceError as e:
         print(f"tokenmill: {e}", file=sys.stderr)
         return 1
-    print(f"\ntokenmill: services are up (state in {home / 'services'}); stop them with `tokenmill down`.\n"
-          + services.describe(urls))
+    print(
+        f"\ntokenmill: services are up (state in {home / 'services'}); stop them with `tokenmill down`.\n"
+        + services.describe(urls)
+    )
     return 0
 
 
@@ -376,8 +488,11 @@ def status_command(args) -> int:
         where = f"  {st['url']}  pid {st['pid']}" if st["pid"] else ""
         print(f"{name:<8} {st['state']:<10}{where}")
     if all(st["state"] == "running" for st in states.values()):
-        urls = {"prefect_ui": states["prefect"]["url"], "prefect_api": states["prefect"]["api_url"],
-                "mlflow": states["mlflow"]["url"]}
+        urls = {
+            "prefect_ui": states["prefect"]["url"],
+            "prefect_api": states["prefect"]["api_url"],
+            "mlflow": states["mlflow"]["url"],
+        }
         print("\n" + services.describe(urls))
         return 0
     print(f"\nstart them with `tokenmill up` (home {home})")
@@ -407,8 +522,10 @@ def generate_command(args) -> int:
     generate = spec.generator()
     if generate is None:
         *others, last = [name for name, s in FAMILIES.items() if s.generate]
-        raise ValueError(f"{spec.title} is an encoder: it fills [MASK] tokens but does not generate; use a "
-                         f"{', '.join(others)} or {last} model")
+        raise ValueError(
+            f"{spec.title} is an encoder: it fills [MASK] tokens but does not generate; use a "
+            f"{', '.join(others)} or {last} model"
+        )
     tok = Tokenizer.from_file(str(tok_path))
     tok.encode_special_tokens = False  # let the user write <extra_id_0> and <|endoftext|>
     specials = special_ids(tok)
@@ -416,8 +533,17 @@ def generate_command(args) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     top_k = args.top_k or None
     for i in range(args.num_samples):
-        out = generate(model, ids, specials, args.max_new_tokens, temperature=args.temperature, top_k=top_k,
-                       top_p=args.top_p, generator=gen, use_cache=not args.no_cache)
+        out = generate(
+            model,
+            ids,
+            specials,
+            args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=top_k,
+            top_p=args.top_p,
+            generator=gen,
+            use_cache=not args.no_cache,
+        )
         text = tok.decode(out, skip_special_tokens=False)
         print(("" if args.num_samples == 1 else f"--- sample {i + 1}\n") + text)
     return 0
@@ -449,8 +575,9 @@ def attention_command(args) -> int:
 def funnel_table(funnel: list[dict]) -> str:
     """The data funnel as a fixed-width text table."""
     lines = [f"{'stage':<20}{'in':>10}{'dropped':>10}{'quarantined':>13}{'out':>10}"]
-    lines += [f"{r['stage']:<20}{r['in']:>10,}{r['dropped']:>10,}{r['quarantined']:>13,}{r['out']:>10,}"
-              for r in funnel]
+    lines += [
+        f"{r['stage']:<20}{r['in']:>10,}{r['dropped']:>10,}{r['quarantined']:>13,}{r['out']:>10,}" for r in funnel
+    ]
     return "\n".join(lines)
 
 
@@ -462,17 +589,19 @@ def summary(result: dict) -> str:
         ui = f"open {uri}/#/experiments (run {result['mlflow_run_id']})"
     else:
         mlflow = Path(sys.executable).with_name("mlflow")
-        ui = (f"{mlflow} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
-              "                    then open http://127.0.0.1:5000")
+        ui = (
+            f"{mlflow} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
+            "                    then open http://127.0.0.1:5000"
+        )
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in result["val_metrics"].items())
     baseline = result["unigram_baseline_loss"]
     return f"""
 tokenmill: pipeline finished.
-  model             {result['family']}
+  model             {result["family"]}
   validation        {metrics}
-  token loss        {result['token_loss']:.4f} nats/token ({beat} the unigram baseline {baseline:.4f})
-  output folder     {result['run_dir']}
-  MLflow run id     {result['mlflow_run_id']}
+  token loss        {result["token_loss"]:.4f} nats/token ({beat} the unigram baseline {baseline:.4f})
+  output folder     {result["run_dir"]}
+  MLflow run id     {result["mlflow_run_id"]}
   MLflow UI         {ui}"""
 
 

@@ -36,8 +36,17 @@ from pathlib import Path
 
 import psutil
 
-from tokenmill.core.local_services import (SERVICES, STATE_FILE, discover, healthy, read_state, recorded_process,
-                                           service_urls, services_home, state_root)
+from tokenmill.core.local_services import (
+    SERVICES,
+    STATE_FILE,
+    discover,
+    healthy,
+    read_state,
+    recorded_process,
+    service_urls,
+    services_home,
+    state_root,
+)
 
 __all__ = ["SERVICES", "ServiceError", "discover", "down", "services_home", "status", "up"]
 _PORT_OPTION = {"prefect": "--prefect-port", "mlflow": "--mlflow-port"}
@@ -47,8 +56,14 @@ class ServiceError(RuntimeError):
     """A service could not be started, or a port it needs is taken."""
 
 
-def up(home: str | Path, host: str = "127.0.0.1", prefect_port: int = 4200, mlflow_port: int = 5000,
-       timeout: float = 180, log: Callable[[str], None] = print) -> dict:
+def up(
+    home: str | Path,
+    host: str = "127.0.0.1",
+    prefect_port: int = 4200,
+    mlflow_port: int = 5000,
+    timeout: float = 180,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Start Prefect and MLflow in the background and wait until both answer their health checks.
 
     Services that ``services.json`` records as alive are reused, not started again. Raises
@@ -70,12 +85,16 @@ def up(home: str | Path, host: str = "127.0.0.1", prefect_port: int = 4200, mlfl
         # Alive but not answering: perhaps still starting (another `up`), so waited for, never restarted.
         pending = {n: (rec, None) for n, rec in running.items() if not healthy(rec["health_url"], 2)}
         for name, rec in running.items():
-            log(f"tokenmill: {name} already running at {rec['url']} (pid {rec['pid']})"
-                + (", waiting for it to answer" if name in pending else ""))
+            log(
+                f"tokenmill: {name} already running at {rec['url']} (pid {rec['pid']})"
+                + (", waiting for it to answer" if name in pending else "")
+            )
         if to_start and not _is_loopback(host):
-            log(f"tokenmill: warning: --host {host} is not a loopback address; the servers have no authentication "
+            log(
+                f"tokenmill: warning: --host {host} is not a loopback address; the servers have no authentication "
                 "and anyone who can reach this machine can use them (MLflow also checks the Host header: see "
-                "its --allowed-hosts)")
+                "its --allowed-hosts)"
+            )
         if len({ports[n] for n in to_start}) < len(to_start):
             raise ServiceError(f"--prefect-port and --mlflow-port are both {prefect_port}; give them different ports")
         for name in to_start:
@@ -123,23 +142,35 @@ def status(home: str | Path, timeout: float = 2.0) -> dict:
     for name in SERVICES:
         rec = recs.get(name)
         if rec is None or recorded_process(rec) is None:
-            out[name] = {"state": "stopped", "url": None, "api_url": None, "pid": None,
-                         "log": rec.get("log") if rec else None}
+            out[name] = {
+                "state": "stopped",
+                "url": None,
+                "api_url": None,
+                "pid": None,
+                "log": rec.get("log") if rec else None,
+            }
         else:
             state = "running" if healthy(rec["health_url"], timeout) else "unhealthy"
-            out[name] = {"state": state, "url": rec["url"], "api_url": rec["api_url"], "pid": rec["pid"],
-                         "log": rec["log"]}
+            out[name] = {
+                "state": state,
+                "url": rec["url"],
+                "api_url": rec["api_url"],
+                "pid": rec["pid"],
+                "log": rec["log"],
+            }
     return out
 
 
 def describe(urls: dict) -> str:
     """The URLs and the ``export`` lines another shell needs, as printed by the CLI."""
-    return (f"  Prefect UI   {urls['prefect_ui']}\n"
-            f"  Prefect API  {urls['prefect_api']}\n"
-            f"  MLflow UI    {urls['mlflow']}\n\n"
-            "Other shells (or commands run outside this folder) can use them with:\n"
-            f"  export PREFECT_API_URL={urls['prefect_api']}\n"
-            f"  export MLFLOW_TRACKING_URI={urls['mlflow']}")
+    return (
+        f"  Prefect UI   {urls['prefect_ui']}\n"
+        f"  Prefect API  {urls['prefect_api']}\n"
+        f"  MLflow UI    {urls['mlflow']}\n\n"
+        "Other shells (or commands run outside this folder) can use them with:\n"
+        f"  export PREFECT_API_URL={urls['prefect_api']}\n"
+        f"  export MLFLOW_TRACKING_URI={urls['mlflow']}"
+    )
 
 
 # --- internals ---------------------------------------------------------------------------------------------
@@ -174,8 +205,7 @@ def _write_state(root: Path, records: dict) -> None:
             path.unlink()
         return
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"version": 1, "home": str(root.parent), "services": records},
-                              indent=2) + "\n")
+    tmp.write_text(json.dumps({"version": 1, "home": str(root.parent), "services": records}, indent=2) + "\n")
     tmp.replace(path)  # atomic: readers never see half a file
 
 
@@ -187,28 +217,47 @@ def _check_port_free(host: str, port: int, name: str) -> None:
         try:
             s.bind((host, port))
         except OSError as e:
-            raise ServiceError(f"cannot start {name}: port {port} on {host} is not available ({e.strerror}); "
-                               f"stop what uses it or choose another port with {_PORT_OPTION[name]}") from None
+            raise ServiceError(
+                f"cannot start {name}: port {port} on {host} is not available ({e.strerror}); "
+                f"stop what uses it or choose another port with {_PORT_OPTION[name]}"
+            ) from None
 
 
 def _command(name: str, root: Path, host: str, port: int) -> tuple[list[str], dict[str, str]]:
     bindir = Path(sys.executable).parent  # this environment's servers, not whatever is on PATH
     if name == "prefect":
         home = root / "prefect"
-        return ([str(bindir / "prefect"), "server", "start", "--host", host, "--port", str(port)],
-                {"PREFECT_HOME": str(home),
-                 "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-                 # The UI asks this URL for its API; left alone it assumes port 4200.
-                 "PREFECT_UI_API_URL": f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api",
-                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                 # On a busy SQLite store the server answers 503 ("try again") and the UI only says
-                 # "Something went wrong"; this puts the reason (database is locked) in prefect.log.
-                 "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true"})
+        return (
+            [str(bindir / "prefect"), "server", "start", "--host", host, "--port", str(port)],
+            {
+                "PREFECT_HOME": str(home),
+                "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+                # The UI asks this URL for its API; left alone it assumes port 4200.
+                "PREFECT_UI_API_URL": f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api",
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                # On a busy SQLite store the server answers 503 ("try again") and the UI only says
+                # "Something went wrong"; this puts the reason (database is locked) in prefect.log.
+                "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true",
+            },
+        )
     mlflow = root / "mlflow"
-    return ([str(bindir / "mlflow"), "server", "--host", host, "--port", str(port),
-             "--backend-store-uri", f"sqlite:///{mlflow / 'mlflow.db'}",
-             "--artifacts-destination", str(mlflow / "artifacts"), "--workers", "1"],
-            {"MLFLOW_DISABLE_TELEMETRY": "true"})
+    return (
+        [
+            str(bindir / "mlflow"),
+            "server",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{mlflow / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(mlflow / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        {"MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
 
 
 def _spawn(name: str, root: Path, host: str, port: int) -> tuple[dict, subprocess.Popen]:
@@ -220,19 +269,33 @@ def _spawn(name: str, root: Path, host: str, port: int) -> tuple[dict, subproces
         out.write(f"\n=== tokenmill up {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n".encode())
         out.flush()
         # Own session: the server outlives this command and a Ctrl-C in its terminal.
-        proc = subprocess.Popen(cmd, cwd=root / name, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=root / name,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     base = f"http://{_hostport(host, port)}"
-    rec = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "cmd": cmd, "host": host,
-           "port": port, "url": base,
-           "api_url": f"{base}/api" if name == "prefect" else base,
-           "health_url": f"{base}/api/health" if name == "prefect" else f"{base}/health",
-           "log": str(log_path)}
+    rec = {
+        "pid": proc.pid,
+        "create_time": psutil.Process(proc.pid).create_time(),
+        "cmd": cmd,
+        "host": host,
+        "port": port,
+        "url": base,
+        "api_url": f"{base}/api" if name == "prefect" else base,
+        "health_url": f"{base}/api/health" if name == "prefect" else f"{base}/health",
+        "log": str(log_path),
+    }
     return rec, proc
 
 
-def _wait_healthy(services: dict[str, tuple[dict, subprocess.Popen | None]], timeout: float,
-                  log: Callable[[str], None]) -> None:
+def _wait_healthy(
+    services: dict[str, tuple[dict, subprocess.Popen | None]], timeout: float, log: Callable[[str], None]
+) -> None:
     start = time.monotonic()
     waiting = dict(services)
     while waiting:
@@ -244,15 +307,17 @@ def _wait_healthy(services: dict[str, tuple[dict, subprocess.Popen | None]], tim
             exited = proc.poll() is not None if proc else recorded_process(rec) is None
             if exited:
                 code = f" with code {proc.returncode}" if proc else ""
-                raise ServiceError(f"{name} exited{code} while starting; last lines of {rec['log']}:\n"
-                                   + _tail(rec["log"]))
+                raise ServiceError(
+                    f"{name} exited{code} while starting; last lines of {rec['log']}:\n" + _tail(rec["log"])
+                )
         if not waiting:
             break
         if time.monotonic() - start > timeout:
             name, (rec, _) = next(iter(waiting.items()))
-            raise ServiceError(f"{name} was not healthy at {rec['health_url']} after {timeout:.0f} s "
-                               f"(raise --timeout on a slow machine); last lines of {rec['log']}:\n"
-                               + _tail(rec["log"]))
+            raise ServiceError(
+                f"{name} was not healthy at {rec['health_url']} after {timeout:.0f} s "
+                f"(raise --timeout on a slow machine); last lines of {rec['log']}:\n" + _tail(rec["log"])
+            )
         time.sleep(0.5)
 
 

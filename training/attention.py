@@ -25,14 +25,18 @@ def attention_maps(model: torch.nn.Module, ids: list[int]) -> dict[str, torch.Te
         return {f"layer {i}": m[0].float().cpu() for i, m in enumerate(maps)}
     decoder_in = torch.tensor([[model.cfg.pad_id] + ids[:-1]], device=dev)
     _, maps = model(input_ids=x, decoder_input_ids=decoder_in, need_weights=True)
-    return {f"{part} {i}": m[0].float().cpu() for part in ("encoder", "decoder", "cross")
-            for i, m in enumerate(maps[part])}
+    return {
+        f"{part} {i}": m[0].float().cpu() for part in ("encoder", "decoder", "cross") for i, m in enumerate(maps[part])
+    }
 
 
 def token_labels(tokenizer, ids: list[int]) -> list[str]:
     """Readable axis labels: each token decoded on its own, spaces shown as ␣ (byte-level BPE stores them as Ġ)."""
-    return [tokenizer.decode([i], skip_special_tokens=False).replace(" ", "␣").replace("\n", "⏎") or
-            tokenizer.id_to_token(i) for i in ids]
+    return [
+        tokenizer.decode([i], skip_special_tokens=False).replace(" ", "␣").replace("\n", "⏎")
+        or tokenizer.id_to_token(i)
+        for i in ids
+    ]
 
 
 def head_entropy(weights: torch.Tensor) -> torch.Tensor:
@@ -40,8 +44,9 @@ def head_entropy(weights: torch.Tensor) -> torch.Tensor:
     return -(weights * weights.clamp_min(1e-12).log()).sum(-1).mean(-1)
 
 
-def save_attention_pngs(maps: dict[str, torch.Tensor], tokens: list[str], out_dir: str | Path,
-                        max_heads: int = 16) -> list[Path]:
+def save_attention_pngs(
+    maps: dict[str, torch.Tensor], tokens: list[str], out_dir: str | Path, max_heads: int = 16
+) -> list[Path]:
     """One PNG per layer (a grid of its heads, entropy in each title); returns the files."""
     import matplotlib
 
@@ -63,7 +68,7 @@ def save_attention_pngs(maps: dict[str, torch.Tensor], tokens: list[str], out_di
                 ax.axis("off")
                 continue
             ax.imshow(heads[h].numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
-            ax.set_title(f"head {h}  H={head_entropy(heads[h:h + 1])[0]:.2f}", fontsize=8)
+            ax.set_title(f"head {h}  H={head_entropy(heads[h : h + 1])[0]:.2f}", fontsize=8)
             if heads.shape[-1] == len(labels):
                 ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
             if heads.shape[-2] == len(labels):

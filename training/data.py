@@ -27,7 +27,7 @@ class PackedBatches:
         rng = np.random.default_rng([self.seed, step])
         starts = rng.integers(0, len(self.tokens) - self.block_size, size=global_batch)  # last window included
         per_rank = global_batch // world_size
-        mine = torch.from_numpy(starts[rank * per_rank:(rank + 1) * per_rank])
+        mine = torch.from_numpy(starts[rank * per_rank : (rank + 1) * per_rank])
         idx = mine[:, None] + torch.arange(self.block_size + 1)  # (b, T+1)
         window = self.tokens[idx]
         return window[:, :-1], window[:, 1:]

@@ -15,7 +15,6 @@ import torch
 from tokenmill.core.config import TrainConfig
 from tokenmill.training.schedule import learning_rate
 
-
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -30,11 +29,14 @@ def batch_sizes(train: TrainConfig, world_size: int) -> tuple[int, int, int]:
         if train.global_batch_size % (micro * world_size):
             raise ValueError(
                 f"train.global_batch_size {train.global_batch_size} is not divisible by micro_batch_size {micro} "
-                f"x world size {world_size} = {micro * world_size}; choose a multiple of {micro * world_size}")
+                f"x world size {world_size} = {micro * world_size}; choose a multiple of {micro * world_size}"
+            )
         accum = train.global_batch_size // (micro * world_size)
         if train.grad_accum_steps is not None and train.grad_accum_steps != accum:
-            raise ValueError(f"train.grad_accum_steps {train.grad_accum_steps} contradicts global_batch_size "
-                             f"{train.global_batch_size} = {micro} x {world_size} x {accum}; set only one of them")
+            raise ValueError(
+                f"train.grad_accum_steps {train.grad_accum_steps} contradicts global_batch_size "
+                f"{train.global_batch_size} = {micro} x {world_size} x {accum}; set only one of them"
+            )
     if accum < 1:
         raise ValueError(f"train.grad_accum_steps must be at least 1, got {accum}")
     return micro, accum, micro * accum * world_size
@@ -51,11 +53,15 @@ def deepspeed_config(train: TrainConfig, world_size: int, base_path: str | Path 
     if train.precision not in PRECISIONS:
         raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
     if train.offload_optimizer and train.zero_stage == 0:
-        raise ValueError("train.offload_optimizer needs ZeRO stage 1, 2 or 3 (train.zero_stage=0 keeps the "
-                         "optimizer whole on every device)")
+        raise ValueError(
+            "train.offload_optimizer needs ZeRO stage 1, 2 or 3 (train.zero_stage=0 keeps the "
+            "optimizer whole on every device)"
+        )
     if train.offload_params and train.zero_stage != 3:
-        raise ValueError(f"train.offload_params needs train.zero_stage=3 (got {train.zero_stage}): only ZeRO-3 "
-                         "partitions the parameters themselves")
+        raise ValueError(
+            f"train.offload_params needs train.zero_stage=3 (got {train.zero_stage}): only ZeRO-3 "
+            "partitions the parameters themselves"
+        )
     if train.grad_clip < 0:
         raise ValueError(f"train.grad_clip must be >= 0 (0 disables clipping), got {train.grad_clip}")
     micro, accum, global_batch = batch_sizes(train, world_size)
@@ -78,12 +84,20 @@ def deepspeed_config(train: TrainConfig, world_size: int, base_path: str | Path 
     cfg["zero_optimization"] = zero
     cfg["bf16"] = {"enabled": train.precision == "bf16"}
     # fp16 needs loss scaling: dynamic (loss_scale 0) starts at 2^16 and halves on overflow.
-    cfg["fp16"] = {"enabled": train.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16,
-                   "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
+    cfg["fp16"] = {
+        "enabled": train.precision == "fp16",
+        "loss_scale": 0,
+        "initial_scale_power": 16,
+        "loss_scale_window": 1000,
+        "hysteresis": 2,
+        "min_loss_scale": 1,
+    }
     if train.offload_optimizer:
         # DeepSpeed's CPU Adam runs the offloaded step (AdamW mode, decoupled weight decay).
-        cfg["optimizer"] = {"type": "AdamW", "params": {"lr": train.lr, "betas": [0.9, 0.95], "eps": 1e-8,
-                                                         "weight_decay": train.weight_decay}}
+        cfg["optimizer"] = {
+            "type": "AdamW",
+            "params": {"lr": train.lr, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": train.weight_decay},
+        }
     return cfg
 
 
@@ -95,8 +109,13 @@ def init_distributed() -> tuple[int, int]:
     # The shared-memory allreduce op would be JIT-compiled (~35 s) at every CPU start and leaks
     # /dev/shm buffers; gloo alone is correct and fast enough for CPU runs.
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    for key, default in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
-                         ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")):
+    for key, default in (
+        ("RANK", "0"),
+        ("LOCAL_RANK", "0"),
+        ("WORLD_SIZE", "1"),
+        ("MASTER_ADDR", "127.0.0.1"),
+        ("MASTER_PORT", "29500"),
+    ):
         os.environ.setdefault(key, default)
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -114,19 +133,33 @@ def initialize(model: torch.nn.Module, train: TrainConfig, ds_config: dict[str, 
 
     if train.activation_checkpointing:
         checkpoint_blocks(model)
-    groups = [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": train.weight_decay},
-              {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": train.weight_decay},
+        {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
+    ]
     optimizer = None
     if "optimizer" not in ds_config:
         optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, 0.95), eps=1e-8, foreach=False)
 
     def schedule(opt):
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: learning_rate(
-            step, lr=train.lr, min_lr=train.min_lr, warmup_steps=train.warmup_steps,
-            max_steps=train.max_steps, schedule=train.schedule) / train.lr)
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt,
+            lambda step: (
+                learning_rate(
+                    step,
+                    lr=train.lr,
+                    min_lr=train.min_lr,
+                    warmup_steps=train.warmup_steps,
+                    max_steps=train.max_steps,
+                    schedule=train.schedule,
+                )
+                / train.lr
+            ),
+        )
 
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, model_parameters=groups,
-                                           lr_scheduler=schedule, config=ds_config)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, model_parameters=groups, lr_scheduler=schedule, config=ds_config
+    )
     return engine
 
 
@@ -167,8 +200,11 @@ def full_state_dict(engine) -> dict[str, torch.Tensor]:
     import deepspeed
 
     model = engine.module
-    gather = (deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
-              if engine.zero_optimization_stage() == 3 else contextlib.nullcontext())
+    gather = (
+        deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+        if engine.zero_optimization_stage() == 3
+        else contextlib.nullcontext()
+    )
     with gather:
         copies: dict[int, torch.Tensor] = {}
         state = {}
@@ -188,6 +224,7 @@ def all_reduce_sum(values: list[float]) -> list[float]:
 
 
 # --- checkpoints --------------------------------------------------------------------------------
+
 
 def _safe_globals() -> list:
     """The only non-tensor classes DeepSpeed's checkpoints hold; nothing else may be unpickled."""
@@ -218,9 +255,14 @@ def save_checkpoint(engine, directory: str | Path, step: int, client_state: dict
 
     directory = Path(directory)
     tag = f"step-{step:07d}"
-    state = {**client_state, "step": step, "rng": {"torch": torch.get_rng_state(),
-                                                    "cuda": torch.cuda.get_rng_state_all()
-                                                    if torch.cuda.is_available() else []}}
+    state = {
+        **client_state,
+        "step": step,
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+    }
     engine.save_checkpoint(str(directory), tag=tag, client_state=state)
     torch.distributed.barrier()
     if torch.distributed.get_rank() == 0:
@@ -238,13 +280,14 @@ def load_checkpoint(engine, directory: str | Path) -> dict[str, Any] | None:
         return None
     _use_safe_loading(engine)
     try:
-        path, state = engine.load_checkpoint(str(directory), load_optimizer_states=True,
-                                             load_lr_scheduler_states=True)
+        path, state = engine.load_checkpoint(str(directory), load_optimizer_states=True, load_lr_scheduler_states=True)
     except RuntimeError as e:
         if "state_dict" not in str(e):
             raise
-        raise ValueError(f"the checkpoint in {directory} was written for a different model than this config "
-                         "describes; train into another folder (--out) or set train.resume=false") from e
+        raise ValueError(
+            f"the checkpoint in {directory} was written for a different model than this config "
+            "describes; train into another folder (--out) or set train.resume=false"
+        ) from e
     if path is None:
         raise RuntimeError(f"could not load the checkpoint named in {directory / 'latest'}")
     torch.set_rng_state(state["rng"]["torch"])

@@ -42,8 +42,9 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
     vocab_size = tokens["tokenizer"]["vocab_size"]
     train_tokens = load_tokens(tokens["splits"]["train"]["path"])
     val_tokens = load_tokens(tokens["splits"]["validation"]["path"])
-    objective, source = objective_for_run(cfg, family, model.cfg.block_size, specials, vocab_size, tokenizer,
-                                          train_tokens, val_tokens)
+    objective, source = objective_for_run(
+        cfg, family, model.cfg.block_size, specials, vocab_size, tokenizer, train_tokens, val_tokens
+    )
     batches = objective.eval_batches(source, cfg.train.eval_max_blocks, batch_size=1)
     if not batches:
         raise ValueError(f"no validation examples from {len(val_tokens)} validation tokens")
@@ -55,9 +56,16 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
     metrics = {n: s / max(c, 1) for n, (s, c) in totals.items()}
     scored = against_baseline(metrics, objective, family, batches, train_tokens, vocab_size, bool(cfg.train.pairs))
     perplexity = scored.pop("perplexity")
-    out = {"family": family, "objective": objective.name, "metrics": metrics, "token_loss": scored["token_loss"],
-           "unigram_baseline_loss": scored["unigram_baseline_loss"], "examples": len(batches),
-           "validation_tokens": scored["validation_tokens"], "seconds": time.time() - started}
+    out = {
+        "family": family,
+        "objective": objective.name,
+        "metrics": metrics,
+        "token_loss": scored["token_loss"],
+        "unigram_baseline_loss": scored["unigram_baseline_loss"],
+        "examples": len(batches),
+        "validation_tokens": scored["validation_tokens"],
+        "seconds": time.time() - started,
+    }
     if perplexity is not None:
         out["perplexity"] = perplexity
     return out
@@ -79,22 +87,32 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     cfg = load_config(args.run_config)
     result = evaluate(args.model, cfg, args.tokens_manifest)
-    manifest = {"stage": "evaluate", "model": {"folder": str(Path(args.model).resolve()),
-                                                "sha256": sha256_file(Path(args.model) / "weights.safetensors")},
-                "tokens_manifest": str(Path(args.tokens_manifest).resolve()), "mlflow_run_id": args.mlflow_run_id,
-                **result}
+    manifest = {
+        "stage": "evaluate",
+        "model": {
+            "folder": str(Path(args.model).resolve()),
+            "sha256": sha256_file(Path(args.model) / "weights.safetensors"),
+        },
+        "tokens_manifest": str(Path(args.tokens_manifest).resolve()),
+        "mlflow_run_id": args.mlflow_run_id,
+        **result,
+    }
     write_manifest(args.out, manifest)
     if args.mlflow_run_id:
         from tokenmill.core.tracking import MlflowLogger
 
         logged = {f"eval/{n}": v for n, v in result["metrics"].items()}
-        logged.update({"eval/token_loss": result["token_loss"],
-                       "eval/unigram_baseline_loss": result["unigram_baseline_loss"]})
+        logged.update(
+            {"eval/token_loss": result["token_loss"], "eval/unigram_baseline_loss": result["unigram_baseline_loss"]}
+        )
         if "perplexity" in result:
             logged["eval/perplexity"] = result["perplexity"]
         MlflowLogger(cfg.tracking_uri, args.mlflow_run_id).log_metrics(logged, step=cfg.train.max_steps)
-    print("evaluate: " + "  ".join(f"{n} {v:.4f}" for n, v in result["metrics"].items())
-          + f"  (unigram baseline {result['unigram_baseline_loss']:.4f}) on {result['examples']} examples")
+    print(
+        "evaluate: "
+        + "  ".join(f"{n} {v:.4f}" for n, v in result["metrics"].items())
+        + f"  (unigram baseline {result['unigram_baseline_loss']:.4f}) on {result['examples']} examples"
+    )
     return 0
 
 

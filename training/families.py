@@ -110,25 +110,67 @@ DEFAULT_FAMILY = "gpt"  # a model section that names no family (directly or by f
 
 _M, _O, _S = "tokenmill.training.models", "tokenmill.training.objectives", "tokenmill.training.sampling"
 
-FAMILIES: dict[str, ModelSpec] = {spec.name: spec for spec in (
-    ModelSpec(name="gpt", title="GPT", model=f"{_M}.gpt:GPT", config=f"{_M}.gpt:GPTConfig",
-              objective=f"{_O}:CausalLMObjective", objective_description="causal language modelling",
-              token_loss="loss", hf_module="tokenmill.training.hf.gpt2", sample=f"{_S}:continue_prompt",
-              generate=f"{_S}:continue_ids", predicts_stream=True, hf_bos="eot"),
-    ModelSpec(name="bert", title="BERT", model=f"{_M}.bert:BERT", config=f"{_M}.bert:BERTConfig",
-              objective=f"{_O}:MaskedLMObjective", objective_description="masked LM + next-sentence prediction",
-              token_loss="mlm_loss", hf_module="tokenmill.training.hf.bert", sample=f"{_S}:fill_mask",
-              head_transform=True, attention_framing=CLS_SEP, hf_framing=CLS_SEP),
-    ModelSpec(name="t5", title="T5", model=f"{_M}.t5:T5", config=f"{_M}.t5:T5Config",
-              objective=f"{_O}:SpanCorruptionObjective", objective_description="span corruption",
-              token_loss="span_loss", hf_module="tokenmill.training.hf.t5", sample=f"{_S}:fill_span",
-              generate=f"{_S}:decode_ids", encoder_decoder=True, hf_framing=EOS),
-    ModelSpec(name="transformer", title="Transformer", model=f"{_M}.transformer:Transformer",
-              config=f"{_M}.transformer:TransformerConfig", objective=f"{_O}:SpanCorruptionObjective",
-              objective_description="span corruption", token_loss="span_loss",
-              hf_module="tokenmill.training.hf.marian", sample=f"{_S}:fill_span", generate=f"{_S}:decode_ids",
-              encoder_decoder=True, hf_framing=EOS),
-)}
+FAMILIES: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="gpt",
+            title="GPT",
+            model=f"{_M}.gpt:GPT",
+            config=f"{_M}.gpt:GPTConfig",
+            objective=f"{_O}:CausalLMObjective",
+            objective_description="causal language modelling",
+            token_loss="loss",
+            hf_module="tokenmill.training.hf.gpt2",
+            sample=f"{_S}:continue_prompt",
+            generate=f"{_S}:continue_ids",
+            predicts_stream=True,
+            hf_bos="eot",
+        ),
+        ModelSpec(
+            name="bert",
+            title="BERT",
+            model=f"{_M}.bert:BERT",
+            config=f"{_M}.bert:BERTConfig",
+            objective=f"{_O}:MaskedLMObjective",
+            objective_description="masked LM + next-sentence prediction",
+            token_loss="mlm_loss",
+            hf_module="tokenmill.training.hf.bert",
+            sample=f"{_S}:fill_mask",
+            head_transform=True,
+            attention_framing=CLS_SEP,
+            hf_framing=CLS_SEP,
+        ),
+        ModelSpec(
+            name="t5",
+            title="T5",
+            model=f"{_M}.t5:T5",
+            config=f"{_M}.t5:T5Config",
+            objective=f"{_O}:SpanCorruptionObjective",
+            objective_description="span corruption",
+            token_loss="span_loss",
+            hf_module="tokenmill.training.hf.t5",
+            sample=f"{_S}:fill_span",
+            generate=f"{_S}:decode_ids",
+            encoder_decoder=True,
+            hf_framing=EOS,
+        ),
+        ModelSpec(
+            name="transformer",
+            title="Transformer",
+            model=f"{_M}.transformer:Transformer",
+            config=f"{_M}.transformer:TransformerConfig",
+            objective=f"{_O}:SpanCorruptionObjective",
+            objective_description="span corruption",
+            token_loss="span_loss",
+            hf_module="tokenmill.training.hf.marian",
+            sample=f"{_S}:fill_span",
+            generate=f"{_S}:decode_ids",
+            encoder_decoder=True,
+            hf_framing=EOS,
+        ),
+    )
+}
 
 
 def spec_for(name: str, error: str = "model.family {name!r} is not one of {known}") -> ModelSpec:

@@ -99,8 +99,10 @@ def flops_per_example(arch, input_len: int | None = None, target_len: int | None
     """
     spec = spec_of(arch)
     if not spec.encoder_decoder:
-        raise ValueError(f"flops_per_example is for encoder-decoder families ({', '.join(encoder_decoders())}), "
-                         f"not {spec.name}: use flops_per_token")
+        raise ValueError(
+            f"flops_per_example is for encoder-decoder families ({', '.join(encoder_decoders())}), "
+            f"not {spec.name}: use flops_per_token"
+        )
     S, U = _encoder_decoder_lengths(arch, input_len, target_len)
     if S <= 0 or U <= 0:
         raise ValueError(f"input_len and target_len must be positive, got {S} and {U}")
@@ -198,8 +200,17 @@ GPU_PATTERNS: list[tuple[str, str | None]] = [
     (r"\bt4\b", "T4"),
 ]
 
-_DTYPES = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16", "half": "fp16",
-           "tf32": "tf32", "fp32": "fp32", "float32": "fp32", "float": "fp32"}
+_DTYPES = {
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "fp16": "fp16",
+    "float16": "fp16",
+    "half": "fp16",
+    "tf32": "tf32",
+    "fp32": "fp32",
+    "float32": "fp32",
+    "float": "fp32",
+}
 
 
 def normalize_dtype(dtype: str) -> str:

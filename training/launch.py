@@ -16,8 +16,9 @@ from pathlib import Path
 from tokenmill.core.env import REPO_ROOT
 
 
-def command(train, config_file: Path, tokens_manifest: Path, out_dir: Path, run_id: str | None,
-            run_name: str = "tokenmill") -> list[str]:
+def command(
+    train, config_file: Path, tokens_manifest: Path, out_dir: Path, run_id: str | None, run_name: str = "tokenmill"
+) -> list[str]:
     """The launcher command line for ``train`` (a ``TrainConfig``):
 
     - one node: ``torchrun --standalone --nproc-per-node N``;
@@ -33,17 +34,32 @@ def command(train, config_file: Path, tokens_manifest: Path, out_dir: Path, run_
         if not Path(train.hostfile).is_file():
             raise FileNotFoundError(f"train.hostfile {train.hostfile} does not exist")
         deepspeed = Path(sys.executable).with_name("deepspeed")
-        return [str(deepspeed), "--hostfile", str(train.hostfile), "--num_gpus", str(train.nproc), "--no_local_rank",
-                "--module", "tokenmill.training.train", *script]
+        return [
+            str(deepspeed),
+            "--hostfile",
+            str(train.hostfile),
+            "--num_gpus",
+            str(train.nproc),
+            "--no_local_rank",
+            "--module",
+            "tokenmill.training.train",
+            *script,
+        ]
     if train.launcher != "torchrun":
         raise ValueError(f"train.launcher must be torchrun or deepspeed, got {train.launcher!r}")
     run = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={train.nproc}"]
     if train.nnodes > 1:
         if not train.rdzv_endpoint:
-            raise ValueError(f"train.nnodes={train.nnodes} needs train.rdzv_endpoint=host:port (a node all of them "
-                             "reach); start the same command on every node")
-        run += [f"--nnodes={train.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={train.rdzv_endpoint}",
-                f"--rdzv-id={run_name}"]
+            raise ValueError(
+                f"train.nnodes={train.nnodes} needs train.rdzv_endpoint=host:port (a node all of them "
+                "reach); start the same command on every node"
+            )
+        run += [
+            f"--nnodes={train.nnodes}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={train.rdzv_endpoint}",
+            f"--rdzv-id={run_name}",
+        ]
     else:
         run += ["--standalone"]
     return [*run, "-m", "tokenmill.training.train", *script]
@@ -51,19 +67,24 @@ def command(train, config_file: Path, tokens_manifest: Path, out_dir: Path, run_
 
 def run(cmd: list[str], on_line: Callable[[str], None]) -> None:
     """Run ``cmd``, passing rank log lines and errors to ``on_line``; raise with the root cause on failure."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
     tail: deque[str] = deque(maxlen=60)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          cwd=REPO_ROOT) as proc:
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO_ROOT
+    ) as proc:
         for line in proc.stdout:
             line = line.rstrip()
             tail.append(line)
             if "[rank " in line or "Error" in line:
                 on_line(line)
     if proc.returncode != 0:
-        raise RuntimeError(f"training exited with code {proc.returncode}: {root_cause(tail)}\n"
-                           "last output:\n" + "\n".join(tail))
+        raise RuntimeError(
+            f"training exited with code {proc.returncode}: {root_cause(tail)}\nlast output:\n" + "\n".join(tail)
+        )
 
 
 _EXCEPTION_LINE = re.compile(r"^\s*([\w.]+(Error|Exception|Interrupt|Exit)\b.*)$")

@@ -63,13 +63,23 @@ class Objective:
         raise NotImplementedError
 
     @classmethod
-    def from_stream(cls, tokens: np.ndarray, *, block_size: int, specials: dict[str, int], seed: int,
-                    vocab_size: int, sentence_end: np.ndarray | None = None, **options) -> Objective:
+    def from_stream(
+        cls,
+        tokens: np.ndarray,
+        *,
+        block_size: int,
+        specials: dict[str, int],
+        seed: int,
+        vocab_size: int,
+        sentence_end: np.ndarray | None = None,
+        **options,
+    ) -> Objective:
         """The objective as a family's pre-training objective on a token stream (see ``build_objective``)."""
         raise NotImplementedError(f"{cls.__name__} is not a pre-training objective on a token stream")
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def _rank_range(global_batch: int, rank: int, world_size: int) -> range:
     """Indices of this rank's examples in the global batch."""
@@ -121,6 +131,7 @@ def sentence_end_table(tokenizer) -> np.ndarray:
 
 # --------------------------------------------------------------------------- causal LM (GPT)
 
+
 class CausalLMObjective(Objective):
     """Next-token prediction on random packed windows of the stream (documents separated by EOT)."""
 
@@ -137,14 +148,15 @@ class CausalLMObjective(Objective):
     def eval_batches(self, tokens, max_examples, batch_size):
         """Consecutive non-overlapping blocks from the start of ``tokens``."""
         x, y = eval_blocks(np.asarray(tokens, dtype=np.int64), self.block_size, max_examples)
-        return [{"input_ids": x[r.start:r.stop], "labels": y[r.start:r.stop]} for r in _chunks(len(x), batch_size)]
+        return [{"input_ids": x[r.start : r.stop], "labels": y[r.start : r.stop]} for r in _chunks(len(x), batch_size)]
 
     def loss(self, model, batch):
         logits = model(input_ids=batch["input_ids"])  # (B, T, V)
         labels = batch["labels"]
         # Every position is scored here, so a flat view beats gathering scored positions first.
-        ce_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
-                                 ignore_index=IGNORE, reduction="sum")
+        ce_sum = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        )
         n = int((labels != IGNORE).sum())
         loss = ce_sum / max(n, 1)
         return loss, {"loss": (float(ce_sum.detach()), float(n))}
@@ -158,6 +170,7 @@ class CausalLMObjective(Objective):
 
 
 # --------------------------------------------------------------------------- masked LM + NSP (BERT)
+
 
 class MaskedLMObjective(Objective):
     """BERT pre-training: ``[CLS] A [SEP] B [SEP]`` sentence pairs with 15% of A/B tokens masked, plus NSP.
@@ -174,9 +187,18 @@ class MaskedLMObjective(Objective):
 
     name = "mlm_nsp"
 
-    def __init__(self, tokens: np.ndarray, block_size: int, specials: dict[str, int], seed: int,
-                 mask_prob: float = 0.15, nsp: bool = True, vocab_size: int | None = None,
-                 sentence_end: np.ndarray | None = None, sentence_window: int | None = None):
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        block_size: int,
+        specials: dict[str, int],
+        seed: int,
+        mask_prob: float = 0.15,
+        nsp: bool = True,
+        vocab_size: int | None = None,
+        sentence_end: np.ndarray | None = None,
+        sentence_window: int | None = None,
+    ):
         tokens = np.asarray(tokens, dtype=np.int64)
         if block_size < 5:
             raise ValueError(f"block_size {block_size} is too small for [CLS] A [SEP] B [SEP]")
@@ -219,8 +241,17 @@ class MaskedLMObjective(Objective):
             raise ValueError("next sentence prediction needs at least two non-empty documents")
 
     def _with_tokens(self, tokens: np.ndarray) -> MaskedLMObjective:
-        return MaskedLMObjective(tokens, self.block_size, self.specials, self.seed, self.mask_prob, self.nsp,
-                                 self.vocab_size, self.sentence_end, self.sentence_window)
+        return MaskedLMObjective(
+            tokens,
+            self.block_size,
+            self.specials,
+            self.seed,
+            self.mask_prob,
+            self.nsp,
+            self.vocab_size,
+            self.sentence_end,
+            self.sentence_window,
+        )
 
     # ---- segments
 
@@ -245,7 +276,7 @@ class MaskedLMObjective(Objective):
         n = len(chunk)
         a_len = int(rng.integers(1, n))
         if self.sentence_end is not None:
-            ends = np.flatnonzero(self.sentence_end[chunk[:n - 1]]) + 1  # candidate A lengths, leaving B >= 1 token
+            ends = np.flatnonzero(self.sentence_end[chunk[: n - 1]]) + 1  # candidate A lengths, leaving B >= 1 token
             if len(ends):
                 nearest = int(ends[np.argmin(np.abs(ends - a_len))])
                 if abs(nearest - a_len) <= self.sentence_window:
@@ -277,12 +308,12 @@ class MaskedLMObjective(Objective):
         a, b = self._pair(rng, is_next)
         na, nb, T = len(a), len(b), self.block_size
         ids = np.full(T, self.pad, dtype=np.int64)
-        ids[0], ids[1:1 + na], ids[1 + na] = self.cls, a, self.sep
-        ids[2 + na:2 + na + nb], ids[2 + na + nb] = b, self.sep
+        ids[0], ids[1 : 1 + na], ids[1 + na] = self.cls, a, self.sep
+        ids[2 + na : 2 + na + nb], ids[2 + na + nb] = b, self.sep
         token_type = np.zeros(T, dtype=np.int64)
-        token_type[2 + na:3 + na + nb] = 1  # B and its [SEP]
+        token_type[2 + na : 3 + na + nb] = 1  # B and its [SEP]
         attention = np.zeros(T, dtype=np.int64)
-        attention[:3 + na + nb] = 1
+        attention[: 3 + na + nb] = 1
 
         # Mask positions of A and B only; the id check is a guard should a stream ever carry special ids.
         candidates = np.concatenate([np.arange(1, 1 + na), np.arange(2 + na, 2 + na + nb)])
@@ -300,10 +331,12 @@ class MaskedLMObjective(Objective):
 
     def _collate(self, examples: list) -> dict[str, torch.Tensor]:
         ids, token_type, attention, labels, nsp = zip(*examples)
-        out = {"input_ids": torch.from_numpy(np.stack(ids)),  # (B, T)
-               "token_type_ids": torch.from_numpy(np.stack(token_type)),  # (B, T)
-               "attention_mask": torch.from_numpy(np.stack(attention)),  # (B, T)
-               "labels": torch.from_numpy(np.stack(labels))}  # (B, T)
+        out = {
+            "input_ids": torch.from_numpy(np.stack(ids)),  # (B, T)
+            "token_type_ids": torch.from_numpy(np.stack(token_type)),  # (B, T)
+            "attention_mask": torch.from_numpy(np.stack(attention)),  # (B, T)
+            "labels": torch.from_numpy(np.stack(labels)),
+        }  # (B, T)
         if self.nsp:
             out["next_sentence_label"] = torch.tensor(nsp, dtype=torch.int64)  # (B,)
         return out
@@ -316,17 +349,20 @@ class MaskedLMObjective(Objective):
         """``max_examples`` examples of the validation stream, drawn from a fixed seed."""
         val = self._with_tokens(tokens)
         examples = [val._example(np.random.default_rng([_EVAL_SEED, i])) for i in range(max_examples)]
-        return [self._collate(examples[r.start:r.stop]) for r in _chunks(len(examples), batch_size)]
+        return [self._collate(examples[r.start : r.stop]) for r in _chunks(len(examples), batch_size)]
 
     def loss(self, model, batch):
-        out = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                    attention_mask=batch["attention_mask"])
+        out = model(
+            input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"], attention_mask=batch["attention_mask"]
+        )
         # (B, T, V); an MLM-only model may return just these logits
         mlm_logits = out[0] if isinstance(out, (tuple, list)) else out
         mlm_sum, n_masked, mlm_correct = _token_ce(mlm_logits, batch["labels"])
         loss = mlm_sum / max(n_masked, 1)
-        metrics = {"mlm_loss": (float(mlm_sum.detach()), float(n_masked)),
-                   "mlm_accuracy": (float(mlm_correct), float(n_masked))}
+        metrics = {
+            "mlm_loss": (float(mlm_sum.detach()), float(n_masked)),
+            "mlm_accuracy": (float(mlm_correct), float(n_masked)),
+        }
         B = batch["input_ids"].size(0)
         if self.nsp:
             nsp_logits, nsp_labels = out[1].float(), batch["next_sentence_label"]  # (B, 2), (B,)
@@ -348,6 +384,7 @@ class MaskedLMObjective(Objective):
 
 # --------------------------------------------------------------------------- encoder-decoder (T5)
 
+
 class _EncoderDecoderObjective(Objective):
     """Shared batch layout and loss of encoder-decoder objectives (inputs -> targets, each ending with EOS)."""
 
@@ -365,23 +402,28 @@ class _EncoderDecoderObjective(Objective):
         input_ids = np.full((B, S), self.pad, dtype=np.int64)
         target_ids = np.full((B, L), self.pad, dtype=np.int64)
         for i, (src, tgt) in enumerate(zip(inputs, targets)):
-            input_ids[i, :len(src)] = src
-            target_ids[i, :len(tgt)] = tgt
+            input_ids[i, : len(src)] = src
+            target_ids[i, : len(tgt)] = tgt
         n_src = np.array([len(s) for s in inputs])[:, None]
         n_tgt = np.array([len(t) for t in targets])[:, None]
         target_mask = np.arange(L)[None, :] < n_tgt  # (B, L)
         # T5 starts decoding from the pad id.
         decoder_input_ids = np.concatenate([np.full((B, 1), self.pad, dtype=np.int64), target_ids[:, :-1]], axis=1)
-        return {"input_ids": torch.from_numpy(input_ids),  # (B, S)
-                "attention_mask": torch.from_numpy((np.arange(S)[None, :] < n_src).astype(np.int64)),  # (B, S)
-                "decoder_input_ids": torch.from_numpy(decoder_input_ids),  # (B, L)
-                "decoder_attention_mask": torch.from_numpy(target_mask.astype(np.int64)),  # (B, L)
-                "labels": torch.from_numpy(np.where(target_mask, target_ids, IGNORE))}  # (B, L)
+        return {
+            "input_ids": torch.from_numpy(input_ids),  # (B, S)
+            "attention_mask": torch.from_numpy((np.arange(S)[None, :] < n_src).astype(np.int64)),  # (B, S)
+            "decoder_input_ids": torch.from_numpy(decoder_input_ids),  # (B, L)
+            "decoder_attention_mask": torch.from_numpy(target_mask.astype(np.int64)),  # (B, L)
+            "labels": torch.from_numpy(np.where(target_mask, target_ids, IGNORE)),
+        }  # (B, L)
 
     def loss(self, model, batch):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       decoder_input_ids=batch["decoder_input_ids"],
-                       decoder_attention_mask=batch["decoder_attention_mask"])  # (B, L, V)
+        logits = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=batch["decoder_input_ids"],
+            decoder_attention_mask=batch["decoder_attention_mask"],
+        )  # (B, L, V)
         ce_sum, n, correct = _token_ce(logits, batch["labels"])
         loss = ce_sum / max(n, 1)
         metrics = {"loss": (float(ce_sum.detach()), float(n)), self.accuracy_key: (float(correct), float(n))}
@@ -400,12 +442,14 @@ def _noise_counts(raw_len: int, noise_density: float, mean_span_length: float) -
     return num_noise, min(num_spans, raw_len - num_noise)  # every noise and non-noise span is non-empty
 
 
-def span_corruption_lengths(input_length: int, noise_density: float = 0.15,
-                            mean_span_length: float = 3.0) -> tuple[int, int]:
+def span_corruption_lengths(
+    input_length: int, noise_density: float = 0.15, mean_span_length: float = 3.0
+) -> tuple[int, int]:
     """``(raw_len, target_len)``: the longest raw window whose corrupted input (with EOS) fits ``input_length``.
 
     T5's ``compute_input_and_target_lengths``, with the same counts as the noise mask itself.
     """
+
     def lengths(raw: int) -> tuple[int, int]:
         noise, spans = _noise_counts(raw, noise_density, mean_span_length)
         # inputs: kept tokens + sentinels + EOS; targets: sentinels + noise tokens + EOS
@@ -428,7 +472,7 @@ def _segment_lengths(keys: np.ndarray, num_items: int, num_segments: int) -> np.
     B = keys.shape[0]
     if num_segments == 1:
         return np.full((B, 1), num_items, dtype=np.int64)
-    cuts = np.sort(np.argpartition(keys, num_segments - 2, axis=1)[:, :num_segments - 1], axis=1) + 1
+    cuts = np.sort(np.argpartition(keys, num_segments - 2, axis=1)[:, : num_segments - 1], axis=1) + 1
     bounds = np.concatenate([np.zeros((B, 1), np.int64), cuts, np.full((B, 1), num_items, np.int64)], axis=1)
     return np.diff(bounds, axis=1)
 
@@ -446,8 +490,17 @@ class SpanCorruptionObjective(_EncoderDecoderObjective):
     accuracy_key = "span_accuracy"
     extra_loss_key = "span_loss"
 
-    def __init__(self, tokens: np.ndarray, input_length: int, target_length: int | None = None, *,
-                 specials: dict[str, int], seed: int, noise_density: float = 0.15, mean_span_length: float = 3.0):
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        input_length: int,
+        target_length: int | None = None,
+        *,
+        specials: dict[str, int],
+        seed: int,
+        noise_density: float = 0.15,
+        mean_span_length: float = 3.0,
+    ):
         if not 0.0 < noise_density < 1.0:
             raise ValueError(f"noise_density must be in (0, 1), got {noise_density}")
         if mean_span_length < 1.0:
@@ -464,8 +517,10 @@ class SpanCorruptionObjective(_EncoderDecoderObjective):
         self.num_noise, self.num_spans = _noise_counts(raw_len, noise_density, mean_span_length)
         self.sentinels = _sentinels(specials)
         if self.num_spans > len(self.sentinels):
-            raise ValueError(f"{self.num_spans} noise spans but only {len(self.sentinels)} sentinel ids: "
-                             "shorten input_length or raise mean_span_length")
+            raise ValueError(
+                f"{self.num_spans} noise spans but only {len(self.sentinels)} sentinel ids: "
+                "shorten input_length or raise mean_span_length"
+            )
         if len(self.stream) < raw_len:
             raise ValueError(f"only {len(self.stream)} tokens: a span-corruption window needs {raw_len}")
 
@@ -483,8 +538,13 @@ class SpanCorruptionObjective(_EncoderDecoderObjective):
         noise, spans = self.num_noise, self.num_spans
         noise_keys = np.stack([rng.random(noise - 1) for rng in rngs]).reshape(B, noise - 1)
         clean_keys = np.stack([rng.random(R - noise - 1) for rng in rngs]).reshape(B, R - noise - 1)
-        lengths = np.stack([_segment_lengths(clean_keys, R - noise, spans),  # spans alternate clean, noise, ...
-                            _segment_lengths(noise_keys, noise, spans)], axis=2).reshape(B, 2 * spans)
+        lengths = np.stack(
+            [
+                _segment_lengths(clean_keys, R - noise, spans),  # spans alternate clean, noise, ...
+                _segment_lengths(noise_keys, noise, spans),
+            ],
+            axis=2,
+        ).reshape(B, 2 * spans)
         span_starts = np.zeros((B, R), dtype=np.int64)
         np.put_along_axis(span_starts, np.cumsum(lengths, axis=1)[:, :-1], 1, axis=1)
         span_index = np.cumsum(span_starts, axis=1)  # (B, R): 0, 1, 2, ... alternating clean / noise
@@ -513,12 +573,23 @@ class SpanCorruptionObjective(_EncoderDecoderObjective):
 
     def eval_batches(self, tokens, max_examples, batch_size):
         """Consecutive non-overlapping windows from the start of ``tokens``, noise drawn from a fixed seed."""
-        val = SpanCorruptionObjective(tokens, self.input_length, self.target_length, specials=self.specials,
-                                      seed=self.seed, noise_density=self.noise_density,
-                                      mean_span_length=self.mean_span_length)
+        val = SpanCorruptionObjective(
+            tokens,
+            self.input_length,
+            self.target_length,
+            specials=self.specials,
+            seed=self.seed,
+            noise_density=self.noise_density,
+            mean_span_length=self.mean_span_length,
+        )
         n = min(max_examples, len(val.stream) // self.raw_length)
-        return [val._batch_of(np.arange(r.start, r.stop, dtype=np.int64) * self.raw_length,
-                              [np.random.default_rng([_EVAL_SEED, i]) for i in r]) for r in _chunks(n, batch_size)]
+        return [
+            val._batch_of(
+                np.arange(r.start, r.stop, dtype=np.int64) * self.raw_length,
+                [np.random.default_rng([_EVAL_SEED, i]) for i in r],
+            )
+            for r in _chunks(n, batch_size)
+        ]
 
 
 class Seq2SeqObjective(_EncoderDecoderObjective):
@@ -530,8 +601,14 @@ class Seq2SeqObjective(_EncoderDecoderObjective):
 
     name = "seq2seq"
 
-    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], input_length: int, target_length: int,
-                 specials: dict[str, int], seed: int):
+    def __init__(
+        self,
+        pairs: list[tuple[np.ndarray, np.ndarray]],
+        input_length: int,
+        target_length: int,
+        specials: dict[str, int],
+        seed: int,
+    ):
         if not pairs:
             raise ValueError("no source/target pairs")
         if input_length < 1 or target_length < 1:
@@ -543,21 +620,23 @@ class Seq2SeqObjective(_EncoderDecoderObjective):
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) and ids[-1] == self.eot:
             ids = ids[:-1]
-        return np.append(ids[:length - 1], self.eot)
+        return np.append(ids[: length - 1], self.eot)
 
     def _batch_of(self, pairs) -> dict[str, torch.Tensor]:
-        return self._collate([self._with_eos(s, self.input_length) for s, _ in pairs],
-                             [self._with_eos(t, self.target_length) for _, t in pairs])
+        return self._collate(
+            [self._with_eos(s, self.input_length) for s, _ in pairs],
+            [self._with_eos(t, self.target_length) for _, t in pairs],
+        )
 
     def batch(self, step, global_batch, rank=0, world_size=1):
         mine = _rank_range(global_batch, rank, world_size)
         picks = np.random.default_rng([self.seed, step]).integers(0, len(self.pairs), size=global_batch)
-        return self._batch_of([self.pairs[j] for j in picks[mine.start:mine.stop]])
+        return self._batch_of([self.pairs[j] for j in picks[mine.start : mine.stop]])
 
     def eval_batches(self, tokens, max_examples, batch_size):
         """``tokens`` here is the list of validation ``(source, target)`` pairs: the first ``max_examples``."""
         pairs = list(tokens)[:max_examples]
-        return [self._batch_of(pairs[r.start:r.stop]) for r in _chunks(len(pairs), batch_size)]
+        return [self._batch_of(pairs[r.start : r.stop]) for r in _chunks(len(pairs), batch_size)]
 
 
 def load_pairs(path, tokenizer, validation_fraction: float) -> tuple[list, list]:
@@ -587,8 +666,18 @@ def load_pairs(path, tokenizer, validation_fraction: float) -> tuple[list, list]
 
 # --------------------------------------------------------------------------- per family
 
-def build_objective(family: str, tokens: np.ndarray, *, block_size: int, specials: dict[str, int], seed: int,
-                    vocab_size: int, sentence_end: np.ndarray | None = None, **options) -> Objective:
+
+def build_objective(
+    family: str,
+    tokens: np.ndarray,
+    *,
+    block_size: int,
+    specials: dict[str, int],
+    seed: int,
+    vocab_size: int,
+    sentence_end: np.ndarray | None = None,
+    **options,
+) -> Objective:
     """The pre-training objective of a family (its ``ModelSpec.objective``): gpt -> causal LM, bert -> MLM + NSP,
     t5/transformer -> span corruption.
 
@@ -596,12 +685,27 @@ def build_objective(family: str, tokens: np.ndarray, *, block_size: int, special
     ``mean_span_length``, ``target_length``); for encoder-decoders ``input_length`` is ``block_size``.
     """
     spec = spec_for(family, error="unknown model family {name!r}: expected one of {known}")
-    return spec.objective_class().from_stream(tokens, block_size=block_size, specials=specials, seed=seed,
-                                              vocab_size=vocab_size, sentence_end=sentence_end, **options)
+    return spec.objective_class().from_stream(
+        tokens,
+        block_size=block_size,
+        specials=specials,
+        seed=seed,
+        vocab_size=vocab_size,
+        sentence_end=sentence_end,
+        **options,
+    )
 
 
-def objective_for_run(cfg, family: str, block_size: int, specials: dict[str, int], vocab_size: int, tokenizer,
-                      train_tokens: np.ndarray, val_tokens: np.ndarray) -> tuple[Objective, Any]:
+def objective_for_run(
+    cfg,
+    family: str,
+    block_size: int,
+    specials: dict[str, int],
+    vocab_size: int,
+    tokenizer,
+    train_tokens: np.ndarray,
+    val_tokens: np.ndarray,
+) -> tuple[Objective, Any]:
     """``(objective, evaluation source)`` for a run's config: paired text when ``train.pairs`` is set (an
     encoder-decoder only), the family's pre-training objective on the token stream otherwise.
 
@@ -611,15 +715,24 @@ def objective_for_run(cfg, family: str, block_size: int, specials: dict[str, int
         if not spec_for(family).encoder_decoder:
             raise ValueError(f"train.pairs trains an encoder-decoder on paired text; model.family is {family}")
         train_pairs, eval_pairs = load_pairs(cfg.train.pairs, tokenizer, cfg.tokenizer.validation_fraction)
-        objective = Seq2SeqObjective(train_pairs, block_size, cfg.train.target_length or block_size, specials,
-                                     cfg.run.seed)
+        objective = Seq2SeqObjective(
+            train_pairs, block_size, cfg.train.target_length or block_size, specials, cfg.run.seed
+        )
         return objective, eval_pairs
-    objective = build_objective(family, train_tokens, block_size=block_size, specials=specials, seed=cfg.run.seed,
-                                vocab_size=vocab_size, sentence_end=sentence_end_table(tokenizer))
+    objective = build_objective(
+        family,
+        train_tokens,
+        block_size=block_size,
+        specials=specials,
+        seed=cfg.run.seed,
+        vocab_size=vocab_size,
+        sentence_end=sentence_end_table(tokenizer),
+    )
     return objective, val_tokens
 
 
 # --------------------------------------------------------------------------- metrics (training and evaluate)
+
 
 def token_loss_name(family: str, pairs: bool = False) -> str:
     """The metric that is the loss on predicted tokens, comparable with the unigram baseline: everything a
@@ -645,8 +758,15 @@ def label_stream(objective: Objective, family: str, train_tokens, batches: int =
     return labels[labels != IGNORE].numpy()
 
 
-def against_baseline(metrics: dict[str, float], objective: Objective, family: str, eval_batches: list[dict],
-                     train_tokens, vocab_size: int, pairs: bool = False) -> dict[str, Any]:
+def against_baseline(
+    metrics: dict[str, float],
+    objective: Objective,
+    family: str,
+    eval_batches: list[dict],
+    train_tokens,
+    vocab_size: int,
+    pairs: bool = False,
+) -> dict[str, Any]:
     """How validation ``metrics`` compare with the unigram baseline, as training and evaluation both report it:
     ``token_loss``, ``unigram_baseline_loss`` (nats/token on the same labels), ``validation_tokens``, and
     ``perplexity`` for a family that predicts the stream itself (else None)."""
@@ -654,6 +774,9 @@ def against_baseline(metrics: dict[str, float], objective: Objective, family: st
     targets = labels[labels != IGNORE]
     baseline = unigram_cross_entropy(label_stream(objective, family, train_tokens), targets, vocab_size)
     stream = spec_for(family).predicts_stream
-    return {"token_loss": metrics[token_loss_name(family, pairs)], "unigram_baseline_loss": baseline,
-            "validation_tokens": int(targets.numel()),
-            "perplexity": math.exp(min(metrics["loss"], 50.0)) if stream else None}
+    return {
+        "token_loss": metrics[token_loss_name(family, pairs)],
+        "unigram_baseline_loss": baseline,
+        "validation_tokens": int(targets.numel()),
+        "perplexity": math.exp(min(metrics["loss"], 50.0)) if stream else None,
+    }

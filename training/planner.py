@@ -46,13 +46,24 @@ from tokenmill.training.families import FAMILIES, spec_of
 
 CHINCHILLA_TOKENS_PER_PARAM = 20
 FIT_HEADROOM = 0.9  # "fits" below 90% of the GPU's memory; "tight" up to 100%
-GiB = 1024 ** 3
+GiB = 1024**3
 
 # Nominal memory per GPU, GiB (the datasheets' "GB" of HBM/GDDR are binary gigabytes; CUDA shows a
 # little less). Keys as in flops.PEAK_FLOPS; the A100 and V100 come in two sizes, told apart by name.
 GPU_MEMORY_GIB: dict[str, float] = {
-    "H100 SXM": 80, "H100 PCIe": 80, "H200": 141, "A100 40GB": 40, "A100 80GB": 80, "L40S": 48, "L40": 48,
-    "L4": 24, "A10": 24, "RTX 4090": 24, "V100 16GB": 16, "V100 32GB": 32, "T4": 16,
+    "H100 SXM": 80,
+    "H100 PCIe": 80,
+    "H200": 141,
+    "A100 40GB": 40,
+    "A100 80GB": 80,
+    "L40S": 48,
+    "L40": 48,
+    "L4": 24,
+    "A10": 24,
+    "RTX 4090": 24,
+    "V100 16GB": 16,
+    "V100 32GB": 32,
+    "T4": 16,
 }
 
 # (parameters, gradients, optimizer states) bytes per parameter, before partitioning.
@@ -93,8 +104,9 @@ class StageMemory:
         return self.states + self.activations
 
 
-def model_state_bytes(params: int, stage: int, gpus: int, dtype: str = "bf16",
-                      offload: bool = False) -> tuple[float, float, float, float]:
+def model_state_bytes(
+    params: int, stage: int, gpus: int, dtype: str = "bf16", offload: bool = False
+) -> tuple[float, float, float, float]:
     """``(params, grads, optimizer, cpu)`` bytes per GPU for ``params`` parameters, ZeRO ``stage``."""
     if stage not in (0, 1, 2, 3):
         raise ValueError(f"ZeRO stage must be 0, 1, 2 or 3, got {stage}")
@@ -116,8 +128,16 @@ def model_state_bytes(params: int, stage: int, gpus: int, dtype: str = "bf16",
     return p, g, o, cpu
 
 
-def activation_bytes(arch, micro_batch: int, seq_len: int, target_len: int | None = None, *,
-                     dtype: str = "bf16", checkpointing: bool = False, eager: bool = False) -> float:
+def activation_bytes(
+    arch,
+    micro_batch: int,
+    seq_len: int,
+    target_len: int | None = None,
+    *,
+    dtype: str = "bf16",
+    checkpointing: bool = False,
+    eager: bool = False,
+) -> float:
     """Activation bytes per GPU for one micro-batch (see the module docstring for the formulas)."""
     spec = spec_of(arch)
     C, H, Q, D_FF, V, gated = F._dims(arch)
@@ -201,8 +221,11 @@ class Plan:
 
     def render(self) -> str:
         mem = f"{self.gpu_memory / GiB:.0f} GiB" if self.gpu_memory else "memory unknown"
-        lengths = (f"{self.seq_len} input + {self.target_len} target tokens per example"
-                   if self.target_len is not None else f"{self.seq_len} tokens per sequence")
+        lengths = (
+            f"{self.seq_len} input + {self.target_len} target tokens per example"
+            if self.target_len is not None
+            else f"{self.seq_len} tokens per sequence"
+        )
         n = self.matmul_params
         if self.target_len is None:
             attention = self.flops_per_token - 6 * n
@@ -225,26 +248,38 @@ class Plan:
         for row in self.stages:
             mark = "*" if row.stage == self.zero else " "
             note = "  (offload needs ZeRO >= 1)" if self.offload and not row.offloaded else ""
-            lines.append(f"{mark} {row.stage:<6}{_gib(row.params):>9}{_gib(row.grads):>9}{_gib(row.optimizer):>9}"
-                         f"{_gib(row.activations):>9}{_gib(row.total):>9}{_gib(row.cpu):>9}  {self.fits(row)}{note}")
-        lines.append(f"  activations: {_gib(self.activations)} GiB with fused attention (SDPA), "
-                     f"{_gib(self.activations_eager)} GiB if the s x s scores are stored (eager)")
-        lines.append(f"  CPU column: host memory per GPU; x {self.gpus} GPUs = {_gib(self.chosen.cpu * self.gpus)} "
-                     f"GiB for ZeRO-{self.zero}. Not counted: CUDA context, communication buffers, fragmentation"
-                     + (", the layer ZeRO-3 gathers." if self.zero == 3 else "."))
+            lines.append(
+                f"{mark} {row.stage:<6}{_gib(row.params):>9}{_gib(row.grads):>9}{_gib(row.optimizer):>9}"
+                f"{_gib(row.activations):>9}{_gib(row.total):>9}{_gib(row.cpu):>9}  {self.fits(row)}{note}"
+            )
+        lines.append(
+            f"  activations: {_gib(self.activations)} GiB with fused attention (SDPA), "
+            f"{_gib(self.activations_eager)} GiB if the s x s scores are stored (eager)"
+        )
+        lines.append(
+            f"  CPU column: host memory per GPU; x {self.gpus} GPUs = {_gib(self.chosen.cpu * self.gpus)} "
+            f"GiB for ZeRO-{self.zero}. Not counted: CUDA context, communication buffers, fragmentation"
+            + (", the layer ZeRO-3 gathers." if self.zero == 3 else ".")
+        )
         lines.append(f"  {self.advice()}")
         lines += ["", "compute"]
-        lines.append(f"  Chinchilla budget {_count(self.chinchilla_tokens)} tokens "
-                     f"({CHINCHILLA_TOKENS_PER_PARAM} per parameter, Hoffmann et al. 2022)")
+        lines.append(
+            f"  Chinchilla budget {_count(self.chinchilla_tokens)} tokens "
+            f"({CHINCHILLA_TOKENS_PER_PARAM} per parameter, Hoffmann et al. 2022)"
+        )
         source = "the Chinchilla budget" if self.tokens_from_chinchilla else "given"
         lines.append(f"  tokens            {_count(self.tokens)} ({source})")
         lines.append(f"  total             {_flop(self.total_flops)} ({self.total_flops:.3g} FLOP)")
         if self.peak_flops is None:
-            lines.append(f"  peak              unknown for {self.gpu!r} at {self.dtype}: pass --peak-tflops "
-                         "for a wall-time estimate")
+            lines.append(
+                f"  peak              unknown for {self.gpu!r} at {self.dtype}: pass --peak-tflops "
+                "for a wall-time estimate"
+            )
         else:
-            lines.append(f"  peak              {self.peak_flops / 1e12:.1f} TFLOP/s dense per GPU x {self.gpus} "
-                         f"at MFU {self.mfu:.0%} = {self.peak_flops * self.gpus * self.mfu / 1e12:.1f} TFLOP/s")
+            lines.append(
+                f"  peak              {self.peak_flops / 1e12:.1f} TFLOP/s dense per GPU x {self.gpus} "
+                f"at MFU {self.mfu:.0%} = {self.peak_flops * self.gpus * self.mfu / 1e12:.1f} TFLOP/s"
+            )
             lines.append(f"  throughput        {self.tokens_per_s:,.0f} tokens/s")
             lines.append(f"  wall time         {_duration(self.wall_seconds)}")
         return "\n".join(lines)
@@ -278,10 +313,22 @@ class Plan:
         return f"{p}+{g}+{o} = {p + g + o} bytes/param: {what}"
 
 
-def plan(model_cfg, *, gpus: int, zero: int, offload: bool = False, micro_batch: int = 1,
-         seq_len: int | None = None, dtype: str = "bf16", gpu: str = "H100 SXM", mfu: float = 0.4,
-         tokens: float | None = None, activation_checkpointing: bool = False,
-         target_len: int | None = None, peak: float | None = None) -> Plan:
+def plan(
+    model_cfg,
+    *,
+    gpus: int,
+    zero: int,
+    offload: bool = False,
+    micro_batch: int = 1,
+    seq_len: int | None = None,
+    dtype: str = "bf16",
+    gpu: str = "H100 SXM",
+    mfu: float = 0.4,
+    tokens: float | None = None,
+    activation_checkpointing: bool = False,
+    target_len: int | None = None,
+    peak: float | None = None,
+) -> Plan:
     """Estimate parameters, FLOPs, memory per GPU for each ZeRO stage and wall time for ``model_cfg``
     (a ``ModelConfig``) on ``gpus`` x ``gpu``. ``peak`` overrides the table's FLOP/s per GPU."""
     from tokenmill.training.models import architecture, count_parameters
@@ -308,8 +355,9 @@ def plan(model_cfg, *, gpus: int, zero: int, offload: bool = False, micro_batch:
         target = None
     params = count_parameters(arch)
     act = activation_bytes(arch, micro_batch, seq, target, dtype=dtype, checkpointing=activation_checkpointing)
-    act_eager = activation_bytes(arch, micro_batch, seq, target, dtype=dtype,
-                                 checkpointing=activation_checkpointing, eager=True)
+    act_eager = activation_bytes(
+        arch, micro_batch, seq, target, dtype=dtype, checkpointing=activation_checkpointing, eager=True
+    )
     stages = []
     for stage in range(4):
         off = offload and stage > 0
@@ -317,14 +365,30 @@ def plan(model_cfg, *, gpus: int, zero: int, offload: bool = False, micro_batch:
         stages.append(StageMemory(stage, p, g, o, cpu, act, off))
     chinchilla = float(CHINCHILLA_TOKENS_PER_PARAM * params)
     return Plan(
-        model=model_cfg.flavor or family, family=family, params=params,
-        matmul_params=F.matmul_parameters(arch)["total"], seq_len=seq, target_len=target,
-        flops_per_token=F.flops_per_token(arch, seq, target), gpus=gpus, zero=zero, offload=offload,
-        micro_batch=micro_batch, dtype=dtype, gpu=gpu, gpu_memory=gpu_memory_bytes(gpu),
-        peak_flops=F.peak_flops(gpu, dtype, override=peak), mfu=mfu,
-        activation_checkpointing=activation_checkpointing, activations=act, activations_eager=act_eager,
-        stages=stages, chinchilla_tokens=chinchilla, tokens=float(tokens) if tokens else chinchilla,
-        tokens_from_chinchilla=tokens is None)
+        model=model_cfg.flavor or family,
+        family=family,
+        params=params,
+        matmul_params=F.matmul_parameters(arch)["total"],
+        seq_len=seq,
+        target_len=target,
+        flops_per_token=F.flops_per_token(arch, seq, target),
+        gpus=gpus,
+        zero=zero,
+        offload=offload,
+        micro_batch=micro_batch,
+        dtype=dtype,
+        gpu=gpu,
+        gpu_memory=gpu_memory_bytes(gpu),
+        peak_flops=F.peak_flops(gpu, dtype, override=peak),
+        mfu=mfu,
+        activation_checkpointing=activation_checkpointing,
+        activations=act,
+        activations_eager=act_eager,
+        stages=stages,
+        chinchilla_tokens=chinchilla,
+        tokens=float(tokens) if tokens else chinchilla,
+        tokens_from_chinchilla=tokens is None,
+    )
 
 
 # --- formatting ---------------------------------------------------------------------------------
@@ -373,27 +437,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``tokenmill plan`` options."""
     from tokenmill.training.models.flavors import FLAVORS
 
-    parser.add_argument("--model", required=True, metavar="FLAVOUR",
-                        help=f"a model flavour ({', '.join(FLAVORS)})")
+    parser.add_argument("--model", required=True, metavar="FLAVOUR", help=f"a model flavour ({', '.join(FLAVORS)})")
     parser.add_argument("--family", choices=list(FAMILIES), help="the family, for flavours that fit several (debug)")
     parser.add_argument("--gpus", type=int, default=1, help="data-parallel GPUs in total (default 1)")
     parser.add_argument("--zero", type=int, choices=[0, 1, 2, 3], default=2, help="ZeRO stage (default 2)")
-    parser.add_argument("--offload", action="store_true",
-                        help="CPU offload: optimizer states (ZeRO 1-3), and parameters with ZeRO 3")
+    parser.add_argument(
+        "--offload", action="store_true", help="CPU offload: optimizer states (ZeRO 1-3), and parameters with ZeRO 3"
+    )
     parser.add_argument("--micro-batch", type=int, default=1, help="sequences per GPU per forward (default 1)")
-    parser.add_argument("--seq-len", type=int, help="sequence length (encoder-decoders: input length); "
-                                                    "default the flavour's block_size")
-    parser.add_argument("--target-len", type=int,
-                        help="encoder-decoders: target length (default: span corruption's for --seq-len)")
-    parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "tf32", "fp32"],
-                        help="training precision (default bf16)")
+    parser.add_argument(
+        "--seq-len", type=int, help="sequence length (encoder-decoders: input length); default the flavour's block_size"
+    )
+    parser.add_argument(
+        "--target-len", type=int, help="encoder-decoders: target length (default: span corruption's for --seq-len)"
+    )
+    parser.add_argument(
+        "--dtype", default="bf16", choices=["bf16", "fp16", "tf32", "fp32"], help="training precision (default bf16)"
+    )
     parser.add_argument("--gpu", default="H100 SXM", help=f"GPU model ({', '.join(F.PEAK_FLOPS)}; default H100 SXM)")
     parser.add_argument("--peak-tflops", type=float, help="dense peak TFLOP/s per GPU, overriding the table")
     parser.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation to assume (default 0.4)")
-    parser.add_argument("--tokens", type=parse_count,
-                        help="training tokens, e.g. 10B (default: the Chinchilla budget, 20 per parameter)")
-    parser.add_argument("--activation-checkpointing", action="store_true",
-                        help="recompute each block's activations in the backward pass")
+    parser.add_argument(
+        "--tokens",
+        type=parse_count,
+        help="training tokens, e.g. 10B (default: the Chinchilla budget, 20 per parameter)",
+    )
+    parser.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="recompute each block's activations in the backward pass",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -401,11 +474,21 @@ def run(args: argparse.Namespace) -> int:
     from tokenmill.core.config import ModelConfig
 
     try:
-        result = plan(ModelConfig(family=args.family, flavor=args.model), gpus=args.gpus, zero=args.zero,
-                      offload=args.offload, micro_batch=args.micro_batch, seq_len=args.seq_len, dtype=args.dtype,
-                      gpu=args.gpu, mfu=args.mfu, tokens=args.tokens,
-                      activation_checkpointing=args.activation_checkpointing, target_len=args.target_len,
-                      peak=args.peak_tflops * 1e12 if args.peak_tflops else None)
+        result = plan(
+            ModelConfig(family=args.family, flavor=args.model),
+            gpus=args.gpus,
+            zero=args.zero,
+            offload=args.offload,
+            micro_batch=args.micro_batch,
+            seq_len=args.seq_len,
+            dtype=args.dtype,
+            gpu=args.gpu,
+            mfu=args.mfu,
+            tokens=args.tokens,
+            activation_checkpointing=args.activation_checkpointing,
+            target_len=args.target_len,
+            peak=args.peak_tflops * 1e12 if args.peak_tflops else None,
+        )
     except ValueError as e:
         print(f"tokenmill plan: {e}", file=sys.stderr)
         return 2
@@ -414,8 +497,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tokenmill plan",
-                                     description="memory, FLOPs and wall time of a training run before you start it")
+    parser = argparse.ArgumentParser(
+        prog="tokenmill plan", description="memory, FLOPs and wall time of a training run before you start it"
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -13,8 +13,9 @@ def continue_prompt(model, tokenizer, specials: dict[str, int], prompt: str, n_t
     """A decoder continues ``prompt``."""
     ids = tokenizer.encode(prompt).ids
     gen = torch.Generator(device=dev).manual_seed(seed)
-    out = model.generate(torch.tensor([ids or [specials["eot"]]], device=dev), n_tokens, temperature=0.8,
-                         top_k=40, generator=gen)
+    out = model.generate(
+        torch.tensor([ids or [specials["eot"]]], device=dev), n_tokens, temperature=0.8, top_k=40, generator=gen
+    )
     return tokenizer.decode(out[0].tolist())
 
 

@@ -7,8 +7,9 @@ import math
 SCHEDULES = ("cosine", "linear", "constant")
 
 
-def learning_rate(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: int,
-                  schedule: str = "cosine") -> float:
+def learning_rate(
+    step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: int, schedule: str = "cosine"
+) -> float:
     """Learning rate for optimizer step ``step`` (0-based)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")

@@ -23,18 +23,31 @@ from tokenmill.core.manifest import read_manifest
 log = logging.getLogger("tokenmill.train")
 
 
-def train_inputs(cfg: Config, tokens_manifest: str | Path, run_name: str | None = None,
-                 parent_run_id: str | None = None) -> list[str]:
+def train_inputs(
+    cfg: Config, tokens_manifest: str | Path, run_name: str | None = None, parent_run_id: str | None = None
+) -> list[str]:
     """Fingerprints of what training reads besides the config: token shards, pairs, DeepSpeed JSON, init weights."""
     files = [p for p in (cfg.train.pairs, cfg.train.deepspeed_config) if p]
     init = [file_fingerprint(f) for f in sorted(Path(cfg.model.init_from).glob("*"))] if cfg.model.init_from else []
-    return [manifest_fingerprint(tokens_manifest), *map(file_fingerprint, files), *init,
-            str(parent_run_id), str(run_name)]
+    return [
+        manifest_fingerprint(tokens_manifest),
+        *map(file_fingerprint, files),
+        *init,
+        str(parent_run_id),
+        str(run_name),
+    ]
 
 
-def train_stage(cfg: Config, tokens_manifest: str | Path, out_dir: str | Path, run_name: str | None = None, *,
-                parent_run_id: str | None = None, tags: dict[str, str] | None = None,
-                echo: Callable[[str], None] = log.info) -> dict[str, Any]:
+def train_stage(
+    cfg: Config,
+    tokens_manifest: str | Path,
+    out_dir: str | Path,
+    run_name: str | None = None,
+    *,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    echo: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
     """Train ``cfg``'s model on ``tokens_manifest`` into ``out_dir``; ``echo`` receives the ranks' output.
 
     Returns the train manifest path, the MLflow run id and the wall time. ``run_name`` defaults to
@@ -61,9 +74,13 @@ def train_stage(cfg: Config, tokens_manifest: str | Path, out_dir: str | Path, r
     if run_id:
         log.info("train: resuming from its checkpoint, into MLflow run %s", run_id)
     else:
-        run_tags = {"tokenmill.stage": "train", "tokenmill.model_family": family_of(cfg.model),
-                    "tokenmill.model_flavor": cfg.model.flavor or "custom",
-                    **tracking.lineage_tags(Path(tokens_manifest)), **(tags or {})}
+        run_tags = {
+            "tokenmill.stage": "train",
+            "tokenmill.model_family": family_of(cfg.model),
+            "tokenmill.model_flavor": cfg.model.flavor or "custom",
+            **tracking.lineage_tags(Path(tokens_manifest)),
+            **(tags or {}),
+        }
         if parent_run_id:
             run_tags["mlflow.parentRunId"] = parent_run_id
         run_id = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, run_name, tags=run_tags)
@@ -90,8 +107,10 @@ def log_run_inputs(cfg: Config, run_id: str, config_file: Path, tokens_manifest:
     mlf.log_artifact(tokens_manifest, "tokens")
     tokens = read_manifest(tokens_manifest, stage="tokenize")
     mlf.log_artifact(tokens["tokenizer"]["path"], "tokenizer")
-    metrics = {"tokens/train": tokens["splits"]["train"]["tokens"],
-               "tokens/validation": tokens["splits"]["validation"]["tokens"]}
+    metrics = {
+        "tokens/train": tokens["splits"]["train"]["tokens"],
+        "tokens/validation": tokens["splits"]["validation"]["tokens"],
+    }
     data_path = (tokens.get("data_manifest") or {}).get("path")
     if data_path and Path(data_path).is_file():
         mlf.log_artifact(data_path, "data")
@@ -99,9 +118,14 @@ def log_run_inputs(cfg: Config, run_id: str, config_file: Path, tokens_manifest:
             mlf.log_artifact(Path(data_path).parent / "funnel.png", "data")
         data = read_manifest(data_path, stage="data")
         counts = data["counts"]
-        metrics.update({"data/read": counts["read"], "data/kept": counts["kept"],
-                        "data/dropped": sum(counts["dropped"].values()),
-                        "data/quarantined": sum(counts["quarantined"].values()),
-                        **{f"data/after_{row['stage']}": row["out"] for row in data.get("funnel", [])},
-                        **{f"data/stats/{k}": v for k, v in data.get("stats", {}).items()}})
+        metrics.update(
+            {
+                "data/read": counts["read"],
+                "data/kept": counts["kept"],
+                "data/dropped": sum(counts["dropped"].values()),
+                "data/quarantined": sum(counts["quarantined"].values()),
+                **{f"data/after_{row['stage']}": row["out"] for row in data.get("funnel", [])},
+                **{f"data/stats/{k}": v for k, v in data.get("stats", {}).items()},
+            }
+        )
     mlf.log_metrics(metrics, step=0)

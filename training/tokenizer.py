@@ -41,13 +41,20 @@ def train_bpe(texts: Iterator[str], vocab_size: int, min_frequency: int):
 
     floor = len(SPECIAL_TOKENS) + 256
     if vocab_size <= floor:
-        raise ValueError(f"tokenizer.vocab_size {vocab_size} leaves no room for merges: {len(SPECIAL_TOKENS)} reserved "
-                         f"tokens and 256 bytes come first, so it must be above {floor}")
+        raise ValueError(
+            f"tokenizer.vocab_size {vocab_size} leaves no room for merges: {len(SPECIAL_TOKENS)} reserved "
+            f"tokens and 256 bytes come first, so it must be above {floor}"
+        )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     return tok
 
@@ -69,8 +76,9 @@ def run_tokenize(data_manifest_path: str | Path, out_dir: str | Path, cfg: Token
         tok = load_pretrained(cfg.from_pretrained)
         kind = f"pretrained ({cfg.from_pretrained})"
     else:
-        tok = train_bpe((t for b in _iter_batches(shards) for t in b.column("text").to_pylist()),
-                        cfg.vocab_size, cfg.min_frequency)
+        tok = train_bpe(
+            (t for b in _iter_batches(shards) for t in b.column("text").to_pylist()), cfg.vocab_size, cfg.min_frequency
+        )
         kind = "byte-level BPE"
     specials = special_ids(tok)
     eot_id = specials["eot"]
@@ -106,30 +114,51 @@ def run_tokenize(data_manifest_path: str | Path, out_dir: str | Path, cfg: Token
         outputs[s] = {"path": str(final), "sha256": sha256_file(final), **stats[s]}
     for s in SPLITS:
         if stats[s]["documents"] == 0:
-            raise ValueError(f"the {s} split is empty: {stats['train']['documents'] + stats['validation']['documents']}"
-                             f" documents with tokenizer.validation_fraction={cfg.validation_fraction}; "
-                             "feed more data or change the fraction")
+            raise ValueError(
+                f"the {s} split is empty: {stats['train']['documents'] + stats['validation']['documents']}"
+                f" documents with tokenizer.validation_fraction={cfg.validation_fraction}; "
+                "feed more data or change the fraction"
+            )
 
     manifest = {
         "stage": "tokenize",
         "data_manifest": {"path": str(Path(data_manifest_path).resolve()), "sha256": sha256_file(data_manifest_path)},
-        "tokenizer": {"path": str(tok_path), "sha256": sha256_file(tok_path), "vocab_size": tok.get_vocab_size(),
-                      "eot_id": eot_id, "kind": kind, "special_tokens": specials},
+        "tokenizer": {
+            "path": str(tok_path),
+            "sha256": sha256_file(tok_path),
+            "vocab_size": tok.get_vocab_size(),
+            "eot_id": eot_id,
+            "kind": kind,
+            "special_tokens": specials,
+        },
         "splits": outputs,
-        "config": {"vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency,
-                   "validation_fraction": cfg.validation_fraction, "from_pretrained": cfg.from_pretrained},
+        "config": {
+            "vocab_size": cfg.vocab_size,
+            "min_frequency": cfg.min_frequency,
+            "validation_fraction": cfg.validation_fraction,
+            "from_pretrained": cfg.from_pretrained,
+        },
         "timings": {"total_s": round(time.time() - started, 2)},
     }
     write_manifest(out_dir / "manifest.json", manifest)
-    log.info("tokenize: train %d docs / %d tokens, validation %d docs / %d tokens",
-             stats["train"]["documents"], stats["train"]["tokens"],
-             stats["validation"]["documents"], stats["validation"]["tokens"])
+    log.info(
+        "tokenize: train %d docs / %d tokens, validation %d docs / %d tokens",
+        stats["train"]["documents"],
+        stats["train"]["tokens"],
+        stats["validation"]["documents"],
+        stats["validation"]["tokens"],
+    )
     return manifest
 
 
 # Other spellings of the same roles, found in pretrained tokenizers (GPT-2, BERT, T5).
-_ALIASES = {"eot": ["</s>", "<eos>", "<|eos|>"], "pad": ["[PAD]"], "cls": ["<s>", "<cls>"], "sep": ["</s>", "<sep>"],
-            "mask": ["<mask>"]}
+_ALIASES = {
+    "eot": ["</s>", "<eos>", "<|eos|>"],
+    "pad": ["[PAD]"],
+    "cls": ["<s>", "<cls>"],
+    "sep": ["</s>", "<sep>"],
+    "mask": ["<mask>"],
+}
 
 
 def special_ids(tok) -> dict[str, int]:

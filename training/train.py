@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import logging
+import math
 import signal
 import sys
 import time
@@ -138,8 +138,12 @@ def setup(args: argparse.Namespace) -> Run:
     cfg = load_config(args.run_config)  # the dump the CLI or flow resolved: no step registry needed here
     tcfg = cfg.train
     rank, world = distributed.init_distributed()
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank {rank}] %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank {rank}] %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stdout,
+    )
     torch.manual_seed(cfg.run.seed)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,36 +155,69 @@ def setup(args: argparse.Namespace) -> Run:
     val_tokens = load_tokens(tokens["splits"]["validation"]["path"])
     model, arch = _model(cfg, vocab_size, specials)
     spec = spec_of(arch)
-    objective, eval_source = objective_for_run(cfg, spec.name, arch.block_size, specials, vocab_size, tokenizer,
-                                               train_tokens, val_tokens)
+    objective, eval_source = objective_for_run(
+        cfg, spec.name, arch.block_size, specials, vocab_size, tokenizer, train_tokens, val_tokens
+    )
     n_params = sum(p.numel() for p in model.parameters())
     ds_config = distributed.deepspeed_config(tcfg, world, tcfg.deepspeed_config)
     engine = distributed.initialize(model, tcfg, ds_config)
-    tracker = MlflowLogger(cfg.tracking_uri, args.mlflow_run_id) if (
-        rank == 0 and args.mlflow_run_id) else MetricsLogger()
+    tracker = (
+        MlflowLogger(cfg.tracking_uri, args.mlflow_run_id) if (rank == 0 and args.mlflow_run_id) else MetricsLogger()
+    )
     if rank == 0 and cfg.tracking.system_metrics:
         tracker.start_system_metrics()
     if rank == 0:
         (out_dir / "deepspeed_config.json").write_text(json.dumps(ds_config, indent=2))
         tracker.log_artifact(out_dir / "deepspeed_config.json", "config")
-        tracker.log_params({"model.num_params": n_params, "train.world_size": world,
-                            "train.global_batch": ds_config["train_batch_size"], "model.resolved_family": spec.name,
-                            **{f"model.arch.{k}": v for k, v in dataclasses.asdict(arch).items()}})
-        log.info("train: %s (%s) with %.2fM parameters, %d train / %d validation tokens, %d rank(s), ZeRO-%d",
-                 spec.name, objective.name, n_params / 1e6, len(train_tokens), len(val_tokens), world,
-                 tcfg.zero_stage)
+        tracker.log_params(
+            {
+                "model.num_params": n_params,
+                "train.world_size": world,
+                "train.global_batch": ds_config["train_batch_size"],
+                "model.resolved_family": spec.name,
+                **{f"model.arch.{k}": v for k, v in dataclasses.asdict(arch).items()},
+            }
+        )
+        log.info(
+            "train: %s (%s) with %.2fM parameters, %d train / %d validation tokens, %d rank(s), ZeRO-%d",
+            spec.name,
+            objective.name,
+            n_params / 1e6,
+            len(train_tokens),
+            len(val_tokens),
+            world,
+            tcfg.zero_stage,
+        )
 
     micro, accum, _ = distributed.batch_sizes(tcfg, world)
     device_name, _ = detect_device()
     eval_batches = objective.eval_batches(eval_source, tcfg.eval_max_blocks, batch_size=1)
     if not eval_batches:
         raise ValueError(f"no validation examples from {len(val_tokens)} validation tokens")
-    return Run(cfg=cfg, args=args, rank=rank, world=world, out_dir=out_dir, tokens=tokens, tokenizer=tokenizer,
-               train_tokens=train_tokens, val_tokens=val_tokens, arch=arch, spec=spec, objective=objective,
-               eval_batches=eval_batches, engine=engine, dev=distributed.device(), tracker=tracker,
-               n_params=n_params, micro=micro, accum=accum, device_name=device_name,
-               peak=peak_flops(device_name, tcfg.precision, tcfg.peak_flops),
-               per_token=flops_per_token(arch, arch.block_size))
+    return Run(
+        cfg=cfg,
+        args=args,
+        rank=rank,
+        world=world,
+        out_dir=out_dir,
+        tokens=tokens,
+        tokenizer=tokenizer,
+        train_tokens=train_tokens,
+        val_tokens=val_tokens,
+        arch=arch,
+        spec=spec,
+        objective=objective,
+        eval_batches=eval_batches,
+        engine=engine,
+        dev=distributed.device(),
+        tracker=tracker,
+        n_params=n_params,
+        micro=micro,
+        accum=accum,
+        device_name=device_name,
+        peak=peak_flops(device_name, tcfg.precision, tcfg.peak_flops),
+        per_token=flops_per_token(arch, arch.block_size),
+    )
 
 
 def _model(cfg, vocab_size: int, specials: dict[str, int]):
@@ -194,9 +231,11 @@ def _model(cfg, vocab_size: int, specials: dict[str, int]):
     model = load_hf(cfg.model.init_from)
     arch = model.cfg
     if family_of_architecture(arch) != family_of(cfg.model) or arch.vocab_size != vocab_size:
-        raise ValueError(f"model.init_from {cfg.model.init_from} holds a {family_of_architecture(arch)} model with "
-                         f"{arch.vocab_size} tokens; this run trains a {family_of(cfg.model)} model on a "
-                         f"{vocab_size}-token tokenizer (set tokenizer.from_pretrained to the same folder)")
+        raise ValueError(
+            f"model.init_from {cfg.model.init_from} holds a {family_of_architecture(arch)} model with "
+            f"{arch.vocab_size} tokens; this run trains a {family_of(cfg.model)} model on a "
+            f"{vocab_size}-token tokenizer (set tokenizer.from_pretrained to the same folder)"
+        )
     return model, arch
 
 
@@ -215,8 +254,7 @@ def resume(run: Run) -> Progress:
     if run.rank == 0:
         log.info("train: resumed from %s at step %d", ckpt_dir, resumed["step"])
         run.tracker.set_tags({"tokenmill.resumed_at_step": str(resumed["step"])})
-    return Progress(start=resumed["step"], resumed=True, history=resumed["history"],
-                    tokens_seen=resumed["tokens_seen"])
+    return Progress(start=resumed["step"], resumed=True, history=resumed["history"], tokens_seen=resumed["tokens_seen"])
 
 
 def train_step(run: Run, progress: Progress, step: int) -> None:
@@ -248,8 +286,14 @@ def log_window(run: Run, progress: Progress, done: int) -> None:
     metrics = {f"train/{n}": sums[2 * i] / max(sums[2 * i + 1], 1) for i, n in enumerate(names)}
     if run.spec.predicts_stream:
         metrics["train/perplexity"] = math.exp(min(metrics["train/loss"], 50.0))
-    metrics.update({"train/lr": engine.get_lr()[0], "train/tokens_per_s": step_tokens / elapsed,
-                    "train/tokens_seen": progress.tokens_seen, **_memory_metrics()})
+    metrics.update(
+        {
+            "train/lr": engine.get_lr()[0],
+            "train/tokens_per_s": step_tokens / elapsed,
+            "train/tokens_seen": progress.tokens_seen,
+            **_memory_metrics(),
+        }
+    )
     grad_norm = engine.get_global_grad_norm()
     if grad_norm is not None:
         metrics["train/grad_norm"] = float(grad_norm)
@@ -259,9 +303,16 @@ def log_window(run: Run, progress: Progress, done: int) -> None:
     run.tracker.log_metrics(metrics, step=done)
     progress.history.append({"step": done, **metrics})
     eta = (time.time() - progress.started) / (done - progress.start) * (tcfg.max_steps - done)
-    log.info("step %d/%d  %s  lr %.2e  %.0f tokens/s  mfu %s  eta %.0fs", done, tcfg.max_steps,
-             "  ".join(f"{n} {metrics[f'train/{n}']:.4f}" for n in names), metrics["train/lr"],
-             metrics["train/tokens_per_s"], f"{utilisation:.1%}" if utilisation is not None else "n/a", eta)
+    log.info(
+        "step %d/%d  %s  lr %.2e  %.0f tokens/s  mfu %s  eta %.0fs",
+        done,
+        tcfg.max_steps,
+        "  ".join(f"{n} {metrics[f'train/{n}']:.4f}" for n in names),
+        metrics["train/lr"],
+        metrics["train/tokens_per_s"],
+        f"{utilisation:.1%}" if utilisation is not None else "n/a",
+        eta,
+    )
     progress.window_start, progress.window, progress.window_tokens = time.time(), {}, 0
 
 
@@ -278,8 +329,12 @@ def checkpoint(run: Run, progress: Progress, step: int) -> None:
     from tokenmill.training import distributed
 
     ckpt_dir = run.out_dir / "checkpoints"
-    distributed.save_checkpoint(run.engine, ckpt_dir, step, {
-        "history": progress.history, "tokens_seen": progress.tokens_seen, "mlflow_run_id": run.args.mlflow_run_id})
+    distributed.save_checkpoint(
+        run.engine,
+        ckpt_dir,
+        step,
+        {"history": progress.history, "tokens_seen": progress.tokens_seen, "mlflow_run_id": run.args.mlflow_run_id},
+    )
     if run.rank == 0:
         (ckpt_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run.args.mlflow_run_id, "step": step}))
         log.info("checkpoint: saved step %d in %s", step, ckpt_dir)
@@ -298,11 +353,13 @@ def finish(run: Run, progress: Progress) -> None:
 
     cfg, tcfg, spec, out_dir, tracker = run.cfg, run.cfg.train, run.spec, run.out_dir, run.tracker
     val = _evaluate(run.engine, run.objective, run.eval_batches, run.rank, run.world, run.dev)
-    scored = against_baseline(val, run.objective, spec.name, run.eval_batches, run.train_tokens, run.vocab_size,
-                              bool(tcfg.pairs))
+    scored = against_baseline(
+        val, run.objective, spec.name, run.eval_batches, run.train_tokens, run.vocab_size, bool(tcfg.pairs)
+    )
     state = distributed.full_state_dict(run.engine)  # collective under ZeRO-3
-    sample = spec.sampler()(run.engine.module, run.tokenizer, run.specials, tcfg.sample_prompt, tcfg.sample_tokens,
-                            cfg.run.seed, run.dev)
+    sample = spec.sampler()(
+        run.engine.module, run.tokenizer, run.specials, tcfg.sample_prompt, tcfg.sample_tokens, cfg.run.seed, run.dev
+    )
     ids = _attention_ids(run.val_tokens, run.specials, spec.attention_framing)
     maps = attention_maps(run.engine.module, ids)
     if run.rank != 0:
@@ -313,7 +370,9 @@ def finish(run: Run, progress: Progress) -> None:
     (out_dir / "sample.txt").write_text(sample)
     pngs = save_attention_pngs(maps, token_labels(run.tokenizer, ids), out_dir / "attention")
     summary = {f"val/{n}": v for n, v in val.items()}
-    summary.update({"val/token_loss": scored["token_loss"], "val/unigram_baseline_loss": scored["unigram_baseline_loss"]})
+    summary.update(
+        {"val/token_loss": scored["token_loss"], "val/unigram_baseline_loss": scored["unigram_baseline_loss"]}
+    )
     if scored["perplexity"] is not None:
         summary["val/perplexity"] = scored["perplexity"]
     tracker.log_metrics(summary, step=tcfg.max_steps)
@@ -326,11 +385,19 @@ def finish(run: Run, progress: Progress) -> None:
     registered = _register(tracker, cfg, spec.name, out_dir, state, run.arch, tokenizer_path)
     manifest = {
         "stage": "train",
-        "tokens_manifest": {"path": str(Path(run.args.tokens_manifest).resolve()),
-                            "sha256": sha256_file(run.args.tokens_manifest)},
+        "tokens_manifest": {
+            "path": str(Path(run.args.tokens_manifest).resolve()),
+            "sha256": sha256_file(run.args.tokens_manifest),
+        },
         "mlflow_run_id": run.args.mlflow_run_id,
-        "model": {"family": spec.name, "objective": run.objective.name, "num_params": run.n_params,
-                  "vocab_size": run.vocab_size, "folder": str(out_dir.resolve()), "init_from": cfg.model.init_from},
+        "model": {
+            "family": spec.name,
+            "objective": run.objective.name,
+            "num_params": run.n_params,
+            "vocab_size": run.vocab_size,
+            "folder": str(out_dir.resolve()),
+            "init_from": cfg.model.init_from,
+        },
         "weights": {"path": str(weights.resolve()), "sha256": sha256_file(weights)},
         "world_size": run.world,
         "steps": tcfg.max_steps,
@@ -347,8 +414,12 @@ def finish(run: Run, progress: Progress) -> None:
         "device": run.device_name,
     }
     write_manifest(out_dir / "manifest.json", manifest)
-    log.info("train: validation %s; token loss %.4f vs unigram baseline %.4f",
-             "  ".join(f"{n} {v:.4f}" for n, v in val.items()), scored["token_loss"], scored["unigram_baseline_loss"])
+    log.info(
+        "train: validation %s; token loss %.4f vs unigram baseline %.4f",
+        "  ".join(f"{n} {v:.4f}" for n, v in val.items()),
+        scored["token_loss"],
+        scored["unigram_baseline_loss"],
+    )
     tracker.stop_system_metrics()
 
 

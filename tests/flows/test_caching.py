@@ -2,8 +2,8 @@
 
 import os
 
-from tokenmill.flows.caching import code_fingerprint, config_part, file_fingerprint, stage_key
 from tokenmill.core.config import load_config
+from tokenmill.flows.caching import code_fingerprint, config_part, file_fingerprint, stage_key
 
 
 def _cfg(*overrides):

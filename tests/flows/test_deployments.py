@@ -4,6 +4,8 @@ parameters against its flow, and becomes a runner deployment with its schedule."
 import pytest
 import yaml
 
+from tokenmill.cli import main
+from tokenmill.core.config import load_config
 from tokenmill.flows.bakeoff import bakeoff_sizes
 from tokenmill.flows.deployments import (
     PREFECT_FILE,
@@ -11,8 +13,6 @@ from tokenmill.flows.deployments import (
     runner_deployments,
     select,
 )
-from tokenmill.cli import main
-from tokenmill.core.config import load_config
 
 
 @pytest.fixture(scope="module")

@@ -107,10 +107,21 @@ def _trigger_and_wait(stack, name: str, parameters: dict, timeout: float = 900):
 
 def test_deploy_registers_every_deployment_of_prefect_yaml(stack):
     env = {**stack["env"], "PREFECT_API_URL": stack["urls"]["prefect_api"]}
-    subprocess.run([str(BIN / "prefect"), "work-pool", "create", "tokenmill-process", "--type", "process"],
-                   env=env, cwd=REPO_ROOT, check=True, capture_output=True)
-    done = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env, cwd=REPO_ROOT,
-                          check=False, capture_output=True, text=True)
+    subprocess.run(
+        [str(BIN / "prefect"), "work-pool", "create", "tokenmill-process", "--type", "process"],
+        env=env,
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+    )
+    done = subprocess.run(
+        [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
+        env=env,
+        cwd=REPO_ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     from tokenmill.flows.deployments import deployment_entries
 
@@ -126,8 +137,9 @@ def test_deploy_registers_every_deployment_of_prefect_yaml(stack):
 
 
 def git_status_changed() -> bool:
-    out = subprocess.run(["git", "status", "--porcelain", "prefect.yaml"], cwd=REPO_ROOT, check=False,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "prefect.yaml"], cwd=REPO_ROOT, check=False, capture_output=True, text=True
+    )
     return bool(out.stdout.strip())
 
 
@@ -143,8 +155,10 @@ def _run_named(stack, deployment_id, run_name: str, timeout: float):
     deadline = time.time() + timeout
     with _client(stack) as client:
         while time.time() < deadline:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name])),
-                                         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name])),
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            )
             if runs:
                 return runs[0]
             time.sleep(1)
@@ -160,9 +174,11 @@ def _submit_created_no_run(stack, page, deployment_id, run_name: str, trouble: l
     with _client(stack) as client:
         runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
     server_log = (stack["home"] / "services" / "logs" / "prefect.log").read_text()[-3000:]
-    pytest.fail(f"Submit created no run named {run_name!r}.\nPage {page.url}:\n{page.inner_text('body')[:2000]}\n"
-                f"Runs of the deployment: {[(r.name, r.parameters, r.state_name) for r in runs]}\n"
-                "Browser:\n" + "\n".join(trouble[-30:]) + f"\nServer log:\n{server_log}")
+    pytest.fail(
+        f"Submit created no run named {run_name!r}.\nPage {page.url}:\n{page.inner_text('body')[:2000]}\n"
+        f"Runs of the deployment: {[(r.name, r.parameters, r.state_name) for r in runs]}\n"
+        "Browser:\n" + "\n".join(trouble[-30:]) + f"\nServer log:\n{server_log}"
+    )
 
 
 def _needs(stack, key: str):
@@ -223,8 +239,10 @@ def _custom_run_from_the_ui(stack, name: str, overrides: list[str], run_name: st
             page.set_default_timeout(60_000)
             trouble = []  # for the failure message: what the browser saw go wrong
             page.on("console", lambda m: trouble.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-            page.on("response", lambda r: trouble.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400
-                    else None)
+            page.on(
+                "response",
+                lambda r: trouble.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None,
+            )
             page.on("requestfailed", lambda r: trouble.append(f"failed {r.method} {r.url}: {r.failure}"))
             page.goto(f"{stack['urls']['prefect_ui']}/deployments/deployment/{dep.id}")
             page.get_by_role("button", name="Run", exact=True).click()
@@ -257,9 +275,13 @@ def _custom_run_from_the_ui(stack, name: str, overrides: list[str], run_name: st
 
 def test_a_deployment_run_from_the_prefect_ui_runs_the_pipeline_on_a_process_worker(stack):
     log = open(stack["out"] / "worker.log", "w")
-    worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "tokenmill-process"],
-                              env={**stack["env"], "PREFECT_API_URL": stack["urls"]["prefect_api"]},
-                              cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "tokenmill-process"],
+        env={**stack["env"], "PREFECT_API_URL": stack["urls"]["prefect_api"]},
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     overrides = [f"run.output_dir={stack['out']}", "train.max_steps=30", "train.log_every=10"]
     try:
         flow_run_id = _custom_run_from_the_ui(stack, "pipeline/tiny", overrides, "from-the-ui", stack["shots"])
@@ -284,8 +306,9 @@ def test_the_run_is_in_the_mlflow_server_with_its_lineage(stack):
     run = _needs(stack, "flow_run")
     client = MlflowClient(tracking_uri=stack["urls"]["mlflow"])
     exp = client.get_experiment_by_name("tokenmill")
-    (mlrun,) = client.search_runs([exp.experiment_id],
-                                  filter_string=f"tags.`tokenmill.prefect_flow_run_id` = '{run.id}'")
+    (mlrun,) = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`tokenmill.prefect_flow_run_id` = '{run.id}'"
+    )
     assert mlrun.info.status == "FINISHED"
     tags = mlrun.data.tags
     assert tags["tokenmill.prefect_deployment"] == "pipeline/tiny"
@@ -307,18 +330,29 @@ def test_tokenmill_serve_runs_an_on_demand_deployment(stack):
     _needs(stack, "flow_run")  # evaluates the model that run trained
     log_path = stack["out"] / "serve.log"
     log = open(log_path, "w")
-    serve = subprocess.Popen([str(BIN / "tokenmill"), "serve", "evaluate/on-demand", "--no-schedules"],
-                             env=stack["env"], cwd=stack["out"], stdout=log, stderr=subprocess.STDOUT)
+    serve = subprocess.Popen(
+        [str(BIN / "tokenmill"), "serve", "evaluate/on-demand", "--no-schedules"],
+        env=stack["env"],
+        cwd=stack["out"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.time() + 120
         while "being served" not in log_path.read_text() and time.time() < deadline:
             assert serve.poll() is None, log_path.read_text()[-3000:]
             time.sleep(1)
         train_manifest = stack["out"] / "tiny" / "train" / "manifest.json"
-        run = _trigger_and_wait(stack, "evaluate/on-demand", {
-            "train_manifest": str(train_manifest), "config_path": "conf/tiny.yaml",
-            "overrides": [f"run.output_dir={stack['out']}", "train.max_steps=30", "train.eval_max_blocks=16"]},
-            timeout=300)
+        run = _trigger_and_wait(
+            stack,
+            "evaluate/on-demand",
+            {
+                "train_manifest": str(train_manifest),
+                "config_path": "conf/tiny.yaml",
+                "overrides": [f"run.output_dir={stack['out']}", "train.max_steps=30", "train.eval_max_blocks=16"],
+            },
+            timeout=300,
+        )
     finally:
         _stop(serve)
         log.close()
@@ -336,13 +370,31 @@ def _chromium() -> str:
 
 def _render(url: str, screenshot: Path, budget_ms: int, tmp: Path) -> str:
     """The page's text after its scripts ran for ``budget_ms`` of virtual time; a screenshot of it too."""
-    base = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
-            f"--virtual-time-budget={budget_ms}"]
-    dom = subprocess.run([*base, f"--user-data-dir={tmp / 'dom'}", "--dump-dom", url], check=False, capture_output=True,
-                         text=True, timeout=180)
-    subprocess.run([*base, f"--user-data-dir={tmp / 'shot'}", f"--screenshot={screenshot}", url],
-                   check=False, capture_output=True, timeout=180)
+    base = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
+        f"--virtual-time-budget={budget_ms}",
+    ]
+    dom = subprocess.run(
+        [*base, f"--user-data-dir={tmp / 'dom'}", "--dump-dom", url],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    subprocess.run(
+        [*base, f"--user-data-dir={tmp / 'shot'}", f"--screenshot={screenshot}", url],
+        check=False,
+        capture_output=True,
+        timeout=180,
+    )
     text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom.stdout, flags=re.DOTALL)
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", text)).split())
 
@@ -351,8 +403,9 @@ def test_both_uis_show_the_run_in_a_browser(stack, tmp_path):
     run, mlrun = _needs(stack, "flow_run"), _needs(stack, "mlflow_run")
     shots = stack["shots"]
 
-    prefect_page = _render(f"{stack['urls']['prefect_ui']}/runs/flow-run/{run.id}", shots / "prefect-flow-run.png",
-                           20000, tmp_path / "p")
+    prefect_page = _render(
+        f"{stack['urls']['prefect_ui']}/runs/flow-run/{run.id}", shots / "prefect-flow-run.png", 20000, tmp_path / "p"
+    )
     assert run.name in prefect_page, prefect_page[:2000]
     assert "Completed" in prefect_page and "pipeline" in prefect_page
 

@@ -37,8 +37,9 @@ def test_data_manifest_accounts_for_every_record(pipeline_run):
     assert all(a["out"] == b["in"] for a, b in zip(funnel, funnel[1:]))
     assert funnel[-1]["out"] == counts["kept"]
 
-    rows = {name: sum(pq.ParquetFile(s["path"]).metadata.num_rows for s in shards)
-            for name, shards in m["outputs"].items()}
+    rows = {
+        name: sum(pq.ParquetFile(s["path"]).metadata.num_rows for s in shards) for name, shards in m["outputs"].items()
+    }
     assert rows == {"kept": counts["kept"], "rejected": dropped, "quarantine": quarantined}
     assert len(m["outputs"]["kept"]) >= 1
     for shard in m["outputs"]["kept"]:
@@ -51,7 +52,10 @@ def test_rejected_rows_carry_reasons_and_duplicates_point_at_kept_copies(pipelin
     rejected = pq.read_table([s["path"] for s in m["outputs"]["rejected"]][0]).to_pylist()
     kept = {r["id"]: r["text"] for s in m["outputs"]["kept"] for r in pq.read_table(s["path"]).to_pylist()}
     assert all(r["reason"] for r in rejected)
-    norm = lambda t: re.sub(r"\s+", " ", t.strip()).lower()
+
+    def norm(t):
+        return re.sub(r"\s+", " ", t.strip()).lower()
+
     for r in rejected:
         if r["reason"] == "exact_dedup_duplicate":
             assert norm(kept[r["duplicate_of"]]) == norm(r["text"])
@@ -90,11 +94,24 @@ def test_mlflow_run_finished_with_metrics_and_artifacts(pipeline_run):
             out += listing(f.path) if f.is_dir else [f.path]
         return out
 
-    assert {"config/config.yaml", "config/deepspeed_config.json", "data/manifest.json", "data/funnel.png",
-            "tokens/manifest.json",
-            "tokenizer/tokenizer.json", "model/weights.safetensors", "model/model.json", "model/tokenizer.json",
-            "samples/final.txt", "attention/attention_layer_0.png", "train/manifest.json", "plots/loss_curve.png",
-            "hf/config.json", "hf/model.safetensors", "hf/tokenizer.json"} <= set(listing())
+    assert {
+        "config/config.yaml",
+        "config/deepspeed_config.json",
+        "data/manifest.json",
+        "data/funnel.png",
+        "tokens/manifest.json",
+        "tokenizer/tokenizer.json",
+        "model/weights.safetensors",
+        "model/model.json",
+        "model/tokenizer.json",
+        "samples/final.txt",
+        "attention/attention_layer_0.png",
+        "train/manifest.json",
+        "plots/loss_curve.png",
+        "hf/config.json",
+        "hf/model.safetensors",
+        "hf/tokenizer.json",
+    } <= set(listing())
     # lineage: the run names the data it was trained on and the Prefect flow run that made it
     data = read_manifest(pipeline_run["data_manifest"], stage="data")
     assert run.data.tags["tokenmill.data_manifest"] == pipeline_run["data_manifest"]
@@ -117,9 +134,14 @@ def test_saved_weights_reproduce_the_reported_validation_loss(pipeline_run):
     model, _ = load_model(result["model"]["folder"])
     assert result["weights"]["sha256"] == sha256_file(Path(result["model"]["folder"]) / "weights.safetensors")
     val = load_tokens(tokens["splits"]["validation"]["path"])
-    objective = build_objective("gpt", val, block_size=model.cfg.block_size,
-                                specials=tokens["tokenizer"]["special_tokens"], seed=0,
-                                vocab_size=tokens["tokenizer"]["vocab_size"])
+    objective = build_objective(
+        "gpt",
+        val,
+        block_size=model.cfg.block_size,
+        specials=tokens["tokenizer"]["special_tokens"],
+        seed=0,
+        vocab_size=tokens["tokenizer"]["vocab_size"],
+    )
     total, count = 0.0, 0.0
     with torch.no_grad():
         cfg = load_config(Path(pipeline_run["run_dir"]) / "config.yaml")
@@ -155,9 +177,11 @@ def test_crashed_training_fails_the_flow_and_the_mlflow_run(prefect_harness, tmp
 
     from tokenmill.flows.pipeline import pipeline_flow
 
-    state = pipeline_flow(config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),
-                              overrides=[f"run.output_dir={tmp_path}", "model.n_head=3", "train.max_steps=2"],
-                              return_state=True)
+    state = pipeline_flow(
+        config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),
+        overrides=[f"run.output_dir={tmp_path}", "model.n_head=3", "train.max_steps=2"],
+        return_state=True,
+    )
     assert state.is_failed()
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("tokenmill").experiment_id])
@@ -167,12 +191,15 @@ def test_crashed_training_fails_the_flow_and_the_mlflow_run(prefect_harness, tmp
 
 
 def test_rerunning_the_data_job_gives_identical_shards(pipeline_run, tmp_path):
-    from tokenmill.spark_jobs.clean import run_clean_job
     from tokenmill.core.config import load_config
+    from tokenmill.spark_jobs.clean import run_clean_job
 
     first = read_manifest(pipeline_run["data_manifest"], stage="data")
     cfg = load_config(Path(pipeline_run["run_dir"]) / "config.yaml")
     again = run_clean_job(cfg.data, tmp_path / "data")
     assert again["counts"] == first["counts"]
-    digests = lambda m: [(s["rows"], s["sha256"]) for s in m["outputs"]["kept"]]
+
+    def digests(m):
+        return [(s["rows"], s["sha256"]) for s in m["outputs"]["kept"]]
+
     assert digests(again) == digests(first)

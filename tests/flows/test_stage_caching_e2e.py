@@ -21,8 +21,10 @@ def _run(out: Path, *extra: str):
     from tokenmill.flows.pipeline import pipeline_flow
 
     since = datetime.now(UTC)
-    result = pipeline_flow(config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),
-                           overrides=[f"run.output_dir={out}", "train.max_steps=10", "train.log_every=5", *extra])
+    result = pipeline_flow(
+        config_path=str(REPO_ROOT / "conf" / "tiny.yaml"),
+        overrides=[f"run.output_dir={out}", "train.max_steps=10", "train.log_every=5", *extra],
+    )
     return result, task_states_since(since)
 
 

@@ -38,14 +38,32 @@ CONSTRAINTS = REPO / "requirements" / "constraints.txt"
 BIND = "${TOKENMILL_BIND:-127.0.0.1}"
 # Keys of the Compose specification a service here may use: a misspelt key is an error for Compose.
 SERVICE_KEYS = {
-    "build", "command", "container_name", "depends_on", "entrypoint", "environment", "env_file", "expose",
-    "extra_hosts", "healthcheck", "image", "labels", "network_mode", "networks", "ports", "profiles",
-    "restart", "user", "volumes", "working_dir",
+    "build",
+    "command",
+    "container_name",
+    "depends_on",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "expose",
+    "extra_hosts",
+    "healthcheck",
+    "image",
+    "labels",
+    "network_mode",
+    "networks",
+    "ports",
+    "profiles",
+    "restart",
+    "user",
+    "volumes",
+    "working_dir",
 }
 DEPENDS_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
 
 # -- reading the compose file as Compose does ------------------------------------------------------------
+
 
 def interpolate(text: str, env: dict[str, str]) -> str:
     """Compose's variable interpolation: ``$$``, ``$VAR``, ``${VAR}`` and ``${VAR<op>word}`` for the
@@ -68,7 +86,7 @@ def interpolate(text: str, env: dict[str, str]) -> str:
                     continue
                 depth -= text[j] == "}"
                 j += 1
-            out.append(_expand(text[i + 2:j - 1], env))
+            out.append(_expand(text[i + 2 : j - 1], env))
             i = j
         else:
             m = re.match(r"\$([A-Za-z_]\w*)", text[i:])
@@ -110,8 +128,16 @@ def resolve(node, env: dict[str, str]):
 def test_interpolation_follows_compose_rules():
     """The checks below read the file through this interpolation, so it must agree with Compose's."""
     env = {"SET": "v", "EMPTY": ""}
-    cases = {"${SET:-d}": "v", "${EMPTY:-d}": "d", "${EMPTY-d}": "", "${UNSET-d}": "d", "$SET/$$SET": "v/$SET",
-             "${UNSET:-${EMPTY:-${SET}}}x": "vx", "${SET:+alt}${UNSET:+alt}": "alt", "a${UNSET}b": "ab"}
+    cases = {
+        "${SET:-d}": "v",
+        "${EMPTY:-d}": "d",
+        "${EMPTY-d}": "",
+        "${UNSET-d}": "d",
+        "$SET/$$SET": "v/$SET",
+        "${UNSET:-${EMPTY:-${SET}}}x": "vx",
+        "${SET:+alt}${UNSET:+alt}": "alt",
+        "a${UNSET}b": "ab",
+    }
     for text, expected in cases.items():
         assert interpolate(text, env) == expected, text
     with pytest.raises(KeyError):
@@ -221,6 +247,7 @@ def major_minor(version: str) -> tuple[int, int]:
 
 # -- the compose file --------------------------------------------------------------------------------------
 
+
 def test_compose_uses_only_known_keys():
     assert set(RAW) <= {"name", "services", "volumes", "networks"} | {k for k in RAW if k.startswith("x-")}
     declared_volumes = set(RAW.get("volumes") or {})
@@ -278,7 +305,7 @@ def test_ports_bind_to_tokenmill_bind_only():
     for name, service in raw.items():
         for port in service.get("ports", []):
             assert isinstance(port, str) and port.startswith(BIND + ":"), f"{name}: {port!r}"
-            assert re.fullmatch(r"\d+:\d+", port[len(BIND) + 1:]), port
+            assert re.fullmatch(r"\d+:\d+", port[len(BIND) + 1 :]), port
             published += 1
         if service.get("network_mode") == "host":
             assert "ports" not in service, f"{name}: ports mean nothing on the host network"
@@ -441,8 +468,11 @@ def _third_party_imports() -> set[str]:
             continue
         seen.add(path)
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            )
             for name in names:
                 top = name.split(".")[0]
                 if top == "tokenmill":
@@ -471,8 +501,10 @@ def test_spark_worker_image_installs_what_executors_import():
 def test_spark_workers_see_the_drivers_paths_and_code():
     """Executors read data.input and write run outputs at the driver's paths: the shared tree is mounted at
     its own path, as the user the outputs belong to; spark_jobs/ and tokenmill/ are the driver's own."""
-    for env, shared in (({"PWD": "/home/me/tokenmill"}, "/home/me/tokenmill"),
-                        ({"PWD": "/x", "TOKENMILL_SHARED": "/data/tm"}, "/data/tm")):
+    for env, shared in (
+        ({"PWD": "/home/me/tokenmill"}, "/home/me/tokenmill"),
+        ({"PWD": "/x", "TOKENMILL_SHARED": "/data/tm"}, "/data/tm"),
+    ):
         services = resolve(RAW, env)["services"]
         for name in ("spark-worker-1", "spark-worker-2"):
             worker = services[name]
@@ -484,8 +516,12 @@ def test_spark_workers_see_the_drivers_paths_and_code():
     # tokenmill.spark_jobs is the link tokenmill/spark_jobs -> ../spark_jobs: relative, so it resolves to the
     # second mount inside the container too
     assert (REPO / "tokenmill" / "spark_jobs").readlink() == Path("../spark_jobs")
-    assert resolve(RAW, {"PWD": "/x", "TOKENMILL_UID": "1234", "TOKENMILL_GID": "99"})["services"]["spark-worker-2"][
-        "user"] == "1234:99"
+    assert (
+        resolve(RAW, {"PWD": "/x", "TOKENMILL_UID": "1234", "TOKENMILL_GID": "99"})["services"]["spark-worker-2"][
+            "user"
+        ]
+        == "1234:99"
+    )
 
 
 # -- the Prefect Kubernetes work pool ------------------------------------------------------------------------
@@ -541,10 +577,19 @@ def test_pool_template_renders_with_prefects_own_code():
     assert "PREFECT_API_URL" not in env  # unset: the worker passes on its own
     assert defaults.command is None  # the worker's default: prefect flow-run execute
 
-    given = render({"prefect_api_url": "http://prefect.example:4200/api", "env": {"EXTRA": "1"},
-                    "mlflow_tracking_uri": "http://mlflow.example:5000"})
-    assert given.env == {"PREFECT_API_URL": "http://prefect.example:4200/api", "EXTRA": "1",
-                         "MLFLOW_TRACKING_URI": "http://mlflow.example:5000", "PYTHONUNBUFFERED": "1"}
+    given = render(
+        {
+            "prefect_api_url": "http://prefect.example:4200/api",
+            "env": {"EXTRA": "1"},
+            "mlflow_tracking_uri": "http://mlflow.example:5000",
+        }
+    )
+    assert given.env == {
+        "PREFECT_API_URL": "http://prefect.example:4200/api",
+        "EXTRA": "1",
+        "MLFLOW_TRACKING_URI": "http://mlflow.example:5000",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def test_pool_manifest_renders_to_a_job():
@@ -567,8 +612,9 @@ def test_pool_manifest_renders_to_a_job():
     assert set(mounts) == set(volumes)
     assert volumes["runs"]["persistentVolumeClaim"]["claimName"] == props["runs_volume_claim"]["default"]
     assert mounts["runs"] == props["runs_mount_path"]["default"] and mounts["dshm"] == "/dev/shm"
-    no_gpu = apply_values(TEMPLATE["job_configuration"]["job_manifest"],
-                          BaseJobConfiguration._get_base_config_defaults(props))
+    no_gpu = apply_values(
+        TEMPLATE["job_configuration"]["job_manifest"], BaseJobConfiguration._get_base_config_defaults(props)
+    )
     assert "nvidia.com/gpu" not in no_gpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
 
 
@@ -606,11 +652,14 @@ def test_pool_template_with_the_kubernetes_worker():
     assert {"name": "PYTHONUNBUFFERED", "value": "1"} in container["env"]
     assert cfg.namespace == TEMPLATE["variables"]["properties"]["namespace"]["default"]
     # parallelism and completions sit in the pod spec because the worker's validation requires them there.
-    assert _unknown_fields(cfg.job_manifest, V1Job) == ["/spec/template/spec/parallelism",
-                                                         "/spec/template/spec/completions"]
+    assert _unknown_fields(cfg.job_manifest, V1Job) == [
+        "/spec/template/spec/parallelism",
+        "/spec/template/spec/completions",
+    ]
 
 
 # -- conf/cluster.yaml and infra/README.md's commands --------------------------------------------------------
+
 
 def test_cluster_config_points_at_the_published_services():
     cfg = load_config(CLUSTER_CONF)
@@ -644,7 +693,7 @@ def test_the_documented_stack_commands_run_this_stack():
     commands = _documented_commands(text)
 
     def argument(flag: str, *program: str) -> list[str]:
-        return [w[w.index(flag) + 1] for w in commands if w[:len(program)] == list(program) and flag in w]
+        return [w[w.index(flag) + 1] for w in commands if w[: len(program)] == list(program) and flag in w]
 
     assert [REPO / f for f in argument("-f", "docker", "compose")] == [COMPOSE_FILE]
     assert [REPO / f for f in argument("--base-job-template", "prefect", "work-pool", "create")] == [POOL_TEMPLATE]
@@ -657,8 +706,13 @@ def test_the_documented_stack_commands_run_this_stack():
     compose_text = COMPOSE_FILE.read_text()
     for name in sorted(set(re.findall(r"\bTOKENMILL_[A-Z_]+", text))):
         assert re.search(rf"\$\{{?{name}\b", compose_text), f"infra/README.md names {name}; compose.yaml never reads it"
-    exported = dict(m.groups() for w in commands if w[:1] == ["export"]
-                    for m in map(re.compile(r"([A-Z][A-Z0-9_]*)=(.*)").fullmatch, w[1:]) if m)
+    exported = dict(
+        m.groups()
+        for w in commands
+        if w[:1] == ["export"]
+        for m in map(re.compile(r"([A-Z][A-Z0-9_]*)=(.*)").fullmatch, w[1:])
+        if m
+    )
     api = urlsplit(exported["PREFECT_API_URL"])
     published = resolve(RAW, {"PWD": "/x"})["services"]["prefect"]["ports"]
     assert any(p.startswith(f"{api.hostname}:{api.port}:") for p in published), (api, published)

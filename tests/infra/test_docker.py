@@ -25,9 +25,12 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 def instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) in order, continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(l for l in path.read_text().splitlines() if not l.lstrip().startswith("#")))
-    return [(m.group(1).upper(), m.group(2).strip())
-            for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", text, re.MULTILINE)]
+    text = re.sub(
+        r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+    )
+    return [
+        (m.group(1).upper(), m.group(2).strip()) for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", text, re.MULTILINE)
+    ]
 
 
 STEPS = instructions(DOCKERFILE)
@@ -86,8 +89,9 @@ def test_editable_install_stubs_are_the_projects_top_level_packages():
 
 
 def test_build_context_leaves_host_state_out():
-    ignored = {line.strip() for line in DOCKERIGNORE.read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
+    }
     # a host .venv copied by `COPY . .` would replace the image's; runs and service stores are data
     assert {".git", "**/.venv", ".tokenmill", "runs"} <= ignored
     for entry in (REPO / ".gitignore").read_text().splitlines():
@@ -108,7 +112,6 @@ def test_working_directory_is_where_prefect_yaml_pull_step_points():
 
 
 def test_the_pool_runs_the_tag_the_dockerfile_documents():
-    tag = re.search(r"docker build -f infra/docker/tokenmill\.Dockerfile -t (\S+) \.",
-                    DOCKERFILE.read_text()).group(1)
+    tag = re.search(r"docker build -f infra/docker/tokenmill\.Dockerfile -t (\S+) \.", DOCKERFILE.read_text()).group(1)
     assert tag == POOL["variables"]["properties"]["image"]["default"]
     assert tag == f"tokenmill:{PYPROJECT['project']['version']}"

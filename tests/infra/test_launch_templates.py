@@ -29,17 +29,47 @@ WHEELHOUSE = REPO / "bench" / "wheelhouse.sh"
 
 # Long options of sbatch(1) a template may reasonably use.
 SBATCH_OPTIONS = {
-    "account", "array", "constraint", "cpus-per-gpu", "cpus-per-task", "dependency", "error", "exclusive",
-    "gpus", "gpus-per-node", "gpus-per-task", "gres", "job-name", "mail-type", "mail-user", "mem", "mem-per-cpu",
-    "mem-per-gpu", "nodes", "ntasks", "ntasks-per-node", "output", "partition", "qos", "requeue", "reservation",
-    "signal", "time",
+    "account",
+    "array",
+    "constraint",
+    "cpus-per-gpu",
+    "cpus-per-task",
+    "dependency",
+    "error",
+    "exclusive",
+    "gpus",
+    "gpus-per-node",
+    "gpus-per-task",
+    "gres",
+    "job-name",
+    "mail-type",
+    "mail-user",
+    "mem",
+    "mem-per-cpu",
+    "mem-per-gpu",
+    "nodes",
+    "ntasks",
+    "ntasks-per-node",
+    "output",
+    "partition",
+    "qos",
+    "requeue",
+    "reservation",
+    "signal",
+    "time",
 }
 SET_ARG = re.compile(r"--set[ =]+\"?([A-Za-z_][\w]*(?:\.[\w]+)+)=([^\s\"\\]*)")
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env={**os.environ, "PYTHON": sys.executable, **(env or {})})
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, "PYTHON": sys.executable, **(env or {})},
+    )
 
 
 @pytest.mark.parametrize("script", [SBATCH, GPU_CHECK, WHEELHOUSE], ids=lambda p: p.name)
@@ -59,13 +89,14 @@ def sbatch_directives() -> dict[str, str]:
         if stripped and not stripped.startswith("#"):
             break
         if stripped.startswith("#SBATCH"):
-            words = shlex.split(stripped[len("#SBATCH"):])
+            words = shlex.split(stripped[len("#SBATCH") :])
             assert len(words) == 1 and words[0].startswith("--"), f"write #SBATCH options as --key=value: {line}"
             key, _, value = words[0][2:].partition("=")
             assert key in SBATCH_OPTIONS, f"unknown sbatch option --{key}"
             options[key] = value
-    assert all(not line.startswith("#SBATCH") for line in _after_first_command(SBATCH.read_text())), \
+    assert all(not line.startswith("#SBATCH") for line in _after_first_command(SBATCH.read_text())), (
         "#SBATCH lines after the first command are ignored by Slurm"
+    )
     return options
 
 
@@ -90,9 +121,21 @@ def test_sbatch_directives_parse():
 
 def test_sbatch_launches_torchrun_rendezvous():
     text = SBATCH.read_text()
-    for needle in ("torch.distributed.run", "--rdzv-backend c10d", "--rdzv-endpoint", "--rdzv-id", "--nnodes",
-                   "--nproc-per-node", "-m tokenmill.training.train", "--run-config", "--tokens-manifest", "--out-dir",
-                   'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1', "srun", "NCCL_SOCKET_IFNAME"):
+    for needle in (
+        "torch.distributed.run",
+        "--rdzv-backend c10d",
+        "--rdzv-endpoint",
+        "--rdzv-id",
+        "--nnodes",
+        "--nproc-per-node",
+        "-m tokenmill.training.train",
+        "--run-config",
+        "--tokens-manifest",
+        "--out-dir",
+        'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1',
+        "srun",
+        "NCCL_SOCKET_IFNAME",
+    ):
         assert needle in text, needle
 
 
@@ -105,7 +148,9 @@ def test_sbatch_runs_with_standin_slurm(tmp_path):
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text('#!/bin/sh\n[ "$1 $2" = "show hostnames" ] || exit 3\nprintf "gpu-a\\ngpu-b\\n"\n')
+    (bin_dir / "scontrol").write_text(
+        '#!/bin/sh\n[ "$1 $2" = "show hostnames" ] || exit 3\nprintf "gpu-a\\ngpu-b\\n"\n'
+    )
     (bin_dir / "srun").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done > "$SRUN_ARGS"\n')
     for f in bin_dir.iterdir():
         f.chmod(0o755)
@@ -113,11 +158,21 @@ def test_sbatch_runs_with_standin_slurm(tmp_path):
     tokens.write_text(json.dumps({"stage": "tokenize"}))
     out = tmp_path / "out"
     srun_args = tmp_path / "srun_args.txt"
-    result = run(["bash", str(SBATCH), "--set", "train.max_steps=7", "--set", "model.flavor=gpt2-small"], env={
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SRUN_ARGS": str(srun_args),
-        "SLURM_NNODES": "2", "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu-[a-b]",
-        "SLURM_SUBMIT_DIR": str(REPO), "GPUS_PER_NODE": "4", "CONFIG": "conf/tiny.yaml",
-        "TOKENS": str(tokens), "OUT_DIR": str(out)})
+    result = run(
+        ["bash", str(SBATCH), "--set", "train.max_steps=7", "--set", "model.flavor=gpt2-small"],
+        env={
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "SRUN_ARGS": str(srun_args),
+            "SLURM_NNODES": "2",
+            "SLURM_JOB_ID": "4242",
+            "SLURM_JOB_NODELIST": "gpu-[a-b]",
+            "SLURM_SUBMIT_DIR": str(REPO),
+            "GPUS_PER_NODE": "4",
+            "CONFIG": "conf/tiny.yaml",
+            "TOKENS": str(tokens),
+            "OUT_DIR": str(out),
+        },
+    )
     assert result.returncode == 0, result.stderr
     argv = srun_args.read_text().splitlines()
     assert argv[:3] == ["--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
@@ -139,11 +194,19 @@ def test_sbatch_runs_with_standin_slurm(tmp_path):
 def test_sbatch_fails_clearly_without_tokens(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text('#!/bin/sh\necho gpu-a\n')
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho gpu-a\n")
     (bin_dir / "scontrol").chmod(0o755)
-    result = run(["bash", str(SBATCH)], env={
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_NNODES": "1", "SLURM_JOB_ID": "1",
-        "SLURM_JOB_NODELIST": "gpu-a", "TOKENS": str(tmp_path / "missing.json"), "OUT_DIR": str(tmp_path / "o")})
+    result = run(
+        ["bash", str(SBATCH)],
+        env={
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "SLURM_NNODES": "1",
+            "SLURM_JOB_ID": "1",
+            "SLURM_JOB_NODELIST": "gpu-a",
+            "TOKENS": str(tmp_path / "missing.json"),
+            "OUT_DIR": str(tmp_path / "o"),
+        },
+    )
     assert result.returncode != 0
     assert "no tokenize manifest" in result.stderr
 
@@ -179,8 +242,9 @@ def _launched(argv: list[str], tmp_path: Path) -> tuple[str, list[str]]:
 
     args = build_parser().parse_args(["train", *argv])
     cfg = resolve_config(args.config and REPO / args.config, args.overrides)
-    return cfg.run.name, launch.command(cfg.train, tmp_path / "config.yaml", tmp_path / "tokens.json",
-                                        tmp_path / "out", None, cfg.run.name)
+    return cfg.run.name, launch.command(
+        cfg.train, tmp_path / "config.yaml", tmp_path / "tokens.json", tmp_path / "out", None, cfg.run.name
+    )
 
 
 def test_the_documented_launches_are_what_tokenmill_train_starts(tmp_path):
@@ -222,14 +286,14 @@ def test_the_documented_sbatch_runs_the_template_with_config_keys():
     for page in (README, REPO / "docs" / "training.md"):
         blocks = "\n".join(re.findall(r"^```[^\n]*\n(.*?)^```", page.read_text(), re.MULTILINE | re.DOTALL))
         lines = [shlex.split(line, comments=True) for line in blocks.replace("\\\n", " ").splitlines()]
-        sbatch = [w[w.index("sbatch") + 1:] for w in lines if "sbatch" in w]
+        sbatch = [w[w.index("sbatch") + 1 :] for w in lines if "sbatch" in w]
         assert sbatch, page
         for argv in sbatch:
             script = next(a for a in argv if a.endswith(".sbatch"))
             assert REPO / script == SBATCH, argv
-            options = [a[2:].partition("=")[0] for a in argv[:argv.index(script)] if a.startswith("--")]
+            options = [a[2:].partition("=")[0] for a in argv[: argv.index(script)] if a.startswith("--")]
             assert set(options) <= SBATCH_OPTIONS, argv
-            rest = argv[argv.index(script) + 1:]
+            rest = argv[argv.index(script) + 1 :]
             args = build_parser().parse_args(["train", *rest])
             resolve_config(args.config and REPO / args.config, args.overrides)
 
@@ -250,7 +314,15 @@ def test_gpu_check_dry_run(tmp_path):
     result = run(["bash", str(GPU_CHECK), "--dry-run"], env={"WORK_DIR": str(work)})
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for needle in ("gpt2-small", "bf16", "ZeRO-2", "torch.distributed.run", "tokenmill.training.train", "tokens/s", "MFU"):
+    for needle in (
+        "gpt2-small",
+        "bf16",
+        "ZeRO-2",
+        "torch.distributed.run",
+        "tokenmill.training.train",
+        "tokens/s",
+        "MFU",
+    ):
         assert needle in out, needle
     assert not work.exists(), "--dry-run must not write anything"
     overrides = [f"{k}={v}" for k, v in SET_ARG.findall(out)]
@@ -281,8 +353,11 @@ def test_wheelhouse_dry_run_lists_pins_without_torch():
 def test_gpu_check_cpu_smoke(tmp_path):
     """Every phase of the GPU check on CPU with a debug model: env probe, synthetic tokens, the launch, the report."""
     results = tmp_path / "results"
-    result = run(["bash", str(GPU_CHECK), "--cpu-smoke"], env={"WORK_DIR": str(tmp_path / "work"),
-                                                               "RESULTS_DIR": str(results)}, timeout=600)
+    result = run(
+        ["bash", str(GPU_CHECK), "--cpu-smoke"],
+        env={"WORK_DIR": str(tmp_path / "work"), "RESULTS_DIR": str(results)},
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "gpu_check:   tokens/s" in result.stdout
     summary = json.loads((results / "gpu_check.json").read_text())

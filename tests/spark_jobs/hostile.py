@@ -44,6 +44,7 @@ def big_text(seed: int) -> str:
 
 # --- WARC ---------------------------------------------------------------------------------------
 
+
 def warc_member(url: str, body: bytes, kind: str = "response", gz: bool = True) -> bytes:
     """One WARC record (one gzip member when ``gz``): an HTTP response, or a WET conversion record."""
     buf = io.BytesIO()
@@ -52,8 +53,9 @@ def warc_member(url: str, body: bytes, kind: str = "response", gz: bool = True) 
         http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
         writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http))
     elif kind == "conversion":
-        writer.write_record(writer.create_warc_record(url, "conversion", payload=io.BytesIO(body),
-                                                      warc_content_type="text/plain"))
+        writer.write_record(
+            writer.create_warc_record(url, "conversion", payload=io.BytesIO(body), warc_content_type="text/plain")
+        )
     elif kind == "request":
         writer.write_record(writer.create_warc_record(url, "request", payload=io.BytesIO(body)))
     elif kind == "warcinfo":
@@ -67,6 +69,7 @@ def html(n: int, extra: str = "") -> bytes:
 
 # --- the corpus ---------------------------------------------------------------------------------
 
+
 def build_hostile_corpus(folder: str | Path) -> dict:
     """Write the corpus under ``folder``; returns ``{"files": {relative path: expectation}, "good": n,
     "quarantined": m}`` where an expectation is ``{"format", "good": [fingerprints], "errors": count,
@@ -76,8 +79,12 @@ def build_hostile_corpus(folder: str | Path) -> dict:
     files: dict[str, dict] = {}
 
     def expect(name: str, fmt: str, good: list, errors: int = 0, words: tuple = ()) -> None:
-        files[name] = {"format": fmt, "good": [fingerprint(g) for g in good], "errors": errors,
-                       "error_words": list(words)}
+        files[name] = {
+            "format": fmt,
+            "good": [fingerprint(g) for g in good],
+            "errors": errors,
+            "error_words": list(words),
+        }
 
     def write(name: str, data: bytes) -> Path:
         path = root / name
@@ -109,12 +116,21 @@ def build_hostile_corpus(folder: str | Path) -> dict:
 
     # Garbage between gzip members: warcio raises and stops; the reader resyncs at the next member.
     bodies = [html(i, "around garbage") for i in range(4)]
-    data = (warc_member("http://g/0", bodies[0]) + warc_member("http://g/1", bodies[1])
-            + random_bytes(2000, seed=11)
-            + warc_member("http://g/3", bodies[2]) + warc_member("http://g/4", bodies[3]))
+    data = (
+        warc_member("http://g/0", bodies[0])
+        + warc_member("http://g/1", bodies[1])
+        + random_bytes(2000, seed=11)
+        + warc_member("http://g/3", bodies[2])
+        + warc_member("http://g/4", bodies[3])
+    )
     write("crawl/garbage_in_middle.warc.gz", data)
-    expect("crawl/garbage_in_middle.warc.gz", "warc", bodies, 1,
-           ("unreadable WARC data", "reading resumes at the next record"))
+    expect(
+        "crawl/garbage_in_middle.warc.gz",
+        "warc",
+        bodies,
+        1,
+        ("unreadable WARC data", "reading resumes at the next record"),
+    )
 
     # A corrupt gzip member deep inside a large record: warcio prints a zlib error, returns a short
     # record and stops as if at the end of the file; the reader quarantines the record and goes on.
@@ -150,8 +166,10 @@ def build_hostile_corpus(folder: str | Path) -> dict:
     expect("good.jsonl", "jsonl", [r["text"] for r in records])
 
     # zstd, the same ids as good.jsonl (namespaced by file, they do not collide).
-    write("good.jsonl.zst", zstandard.ZstdCompressor().compress(
-        "".join(json.dumps(r) + "\n" for r in records[:3]).encode()))
+    write(
+        "good.jsonl.zst",
+        zstandard.ZstdCompressor().compress("".join(json.dumps(r) + "\n" for r in records[:3]).encode()),
+    )
     expect("good.jsonl.zst", "jsonl", [r["text"] for r in records[:3]])
 
     # A 10 MB document on one gzipped line.
@@ -160,40 +178,61 @@ def build_hostile_corpus(folder: str | Path) -> dict:
     expect("big.jsonl.gz", "jsonl", [text])
 
     # Invalid UTF-8 in one line between good ones.
-    lines = [json.dumps({"text": "fine before"}).encode(), b'{"text": "bad \xff\xfe bytes"}',
-             json.dumps({"text": "fine after"}).encode()]
+    lines = [
+        json.dumps({"text": "fine before"}).encode(),
+        b'{"text": "bad \xff\xfe bytes"}',
+        json.dumps({"text": "fine after"}).encode(),
+    ]
     write("bad_utf8.jsonl", b"\n".join(lines) + b"\n")
     expect("bad_utf8.jsonl", "jsonl", ["fine before", "fine after"], 1, ("invalid UTF-8", "line 2"))
 
     # Malformed lines between good ones (a blank line is no record).
     lines = [
         json.dumps({"text": "good one"}),
-        '{"text": "unterminated',           # malformed JSON
+        '{"text": "unterminated',  # malformed JSON
         json.dumps({"text": "good two", "id": "a"}),
-        "[1, 2, 3]",                         # not an object
-        json.dumps({"id": "no-text"}),       # no text
-        json.dumps({"text": 42}),            # text not a string
+        "[1, 2, 3]",  # not an object
+        json.dumps({"id": "no-text"}),  # no text
+        json.dumps({"text": 42}),  # text not a string
         '{"text": "lone \\ud800 surrogate"}',  # valid JSON, but not writable as UTF-8
         "",
         json.dumps({"text": "good three", "meta": {"nested": [1, 2]}}),
     ]
     write("malformed.jsonl", ("\n".join(lines) + "\n").encode())
-    expect("malformed.jsonl", "jsonl", ["good one", "good two", "good three"], 5,
-           ("malformed JSON", "line 2", "expected a JSON object", "no 'text' field", "not a string",
-            "not encodable as UTF-8"))
+    expect(
+        "malformed.jsonl",
+        "jsonl",
+        ["good one", "good two", "good three"],
+        5,
+        (
+            "malformed JSON",
+            "line 2",
+            "expected a JSON object",
+            "no 'text' field",
+            "not a string",
+            "not encodable as UTF-8",
+        ),
+    )
 
     # A gzipped JSONL cut short: every whole line before the cut is read, then one quarantine row.
     rnd = random.Random(17)  # words that do not compress away: the stream has many blocks to cut between
-    full = "".join(json.dumps({"text": f"line {i} " + " ".join(str(rnd.getrandbits(40)) for _ in range(8))}) + "\n"
-                   for i in range(8000)).encode()
+    full = "".join(
+        json.dumps({"text": f"line {i} " + " ".join(str(rnd.getrandbits(40)) for _ in range(8))}) + "\n"
+        for i in range(8000)
+    ).encode()
     cut = gzip.compress(full)
     cut = cut[: len(cut) // 2]
     part = zlib.decompressobj(31).decompress(cut)
     survivors = part[: part.rfind(b"\n") + 1].decode().splitlines()
     assert 0 < len(survivors) < 8000
     write("truncated.jsonl.gz", cut)
-    expect("truncated.jsonl.gz", "jsonl", [json.loads(s)["text"] for s in survivors], 1,
-           ("gzip stream damaged after line",))
+    expect(
+        "truncated.jsonl.gz",
+        "jsonl",
+        [json.loads(s)["text"] for s in survivors],
+        1,
+        ("gzip stream damaged after line",),
+    )
 
     # The same with zstd (whose own stream readers end short without a word).
     cut = zstandard.ZstdCompressor().compress(full)
@@ -202,8 +241,13 @@ def build_hostile_corpus(folder: str | Path) -> dict:
     survivors = part[: part.rfind(b"\n") + 1].decode().splitlines()
     assert 0 < len(survivors) < 8000
     write("truncated.jsonl.zst", cut)
-    expect("truncated.jsonl.zst", "jsonl", [json.loads(s)["text"] for s in survivors], 1,
-           ("zstd stream damaged after line",))
+    expect(
+        "truncated.jsonl.zst",
+        "jsonl",
+        [json.loads(s)["text"] for s in survivors],
+        1,
+        ("zstd stream damaged after line",),
+    )
 
     # Random bytes under a JSONL name: each "line" is its own quarantine row.
     data = random_bytes(3000, seed=15)
@@ -212,8 +256,13 @@ def build_hostile_corpus(folder: str | Path) -> dict:
     expect("random.jsonl", "jsonl", [], sum(1 for seg in data.split(b"\n") if seg.strip()), ("line 1",))
 
     # Parquet: good rows (one with a null text), the wrong schema, text not a string, not Parquet at all.
-    table = pa.table({"id": ["p0", "p1", "p2", "p3"], "text": ["parquet zero", "", None, "parquet three"],
-                      "score": [0.5, 0.1, 0.2, 0.9]})
+    table = pa.table(
+        {
+            "id": ["p0", "p1", "p2", "p3"],
+            "text": ["parquet zero", "", None, "parquet three"],
+            "score": [0.5, 0.1, 0.2, 0.9],
+        }
+    )
     buf = io.BytesIO()
     pq.write_table(table, buf, row_group_size=2)
     write("tables/good.parquet", buf.getvalue())
@@ -233,7 +282,7 @@ def build_hostile_corpus(folder: str | Path) -> dict:
     expect("tables/random.parquet", "parquet", [], 1, ("unreadable Parquet file",))
 
     # Plain text: a document per file; an empty one, a 10 MB one, one with invalid UTF-8.
-    write("texts/good.txt", "A plain text document.\nTwo lines.\n".encode())
+    write("texts/good.txt", b"A plain text document.\nTwo lines.\n")
     expect("texts/good.txt", "text", ["A plain text document.\nTwo lines.\n"])
     write("texts/empty.txt", b"")
     expect("texts/empty.txt", "text", [""])
@@ -247,5 +296,8 @@ def build_hostile_corpus(folder: str | Path) -> dict:
     write("notes.md", b"# not an input format\n")
     expect("notes.md", "unknown", [], 1, ("unrecognised input file type",))
 
-    return {"files": files, "good": sum(len(f["good"]) for f in files.values()),
-            "quarantined": sum(f["errors"] for f in files.values())}
+    return {
+        "files": files,
+        "good": sum(len(f["good"]) for f in files.values()),
+        "quarantined": sum(f["errors"] for f in files.values()),
+    }

@@ -1,4 +1,4 @@
-"""tokenmill.spark_jobs.clean.DocumentPipeline and the funnel: every record becomes kept, dropped or quarantined (no Spark)."""
+"""spark_jobs.clean.DocumentPipeline and the funnel: every record becomes kept, dropped or quarantined (no Spark)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,14 @@ def page(body: str) -> bytes:
 
 def record(**kw):
     base = dict.fromkeys(RAW_COLUMNS)
-    base.update(id="id-1", url="http://example.com/", source="x.warc.gz", offset=0,
-                content_type="text/html; charset=utf-8", payload=page(f"<article><p>{GOOD_TEXT}</p></article>"))
+    base.update(
+        id="id-1",
+        url="http://example.com/",
+        source="x.warc.gz",
+        offset=0,
+        content_type="text/html; charset=utf-8",
+        payload=page(f"<article><p>{GOOD_TEXT}</p></article>"),
+    )
     return {**base, **kw}
 
 
@@ -96,10 +102,12 @@ def test_call_yields_one_row_per_input_row_in_batches(pipeline):
 
 
 def test_funnel_chains_each_stage_into_the_next():
-    outcome = [{"status": "kept", "stage": None, "reason": None, "count": 5},
-               {"status": "quarantined", "stage": "read", "reason": "read_error", "count": 1},
-               {"status": "dropped", "stage": "extract", "reason": "extract_empty", "count": 2},
-               {"status": "dropped", "stage": "minhash", "reason": "minhash_near_duplicate", "count": 3}]
+    outcome = [
+        {"status": "kept", "stage": None, "reason": None, "count": 5},
+        {"status": "quarantined", "stage": "read", "reason": "read_error", "count": 1},
+        {"status": "dropped", "stage": "extract", "reason": "extract_empty", "count": 2},
+        {"status": "dropped", "stage": "minhash", "reason": "minhash_near_duplicate", "count": 3},
+    ]
     funnel = _funnel(11, ["extract", "langid", "minhash"], outcome)
     assert [r["stage"] for r in funnel] == ["read", "extract", "langid", "minhash"]
     assert [(r["in"], r["out"]) for r in funnel] == [(11, 10), (10, 8), (8, 8), (8, 5)]

@@ -1,13 +1,12 @@
 """The whole data job on Spark: hostile input runs to completion and every record is accounted for."""
 
-
 import pyarrow.parquet as pq
 import pytest
 from hostile import BIG, build_hostile_corpus
 
-from tokenmill.spark_jobs.clean import run_clean_job
 from tokenmill.cli import main
 from tokenmill.core.config import load_config
+from tokenmill.spark_jobs.clean import run_clean_job
 
 
 def rows(shards):
@@ -17,8 +16,9 @@ def rows(shards):
 @pytest.mark.slow  # the whole data job over a corpus with a 10 MB document
 def test_hostile_corpus_is_kept_dropped_or_quarantined_never_lost(spark, tmp_path):
     expected = build_hostile_corpus(tmp_path / "in")
-    cfg = load_config(overrides=[f"data.input={tmp_path / 'in'}", "data.steps=[extract, exact_dedup]",
-                                 "data.spark_master=local[2]"])
+    cfg = load_config(
+        overrides=[f"data.input={tmp_path / 'in'}", "data.steps=[extract, exact_dedup]", "data.spark_master=local[2]"]
+    )
     m = run_clean_job(cfg.data, tmp_path / "out")
     counts = m["counts"]
     dropped, quarantined = sum(counts["dropped"].values()), sum(counts["quarantined"].values())

@@ -18,15 +18,35 @@ pytestmark = pytest.mark.slow  # a Spark master and worker, and the data job run
 
 def test_data_job_on_a_standalone_cluster_matches_local_mode(tmp_path):
     sample = REPO_ROOT / "data" / "sample" / "crawl-00002.warc.gz"
-    common = [sys.executable, "-m", "tokenmill.cli", "data", "--config", str(REPO_ROOT / "conf" / "tiny.yaml"),
-              "--set", f"data.input={sample}", "--set", "data.spark_driver_memory=1g"]
+    common = [
+        sys.executable,
+        "-m",
+        "tokenmill.cli",
+        "data",
+        "--config",
+        str(REPO_ROOT / "conf" / "tiny.yaml"),
+        "--set",
+        f"data.input={sample}",
+        "--set",
+        "data.spark_driver_memory=1g",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with StandaloneCluster(workers=1, cores_per_worker=2, memory_per_worker="1g", log_dir=tmp_path / "logs") as c:
-        cluster_run = subprocess.run(common + ["--set", f"data.spark_master={c.url}", "--out", str(tmp_path / "c")],
-                                     capture_output=True, text=True, env=env, timeout=600)
+        cluster_run = subprocess.run(
+            common + ["--set", f"data.spark_master={c.url}", "--out", str(tmp_path / "c")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
     assert cluster_run.returncode == 0, cluster_run.stderr[-3000:]
-    local_run = subprocess.run(common + ["--set", "data.spark_master=local[2]", "--out", str(tmp_path / "l")],
-                               capture_output=True, text=True, env=env, timeout=600)
+    local_run = subprocess.run(
+        common + ["--set", "data.spark_master=local[2]", "--out", str(tmp_path / "l")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert local_run.returncode == 0, local_run.stderr[-3000:]
 
     on_cluster = json.loads((tmp_path / "c" / "manifest.json").read_text())

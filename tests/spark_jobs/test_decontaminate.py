@@ -13,15 +13,24 @@ from step_checks import assert_document_step, ready
 
 from tokenmill.spark_jobs.decontaminate import NGramDecontaminator, NGramHasher, normalized_words
 
-EVAL = ("Which of the following best describes the primary function of mitochondria in eukaryotic cells "
-        "during aerobic respiration and the production of adenosine triphosphate")
+EVAL = (
+    "Which of the following best describes the primary function of mitochondria in eukaryotic cells "
+    "during aerobic respiration and the production of adenosine triphosphate"
+)
 EVAL_WORDS = EVAL.split()
 FILLER = "Gardening in spring requires patience, good soil and a steady supply of water for young plants."
 
 
 def doc(text: str | None) -> dict:
-    return {"id": "d1", "url": "http://example.com/", "source": "x", "text": text, "payload": None,
-            "content_type": "", "stats": {}}
+    return {
+        "id": "d1",
+        "url": "http://example.com/",
+        "source": "x",
+        "text": text,
+        "payload": None,
+        "content_type": "",
+        "stats": {},
+    }
 
 
 @pytest.fixture()
@@ -56,7 +65,7 @@ def test_whole_eval_text_in_a_document_counts_every_ngram(step):
 
 def test_12_gram_overlap_is_kept(step):
     for start in range(len(EVAL_WORDS) - 12 + 1):
-        window = " ".join(EVAL_WORDS[start:start + 12])
+        window = " ".join(EVAL_WORDS[start : start + 12])
         d = doc(f"{FILLER} {window} {FILLER}")
         assert step.process(d) is None, window
         assert d["stats"] == {}
@@ -68,8 +77,7 @@ def test_13_words_with_a_gap_are_kept(step):
 
 
 def test_match_ignores_case_punctuation_and_whitespace(step):
-    noisy = ("WHICH of the following -- best describes, the PRIMARY function of\n\n"
-             "mitochondria (in) eukaryotic...?")
+    noisy = "WHICH of the following -- best describes, the PRIMARY function of\n\nmitochondria (in) eukaryotic...?"
     assert normalized_words(noisy) == normalized_words(" ".join(EVAL_WORDS[:13]))
     assert step.process(doc(noisy)) == "decontaminate_ngram_overlap"
 
@@ -130,10 +138,20 @@ def test_process_sets_up_lazily_and_pickles_without_the_table(eval_dir):
 
 
 def test_hashes_are_deterministic_across_processes():
-    code = ("from tokenmill.spark_jobs.decontaminate import NGramHasher; "
-            "print(NGramHasher(3).hashes('one two three four').tolist())")
-    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    code = (
+        "from tokenmill.spark_jobs.decontaminate import NGramHasher; "
+        "print(NGramHasher(3).hashes('one two three four').tolist())"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2")
+    }
     assert len(runs) == 1
     assert json.loads(runs.pop()) == NGramHasher(3).hashes("one two three four").tolist()
 

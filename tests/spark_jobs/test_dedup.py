@@ -8,8 +8,16 @@ from tokenmill.spark_jobs.dedup import ExactDeduplicator, UrlDeduplicator
 
 def doc(id, text, status="kept", url=None, stage=None, reason=None):
     row = dict.fromkeys(DOC_COLUMNS)
-    row.update(id=id, url=url if url is not None else f"http://example.com/{id}", source="x", text=text,
-               status=status, stage=stage, reason=reason, stats="{}")
+    row.update(
+        id=id,
+        url=url if url is not None else f"http://example.com/{id}",
+        source="x",
+        text=text,
+        status=status,
+        stage=stage,
+        reason=reason,
+        stats="{}",
+    )
     return tuple(row[c] for c in DOC_COLUMNS)
 
 
@@ -20,11 +28,15 @@ def run(spark, step, rows):
 
 
 def test_whitespace_and_case_variants_are_duplicates_smallest_id_kept(spark):
-    out = run(spark, ExactDeduplicator(), [doc("b", "Hello   World\n"), doc("a", "\thello world"),
-                                           doc("c", "hello world!")])
+    out = run(
+        spark, ExactDeduplicator(), [doc("b", "Hello   World\n"), doc("a", "\thello world"), doc("c", "hello world!")]
+    )
     assert out["a"]["status"] == "kept" and out["a"]["duplicate_of"] is None
-    assert (out["b"]["status"], out["b"]["stage"], out["b"]["reason"]) == ("dropped", "exact_dedup",
-                                                                           "exact_dedup_duplicate")
+    assert (out["b"]["status"], out["b"]["stage"], out["b"]["reason"]) == (
+        "dropped",
+        "exact_dedup",
+        "exact_dedup_duplicate",
+    )
     assert out["b"]["duplicate_of"] == "a"
     assert out["c"]["status"] == "kept"  # punctuation differs: not the same text
 
@@ -35,8 +47,11 @@ def test_case_sensitive_when_asked(spark):
 
 
 def test_rows_already_dropped_pass_through_untouched(spark):
-    rows = [doc("a", "same"), doc("b", "same", status="dropped", stage="langid", reason="langid_language"),
-            doc("c", "same", status="quarantined", stage="read", reason="read_error")]
+    rows = [
+        doc("a", "same"),
+        doc("b", "same", status="dropped", stage="langid", reason="langid_language"),
+        doc("c", "same", status="quarantined", stage="read", reason="read_error"),
+    ]
     out = run(spark, ExactDeduplicator(), rows)
     assert out["a"]["status"] == "kept"
     assert (out["b"]["stage"], out["b"]["reason"], out["b"]["duplicate_of"]) == ("langid", "langid_language", None)
@@ -44,14 +59,16 @@ def test_rows_already_dropped_pass_through_untouched(spark):
 
 
 def test_url_variants_are_one_page_and_the_longest_text_wins(spark):
-    rows = [doc("a", "short", url="https://Example.com/page?utm_source=x#top"),
-            doc("b", "the longer text", url="https://example.com/page/"),
-            doc("c", "other", url="https://example.com/page?id=2"),
-            doc("d", "no url", url=""), doc("e", "no url either", url="")]
+    rows = [
+        doc("a", "short", url="https://Example.com/page?utm_source=x#top"),
+        doc("b", "the longer text", url="https://example.com/page/"),
+        doc("c", "other", url="https://example.com/page?id=2"),
+        doc("d", "no url", url=""),
+        doc("e", "no url either", url=""),
+    ]
     out = run(spark, UrlDeduplicator(), rows)
     assert out["b"]["status"] == "kept"
-    assert (out["a"]["status"], out["a"]["reason"], out["a"]["duplicate_of"]) == ("dropped", "url_dedup_duplicate",
-                                                                                  "b")
+    assert (out["a"]["status"], out["a"]["reason"], out["a"]["duplicate_of"]) == ("dropped", "url_dedup_duplicate", "b")
     assert out["c"]["status"] == "kept"  # a real query parameter makes a different page
     assert out["d"]["status"] == out["e"]["status"] == "kept"  # documents without URLs are never merged
 

@@ -9,8 +9,10 @@ from step_checks import assert_document_step, ready
 
 from tokenmill.spark_jobs.extract import HtmlExtractor, decode_html, is_html
 
-ARTICLE = ("The river delta supports a remarkable diversity of migratory birds, and local researchers have "
-           "spent decades counting the herons, egrets and sandpipers that arrive there each spring. ")
+ARTICLE = (
+    "The river delta supports a remarkable diversity of migratory birds, and local researchers have "
+    "spent decades counting the herons, egrets and sandpipers that arrive there each spring. "
+)
 BOILERPLATE = ["Sign in to your account", "Ten cheap flights you must see", "All rights reserved by Example Corp"]
 
 
@@ -30,8 +32,15 @@ def html_page(body_text: str = ARTICLE * 3, charset: str = "utf-8") -> str:
 
 
 def doc(payload: bytes | None, content_type: str = "text/html; charset=utf-8", text: str | None = None) -> dict:
-    return {"id": "d1", "url": "http://example.com/a", "source": "x.warc.gz", "text": text, "payload": payload,
-            "content_type": content_type, "stats": {}}
+    return {
+        "id": "d1",
+        "url": "http://example.com/a",
+        "source": "x.warc.gz",
+        "text": text,
+        "payload": payload,
+        "content_type": content_type,
+        "stats": {},
+    }
 
 
 @pytest.fixture(scope="module", params=["resiliparse", "trafilatura"])
@@ -79,8 +88,10 @@ def test_latin1_page_with_meta_charset_only():
 
 def test_windows_1252_punctuation_under_a_latin1_label_decodes_as_browsers_do():
     payload = "<html><body><p>\u201cQuoted\u201d \u2014 dash \u20ac5</p></body></html>".encode("cp1252")
-    assert decode_html(payload, "text/html; charset=iso-8859-1") == \
-        "<html><body><p>\u201cQuoted\u201d \u2014 dash \u20ac5</p></body></html>"
+    assert (
+        decode_html(payload, "text/html; charset=iso-8859-1")
+        == "<html><body><p>\u201cQuoted\u201d \u2014 dash \u20ac5</p></body></html>"
+    )
 
 
 def test_utf8_payload_mislabelled_as_latin1_is_still_utf8():
@@ -98,15 +109,18 @@ def test_non_utf8_cjk_page_uses_its_charset():
     assert "日本語のテキストです。" in d["text"]
 
 
-@pytest.mark.parametrize("payload, content_type", [
-    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "application/pdf"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00", "image/png"),
-    (b'{"a": 1}', "application/json"),
-    (b"just some plain text", "text/plain"),
-    (b"", ""),
-    (None, ""),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "payload, content_type",
+    [
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "application/pdf"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "image/png"),
+        (b'{"a": 1}', "application/json"),
+        (b"just some plain text", "text/plain"),
+        (b"", ""),
+        (None, ""),
+        (None, None),
+    ],
+)
 def test_non_html_is_dropped(payload, content_type):
     d = doc(payload, content_type=content_type)
     assert HtmlExtractor().process(d) == "extract_not_html"
@@ -126,8 +140,11 @@ def test_xhtml_content_type_is_html():
 
 
 def test_already_extracted_text_passes_through(extractor):
-    d = doc(b"<html><body><p>ignored</p></body></html>", content_type="text/html",
-            text="Text from a WET record.\n\nSecond paragraph.")
+    d = doc(
+        b"<html><body><p>ignored</p></body></html>",
+        content_type="text/html",
+        text="Text from a WET record.\n\nSecond paragraph.",
+    )
     assert extractor.process(d) is None
     assert d["text"] == "Text from a WET record.\n\nSecond paragraph."
     assert d["payload"] is None

@@ -238,7 +238,7 @@ def test_gopher_quality_positional_arguments_keep_their_order():
 
 
 def lines_of(ws: list[str], per_line: int = 10) -> list[str]:
-    return [" ".join(ws[i:i + per_line]) for i in range(0, len(ws), per_line)]
+    return [" ".join(ws[i : i + per_line]) for i in range(0, len(ws), per_line)]
 
 
 @pytest.mark.parametrize("symbol, reason", [("#", "hash"), ("...", "ellipsis"), ("\u2026", "ellipsis")])
@@ -348,13 +348,19 @@ def test_stop_words_are_configurable():
     assert GopherQualityFilter(stop_words=["der"], min_stop_words=2).reject_reason(text) == "gopher_quality_stop_words"
     assert GopherQualityFilter(min_stop_words=0).reject_reason(" ".join(base)) is None
     assert GopherQualityFilter(min_stop_words=3).reject_reason(" ".join(base + ["the", "of"])) == (
-        "gopher_quality_stop_words")
+        "gopher_quality_stop_words"
+    )
 
 
 def test_bulleted_list_page_is_dropped_for_bullets():
-    items = ["Free shipping on all orders over fifty dollars", "Returns accepted within thirty days",
-             "Gift wrapping is available at the checkout", "Our support team answers within a day",
-             "Secure payment with all major cards", "Track your parcel with the link in the email"]
+    items = [
+        "Free shipping on all orders over fifty dollars",
+        "Returns accepted within thirty days",
+        "Gift wrapping is available at the checkout",
+        "Our support team answers within a day",
+        "Secure payment with all major cards",
+        "Track your parcel with the link in the email",
+    ]
     text = "\n".join(f"\u2022 {item}" for item in items * 2)
     assert GopherQualityFilter().reject_reason(text) == "gopher_quality_bullet_lines"
 
@@ -376,8 +382,12 @@ def test_gopher_repetition_defaults_are_gophers():
 @pytest.mark.parametrize("kind, sep", [("line", "\n"), ("para", "\n\n")])
 def test_duplicate_element_fraction_boundary(kind, sep):
     """A repeat is a copy of an earlier element: c copies of X among u unique ones is (c - 1) / (u + c)."""
-    f = GopherRepetitionFilter(max_dup_line_char_frac=1.0, max_dup_para_char_frac=1.0,
-                               **({"max_dup_line_frac": 1.0} if kind == "para" else {}), **LINES_ONLY)
+    f = GopherRepetitionFilter(
+        max_dup_line_char_frac=1.0,
+        max_dup_para_char_frac=1.0,
+        **({"max_dup_line_frac": 1.0} if kind == "para" else {}),
+        **LINES_ONLY,
+    )
 
     def text(copies):
         v = Vocab()
@@ -397,8 +407,9 @@ def test_duplicate_element_fraction_boundary(kind, sep):
 
 @pytest.mark.parametrize("kind, sep", [("line", "\n"), ("para", "\n\n")])
 def test_duplicate_element_char_fraction_boundary(kind, sep):
-    f = GopherRepetitionFilter(**({"max_dup_line_frac": 1.0, "max_dup_line_char_frac": 1.0} if kind == "para" else {}),
-                               **LINES_ONLY)
+    f = GopherRepetitionFilter(
+        **({"max_dup_line_frac": 1.0, "max_dup_line_char_frac": 1.0} if kind == "para" else {}), **LINES_ONLY
+    )
     v = Vocab()
     unique = [v.line(100) for _ in range(3)]
     inside, outside = v.line(100), v.line(101)
@@ -416,7 +427,8 @@ def test_first_occurrence_is_not_a_duplicate():
 def test_lines_are_compared_stripped_and_blank_lines_ignored():
     f = GopherRepetitionFilter(**LINES_ONLY)
     assert f.reject_reason("  Subscribe now\nSubscribe now  \n\n\n\nThe end of the story.") == (
-        "gopher_repetition_dup_line_frac")  # 1 repeat / 3 non-blank lines
+        "gopher_repetition_dup_line_frac"
+    )  # 1 repeat / 3 non-blank lines
 
 
 def test_repeated_boilerplate_lines_are_dropped():
@@ -510,8 +522,9 @@ def test_duplicate_ngrams_count_the_repeats_not_the_first_occurrence():
 
 def test_duplicate_ngram_overlaps_count_each_word_once():
     v = Vocab()
-    text = " ".join(["aa", "bb", "cc", "dd", "ee", "ff"] + v.words(3) + ["aa", "bb", "cc", "dd", "ee", "ff"]
-                    + v.words(20))
+    text = " ".join(
+        ["aa", "bb", "cc", "dd", "ee", "ff"] + v.words(3) + ["aa", "bb", "cc", "dd", "ee", "ff"] + v.words(20)
+    )
     # two 5-grams repeat ("aa".."ee" and "bb".."ff"), overlapping: the copy's 6 words of 2 chars, once each
     assert WordNgrams(text).duplicate_ngram_fraction(5) == 12 / (24 + 4 * 23)
     assert WordNgrams(text).duplicate_ngram_fraction(6) == 12 / (24 + 4 * 23)
@@ -539,7 +552,7 @@ def reference_fractions(text: str) -> tuple[list[float], list[float]]:
 
     tops, dups = [], []
     for n in range(2, 11):
-        grams = [tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)]
+        grams = [tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)]
         counts = Counter(grams)
         if n <= 4:
             best = max(counts.values(), default=0)
@@ -576,14 +589,20 @@ def test_repetition_filter_agrees_with_the_reference_definition(seed):
     body = [rng.choice(vocab) for _ in range(300)]
     for _ in range(rng.randint(0, 4)):  # paste a few copies of a random span
         i, j = rng.randrange(300), rng.randrange(300)
-        span = body[i:i + rng.randint(3, 15)]
-        body[j:j + len(span)] = span
+        span = body[i : i + rng.randint(3, 15)]
+        body[j : j + len(span)] = span
     text = " ".join(body)
     tops, dups = reference_fractions(text)
-    expected = next((f"gopher_repetition_top_{n}gram" for n, v, t in zip((2, 3, 4), tops, (0.2, 0.18, 0.16))
-                     if v > t), None) or next(
-        (f"gopher_repetition_dup_{n}gram" for n, v, t in zip(range(5, 11), dups, (0.15, 0.14, 0.13, 0.12, 0.11, 0.10))
-         if v > t), None)
+    expected = next(
+        (f"gopher_repetition_top_{n}gram" for n, v, t in zip((2, 3, 4), tops, (0.2, 0.18, 0.16)) if v > t), None
+    ) or next(
+        (
+            f"gopher_repetition_dup_{n}gram"
+            for n, v, t in zip(range(5, 11), dups, (0.15, 0.14, 0.13, 0.12, 0.11, 0.10))
+            if v > t
+        ),
+        None,
+    )
     assert GopherRepetitionFilter().reject_reason(text) == expected
 
 
@@ -604,17 +623,19 @@ def test_c4_defaults():
 
 def test_c4_removes_boilerplate_lines_and_counts_them():
     prose = PROSE.split("\n\n")
-    text = "\n".join([
-        "Home | News | Sport | Weather",
-        prose[0],
-        "This website uses cookies to improve your experience.",
-        prose[1],
-        "Please enable JavaScript to view the comments.",
-        "Read more...",
-        "",
-        prose[2],
-        "Copyright 2024",
-    ])
+    text = "\n".join(
+        [
+            "Home | News | Sport | Weather",
+            prose[0],
+            "This website uses cookies to improve your experience.",
+            prose[1],
+            "Please enable JavaScript to view the comments.",
+            "Read more...",
+            "",
+            prose[2],
+            "Copyright 2024",
+        ]
+    )
     d = doc(text, stats={"other": 3})
     assert C4QualityFilter().process(d) is None
     assert d["text"] == "\n".join(prose[:3])
@@ -645,9 +666,16 @@ def test_c4_terminal_punctuation_keeps_line(end):
     assert c4_lines(f"This line ends with a mark{end}") == [f"This line ends with a mark{end}"]
 
 
-@pytest.mark.parametrize("line", ["This line has no final mark", "This line ends with a colon:",
-                                  "This line just trails off...", "This line just trails off\u2026",
-                                  "This line ends (in brackets)"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "This line has no final mark",
+        "This line ends with a colon:",
+        "This line just trails off...",
+        "This line just trails off\u2026",
+        "This line ends (in brackets)",
+    ],
+)
 def test_c4_line_without_terminal_punctuation_is_removed(line):
     assert c4_lines(line) == []
     assert c4_lines(line, f=C4QualityFilter(filter_no_terminal_punct=False)) == [line]
@@ -662,11 +690,13 @@ def test_c4_min_words_per_line_boundary():
 def test_c4_javascript_lines_are_removed():
     assert c4_lines("You need to enable JavaScript to run this app.") == []
     assert c4_lines("You need to enable JavaScript to run this app.", f=C4QualityFilter(filter_javascript=False)) == [
-        "You need to enable JavaScript to run this app."]
+        "You need to enable JavaScript to run this app."
+    ]
 
 
-@pytest.mark.parametrize("phrase", ["terms of use", "privacy policy", "cookie policy", "uses cookies",
-                                    "use of cookies", "use cookies"])
+@pytest.mark.parametrize(
+    "phrase", ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]
+)
 def test_c4_policy_lines_are_removed(phrase):
     line = f"Please read our {phrase.upper()} before you continue."
     assert c4_lines(line) == []
@@ -680,7 +710,8 @@ def test_c4_lorem_ipsum_drops_the_document():
 def test_c4_curly_bracket_drops_the_document():
     assert c4_lines("The function returns {a: 1} for every input.") == "c4_curly_bracket"
     assert c4_lines("The function returns {a: 1} for every input.", f=C4QualityFilter(filter_curly_bracket=False)) == [
-        "The function returns {a: 1} for every input."]
+        "The function returns {a: 1} for every input."
+    ]
 
 
 def test_c4_page_rules_only_look_at_lines_that_survived_the_line_rules():
@@ -722,7 +753,9 @@ def test_c4_word_longer_than_max_removes_the_line():
 
 def test_c4_citation_markers_are_removed_first():
     assert c4_lines("Rivers are full of water here.[1]", "Rivers were used for trade[citation needed].") == [
-        "Rivers are full of water here.", "Rivers were used for trade."]
+        "Rivers are full of water here.",
+        "Rivers were used for trade.",
+    ]
     assert c4_lines("Keep it.[1]", f=C4QualityFilter(remove_citations=False)) == []
 
 

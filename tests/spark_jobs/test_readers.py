@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hostile import build_hostile_corpus, fingerprint, warc_member
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from tokenmill.spark_jobs import readers
 from tokenmill.spark_jobs.readers import (
-    READERS,
     RAW_SCHEMA,
+    READERS,
     AnyReader,
     JsonlReader,
     ParquetReader,
@@ -26,7 +27,6 @@ from tokenmill.spark_jobs.readers import (
     read_any,
     record_id,
 )
-from hostile import build_hostile_corpus, fingerprint, warc_member
 
 RAW_COLUMNS = [c.split()[0] for c in RAW_SCHEMA.split(", ")]
 
@@ -39,11 +39,13 @@ def write_warc(path: Path, pages: list[tuple[str, str, bytes]], with_noise: bool
             writer.write_record(writer.create_warcinfo_record(path.name, {"software": "tokenmill-tests"}))
         for url, content_type, body in pages:
             if with_noise:
-                writer.write_record(writer.create_warc_record(
-                    url, "request", payload=io.BytesIO(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")))
+                writer.write_record(
+                    writer.create_warc_record(
+                        url, "request", payload=io.BytesIO(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+                    )
+                )
             http = StatusAndHeaders("200 OK", [("Content-Type", content_type)], protocol="HTTP/1.1")
-            writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body),
-                                                          http_headers=http))
+            writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http))
     return path
 
 
@@ -103,10 +105,13 @@ def test_record_id_falls_back_to_location():
     assert record_id("a.warc.gz", "<urn:uuid:1>", 10) == record_id("b.warc.gz", "<urn:uuid:1>", 99)
 
 
-@pytest.mark.parametrize("garbage", [
-    random_bytes(3000, seed=1),                         # not gzip, not text
-    b"<!doctype html><html><body>oops</body></html>\n",  # an HTML page saved under a .warc.gz name
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        random_bytes(3000, seed=1),  # not gzip, not text
+        b"<!doctype html><html><body>oops</body></html>\n",  # an HTML page saved under a .warc.gz name
+    ],
+)
 def test_garbage_file_yields_one_quarantine_row(tmp_path, garbage):
     path = tmp_path / "junk.warc.gz"
     path.write_bytes(garbage)
@@ -186,6 +191,7 @@ def test_object_frame_keeps_given_columns_even_when_empty():
 
 # --- expand_inputs ------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def corpus(tmp_path):
     folder = tmp_path / "corpus"
@@ -214,15 +220,31 @@ def test_expand_skips_hidden_and_underscore_files(corpus):
     (corpus / ".cache").mkdir()
     (corpus / ".cache" / "x.jsonl").write_bytes(b"")
     assert [os_path for os_path, _ in expand_inputs(str(corpus))] == [
-        str(corpus / "a.warc.gz"), str(corpus / "b.warc.gz"), str(corpus / "notes.txt")]
+        str(corpus / "a.warc.gz"),
+        str(corpus / "b.warc.gz"),
+        str(corpus / "notes.txt"),
+    ]
 
 
-@pytest.mark.parametrize("name, fmt", [
-    ("x.warc.gz", "warc"), ("x.warc", "warc"), ("x.wet.gz", "warc"), ("x.warc.wet.gz", "warc"),
-    ("X.WARC.GZ", "warc"), ("x.jsonl", "jsonl"), ("x.jsonl.gz", "jsonl"), ("x.jsonl.zst", "jsonl"),
-    ("x.json.gz", "jsonl"), ("x.parquet", "parquet"), ("x.txt", "text"), ("x.json", "unknown"),
-    ("x.gz", "unknown"), ("x", "unknown"),
-])
+@pytest.mark.parametrize(
+    "name, fmt",
+    [
+        ("x.warc.gz", "warc"),
+        ("x.warc", "warc"),
+        ("x.wet.gz", "warc"),
+        ("x.warc.wet.gz", "warc"),
+        ("X.WARC.GZ", "warc"),
+        ("x.jsonl", "jsonl"),
+        ("x.jsonl.gz", "jsonl"),
+        ("x.jsonl.zst", "jsonl"),
+        ("x.json.gz", "jsonl"),
+        ("x.parquet", "parquet"),
+        ("x.txt", "text"),
+        ("x.json", "unknown"),
+        ("x.gz", "unknown"),
+        ("x", "unknown"),
+    ],
+)
 def test_format_detected_by_extension(tmp_path, name, fmt):
     path = tmp_path / name
     path.write_bytes(b"")
@@ -237,8 +259,10 @@ def test_explicit_format_applies_to_every_file(corpus):
 
 def test_expand_glob(corpus):
     assert expand_inputs(str(corpus / "b*.warc.gz")) == [(str(corpus / "b.warc.gz"), "warc")]
-    assert expand_inputs(str(corpus / "*.warc.gz")) == [(str(corpus / "a.warc.gz"), "warc"),
-                                                       (str(corpus / "b.warc.gz"), "warc")]
+    assert expand_inputs(str(corpus / "*.warc.gz")) == [
+        (str(corpus / "a.warc.gz"), "warc"),
+        (str(corpus / "b.warc.gz"), "warc"),
+    ]
 
 
 def test_expand_single_file_relative_becomes_absolute(corpus, monkeypatch):
@@ -269,6 +293,7 @@ def test_expand_empty_folder_and_unmatched_glob(tmp_path):
 
 # --- the hostile corpus: every file accounted for -----------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hostile")
@@ -280,8 +305,9 @@ def hostile(tmp_path_factory):
 
 
 def _good_fingerprints(rows):
-    return sorted(fingerprint(r["payload"] if r["payload"] is not None else r["text"])
-                  for r in rows if r["error"] is None)
+    return sorted(
+        fingerprint(r["payload"] if r["payload"] is not None else r["text"]) for r in rows if r["error"] is None
+    )
 
 
 def test_hostile_corpus_files_are_found_with_their_formats(hostile):
@@ -298,8 +324,9 @@ def test_hostile_corpus_every_record_accounted_for(hostile):
         got = rows[name]
         errors = [r for r in got if r["error"] is not None]
         if len(errors) != exp["errors"]:
-            problems.append(f"{name}: {len(errors)} error rows, expected {exp['errors']}: "
-                            f"{[r['error'][:120] for r in errors]}")
+            problems.append(
+                f"{name}: {len(errors)} error rows, expected {exp['errors']}: {[r['error'][:120] for r in errors]}"
+            )
         if _good_fingerprints(got) != sorted(exp["good"]):
             problems.append(f"{name}: good records differ: {len(got) - len(errors)} read, {len(exp['good'])} expected")
     assert not problems, "\n".join(problems)
@@ -367,6 +394,7 @@ def test_any_reader_maps_the_expanded_pairs_to_frames(hostile, monkeypatch):
 
 # --- reader specifics ---------------------------------------------------------------------------
 
+
 def test_readers_registry_and_unknown_format(tmp_path):
     assert READERS == {"warc": WarcReader, "jsonl": JsonlReader, "parquet": ParquetReader, "text": TextReader}
     path = tmp_path / "data.csv"
@@ -385,8 +413,10 @@ def test_warc_metadata_and_wet_text(tmp_path):
     assert row["text"] is None
 
     wet = tmp_path / "x.warc.wet.gz"
-    wet.write_bytes(warc_member("http://example.com/t", "héllo".encode(), "conversion")
-                    + warc_member("http://example.com/u", b"bad \xff", "conversion"))
+    wet.write_bytes(
+        warc_member("http://example.com/t", "héllo".encode(), "conversion")
+        + warc_member("http://example.com/u", b"bad \xff", "conversion")
+    )
     good, bad = WarcReader().read_file(str(wet))
     assert good["text"] == "héllo" and good["payload"] is None and good["content_type"] == "text/plain"
     assert good["url"] == "http://example.com/t"
@@ -395,8 +425,12 @@ def test_warc_metadata_and_wet_text(tmp_path):
 
 def test_plain_warc_with_garbage_between_records_resyncs(tmp_path):
     bodies = [b"<p>one</p>", b"<p>two</p>", b"<p>three</p>"]
-    data = (warc_member("http://x/1", bodies[0], gz=False) + b"junk that is no record\r\n\r\n"
-            + warc_member("http://x/2", bodies[1], gz=False) + warc_member("http://x/3", bodies[2], gz=False))
+    data = (
+        warc_member("http://x/1", bodies[0], gz=False)
+        + b"junk that is no record\r\n\r\n"
+        + warc_member("http://x/2", bodies[1], gz=False)
+        + warc_member("http://x/3", bodies[2], gz=False)
+    )
     path = tmp_path / "plain.warc"
     path.write_bytes(data)
     rows = list(WarcReader().read_file(str(path)))
@@ -435,8 +469,13 @@ def test_jsonl_ids_metadata_and_namespacing(tmp_path):
 
 def test_jsonl_byte_order_mark_and_crlf(tmp_path):
     path = tmp_path / "bom.jsonl"
-    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "one"}).encode() + b"\r\n"
-                     + json.dumps({"text": "two"}).encode() + b"\r\n")
+    path.write_bytes(
+        b"\xef\xbb\xbf"
+        + json.dumps({"text": "one"}).encode()
+        + b"\r\n"
+        + json.dumps({"text": "two"}).encode()
+        + b"\r\n"
+    )
     assert [(r["text"], r["error"]) for r in JsonlReader().read_file(str(path))] == [("one", None), ("two", None)]
 
 
@@ -445,8 +484,9 @@ def test_zstd_multi_frame_and_json_gz(tmp_path):
 
     import zstandard
 
-    frames = b"".join(zstandard.ZstdCompressor().compress((json.dumps({"text": f"t{i}"}) + "\n").encode())
-                      for i in range(3))
+    frames = b"".join(
+        zstandard.ZstdCompressor().compress((json.dumps({"text": f"t{i}"}) + "\n").encode()) for i in range(3)
+    )
     (tmp_path / "m.jsonl.zst").write_bytes(frames)
     assert [r["text"] for r in read_any(str(tmp_path / "m.jsonl.zst"))] == ["t0", "t1", "t2"]
     (tmp_path / "c4.json.gz").write_bytes(gzip.compress(b'{"text": "c4"}\n'))
@@ -457,8 +497,10 @@ def test_parquet_ids_and_metadata(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"text": pa.array(["a", "b"], pa.large_string()), "url": ["http://p/0", None],
-                             "lang": ["en", "de"]}), tmp_path / "t.parquet")
+    pq.write_table(
+        pa.table({"text": pa.array(["a", "b"], pa.large_string()), "url": ["http://p/0", None], "lang": ["en", "de"]}),
+        tmp_path / "t.parquet",
+    )
     r0, r1 = ParquetReader().read_file(str(tmp_path / "t.parquet"))
     assert (r0["text"], r0["url"], r0["offset"], json.loads(r0["metadata"])) == ("a", "http://p/0", 0, {"lang": "en"})
     assert (r1["url"], r1["offset"], r1["id"]) == ("", 1, record_id("t.parquet", None, 1))
@@ -479,8 +521,7 @@ def test_root_makes_sources_and_ids_distinct_for_same_named_files(tmp_path):
         (tmp_path / lang / "part-0.txt").write_text(lang)
     plain = [next(TextReader().read_file(str(tmp_path / lang / "part-0.txt")))["id"] for lang in ("en", "de")]
     assert plain[0] == plain[1]  # by file name alone they collide: give the readers a root
-    rooted = [next(read_any(str(tmp_path / lang / "part-0.txt"), "text", root=str(tmp_path)))
-              for lang in ("en", "de")]
+    rooted = [next(read_any(str(tmp_path / lang / "part-0.txt"), "text", root=str(tmp_path))) for lang in ("en", "de")]
     assert [r["source"] for r in rooted] == ["en/part-0.txt", "de/part-0.txt"]
     assert rooted[0]["id"] != rooted[1]["id"]
 

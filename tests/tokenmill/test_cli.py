@@ -28,9 +28,16 @@ def test_run_help_mentions_precedence():
 def test_summary_says_whether_the_baseline_was_beaten_and_where_to_look():
     from tokenmill.cli import summary
 
-    result = {"val_loss": 5.5, "token_loss": 5.0, "unigram_baseline_loss": 7.0, "run_dir": "/r",
-              "mlflow_run_id": "abc", "tracking_uri": "sqlite:////r/mlflow.db", "family": "bert",
-              "val_metrics": {"loss": 5.5, "mlm_accuracy": 0.25}}
+    result = {
+        "val_loss": 5.5,
+        "token_loss": 5.0,
+        "unigram_baseline_loss": 7.0,
+        "run_dir": "/r",
+        "mlflow_run_id": "abc",
+        "tracking_uri": "sqlite:////r/mlflow.db",
+        "family": "bert",
+        "val_metrics": {"loss": 5.5, "mlm_accuracy": 0.25},
+    }
     text = summary(result)
     assert "beats the unigram baseline 7.0000" in text and "abc" in text and "sqlite:////r/mlflow.db" in text
     assert "mlm_accuracy 0.2500" in text and "bert" in text
@@ -43,8 +50,11 @@ def test_models_lists_flavours_with_counts_from_the_code(capsys):
 
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0] + "/" + line.split()[1]: line.split() for line in out.splitlines()[1:] if line.strip()
-            and not line.startswith(("objectives", "Use"))}
+    rows = {
+        line.split()[0] + "/" + line.split()[1]: line.split()
+        for line in out.splitlines()[1:]
+        if line.strip() and not line.startswith(("objectives", "Use"))
+    }
     assert rows["gpt2-small/gpt"][7:9] == ["50257", "124.4M"]
     assert "110.1M" in rows["bert-base/bert"] and "60.5M" in rows["t5-small/t5"]
     assert {"debug/gpt", "debug/bert", "debug/t5", "debug/transformer"} <= set(rows)

@@ -17,10 +17,16 @@ def write_yaml(path: Path, text: str) -> Path:
 
 # --- precedence -------------------------------------------------------------------------------
 
+
 def test_no_file_no_overrides_gives_dataclass_defaults():
     cfg = load_config()
     assert (cfg.run, cfg.train, cfg.model, cfg.tokenizer, cfg.tracking) == (
-        Config().run, Config().train, Config().model, Config().tokenizer, Config().tracking)
+        Config().run,
+        Config().train,
+        Config().model,
+        Config().tokenizer,
+        Config().tracking,
+    )
     assert cfg.data.steps is None  # every registered step: the registry owns the list (tokenmill.resolve)
 
 
@@ -36,9 +42,9 @@ def test_data_step_options_are_kept_for_the_steps_to_check():
 def test_file_overrides_defaults_and_overrides_override_file(tmp_path):
     cfg_file = write_yaml(tmp_path / "c.yaml", "train:\n  max_steps: 7\n  lr: 0.5\nmodel:\n  n_layer: 3\n")
     cfg = load_config(cfg_file, ["train.max_steps=11"])
-    assert cfg.train.max_steps == 11          # override beats file
-    assert cfg.train.lr == 0.5                # file beats default
-    assert cfg.model.n_layer == 3             # file beats default
+    assert cfg.train.max_steps == 11  # override beats file
+    assert cfg.train.lr == 0.5  # file beats default
+    assert cfg.model.n_layer == 3  # file beats default
     assert cfg.train.warmup_steps == TrainConfig().warmup_steps  # untouched key keeps its default
     assert cfg.model.n_head == Config().model.n_head
 
@@ -80,6 +86,7 @@ def test_shipped_configs_load_and_demo_documents_every_key():
 
 # --- unknown keys -----------------------------------------------------------------------------
 
+
 def test_unknown_key_in_file_names_key_and_suggests_close_one(tmp_path):
     cfg_file = write_yaml(tmp_path / "c.yaml", "train:\n  max_step: 5\n")
     with pytest.raises(ConfigError) as e:
@@ -113,8 +120,18 @@ def test_unknown_key_without_close_match_has_no_suggestion():
 
 # --- types ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("override", ["train.max_steps=ten", "train.max_steps=1.5", "train.max_steps=true",
-                                      "model.bias=1", "run.name=[a, b]", "model.n_layer=false"])
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.max_steps=ten",
+        "train.max_steps=1.5",
+        "train.max_steps=true",
+        "model.bias=1",
+        "run.name=[a, b]",
+        "model.n_layer=false",
+    ],
+)
 def test_wrong_types_are_rejected_naming_the_field(override):
     field = override.split("=")[0]
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
@@ -172,6 +189,7 @@ def test_section_must_be_a_mapping(tmp_path):
 
 # --- syntax / file errors ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("override", ["train.lr", "lr=0.1", "=3", "trainlr=0.1"])
 def test_malformed_overrides_are_errors(override):
     with pytest.raises(ConfigError, match="section.key=value"):
@@ -202,6 +220,7 @@ def test_config_error_is_a_value_error():
 
 # --- paths and derived values -----------------------------------------------------------------
 
+
 def test_resolve_paths_finds_repo_files_from_another_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = resolve_paths(load_config(), REPO_ROOT)
@@ -224,8 +243,9 @@ def test_resolve_paths_prefers_working_directory_copy(tmp_path, monkeypatch):
 
 def test_resolve_paths_keeps_absolute_and_anchors_globs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = resolve_paths(load_config(overrides=[f"train.deepspeed_config={tmp_path}/x.json",
-                                               "data.input=shards/*.warc.gz"]), REPO_ROOT)
+    cfg = resolve_paths(
+        load_config(overrides=[f"train.deepspeed_config={tmp_path}/x.json", "data.input=shards/*.warc.gz"]), REPO_ROOT
+    )
     assert cfg.train.deepspeed_config == f"{tmp_path}/x.json"
     assert cfg.data.input == str(Path.cwd() / "shards" / "*.warc.gz")
 

@@ -31,8 +31,15 @@ def test_step_options_are_filled_from_the_step_class_and_checked():
 def test_the_dump_resolves_to_the_same_config(tmp_path):
     """Stages after the first read the one dump: loading it again (core only, no step registry) gives the
     same value, so nothing downstream resolves differently."""
-    cfg, dump = resolve_and_dump(overrides=[f"run.output_dir={tmp_path}", "run.name=r", "data.steps=[extract, c4]",
-                                            "data.c4.min_words_per_line=5", "train.lr=0.25"])
+    cfg, dump = resolve_and_dump(
+        overrides=[
+            f"run.output_dir={tmp_path}",
+            "run.name=r",
+            "data.steps=[extract, c4]",
+            "data.c4.min_words_per_line=5",
+            "train.lr=0.25",
+        ]
+    )
     assert dump == str(tmp_path / "r" / "config.yaml")
     again = load_config(dump)
     assert again == cfg

@@ -48,10 +48,20 @@ def _write_stale_state(home: Path) -> int:
     create_time = psutil.Process(proc.pid).create_time()
     proc.kill()
     proc.wait()
-    recs = {name: {"pid": proc.pid, "create_time": create_time, "cmd": ["gone"], "host": "127.0.0.1",
-                   "port": 1, "url": "http://127.0.0.1:1", "api_url": "http://127.0.0.1:1",
-                   "health_url": "http://127.0.0.1:1/health", "log": str(home / "gone.log")}
-            for name in services.SERVICES}
+    recs = {
+        name: {
+            "pid": proc.pid,
+            "create_time": create_time,
+            "cmd": ["gone"],
+            "host": "127.0.0.1",
+            "port": 1,
+            "url": "http://127.0.0.1:1",
+            "api_url": "http://127.0.0.1:1",
+            "health_url": "http://127.0.0.1:1/health",
+            "log": str(home / "gone.log"),
+        }
+        for name in services.SERVICES
+    }
     root = home / "services"
     root.mkdir(parents=True, exist_ok=True)
     (root / "services.json").write_text(json.dumps({"version": 1, "home": str(home), "services": recs}))
@@ -82,8 +92,9 @@ def svc(tmp_path_factory):
     prefect_port, mlflow_port = _free_ports(2)
     try:
         urls = services.up(home, prefect_port=prefect_port, mlflow_port=mlflow_port, timeout=300)
-        yield SimpleNamespace(home=home, urls=urls, prefect_port=prefect_port, mlflow_port=mlflow_port,
-                              stale_pid=stale_pid, before=before)
+        yield SimpleNamespace(
+            home=home, urls=urls, prefect_port=prefect_port, mlflow_port=mlflow_port, stale_pid=stale_pid, before=before
+        )
     finally:
         services.down(home)
 
@@ -101,9 +112,12 @@ def cli_home(svc):
 
 @pytest.mark.slow
 def test_up_starts_both_servers_and_they_answer(svc):
-    assert svc.urls == {"prefect_ui": f"http://127.0.0.1:{svc.prefect_port}",
-                        "prefect_api": f"http://127.0.0.1:{svc.prefect_port}/api",
-                        "mlflow": f"http://127.0.0.1:{svc.mlflow_port}", "started": ["prefect", "mlflow"]}
+    assert svc.urls == {
+        "prefect_ui": f"http://127.0.0.1:{svc.prefect_port}",
+        "prefect_api": f"http://127.0.0.1:{svc.prefect_port}/api",
+        "mlflow": f"http://127.0.0.1:{svc.mlflow_port}",
+        "started": ["prefect", "mlflow"],
+    }
     assert json.loads(_get(svc.urls["prefect_api"] + "/health")) is True
     assert _get(svc.urls["mlflow"] + "/health").strip() == b"OK"
     found = json.loads(_get(svc.urls["mlflow"] + "/api/2.0/mlflow/experiments/search?max_results=10"))
@@ -131,8 +145,9 @@ def test_servers_listen_on_loopback_only(svc):
     listening = set()
     for rec in _recorded(svc.home).values():
         for proc in _tree(rec["pid"]):
-            listening |= {(c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="inet")
-                          if c.status == psutil.CONN_LISTEN}
+            listening |= {
+                (c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
+            }
     assert {port for _, port in listening} >= {svc.prefect_port, svc.mlflow_port}
     assert {ip for ip, _ in listening} == {"127.0.0.1"}
 
@@ -160,8 +175,7 @@ def test_cli_status_and_up_print_urls_and_exports(cli_home, capsys):
     out = capsys.readouterr().out
     assert "prefect  running" in out and f"export MLFLOW_TRACKING_URI={cli_home.urls['mlflow']}" in out
     assert f"export PREFECT_API_URL={cli_home.urls['prefect_api']}" in out
-    assert main(["up", "--prefect-port", str(cli_home.prefect_port),
-                 "--mlflow-port", str(cli_home.mlflow_port)]) == 0
+    assert main(["up", "--prefect-port", str(cli_home.prefect_port), "--mlflow-port", str(cli_home.mlflow_port)]) == 0
     out = capsys.readouterr().out
     assert "already running" in out and f"Prefect UI   {cli_home.urls['prefect_ui']}" in out
 
@@ -184,10 +198,19 @@ def test_mlflow_run_lands_in_the_services_home(svc):
 
 def _env_seen_by_a_new_process(home: Path) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
-    code = ("from tokenmill.core.env import prepare_environment; prepare_environment(); import os; "
-            "print(os.environ.get('MLFLOW_TRACKING_URI')); print(os.environ.get('PREFECT_API_URL'))")
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "TOKENMILL_HOME": str(home)}, cwd=REPO_ROOT,
-                         capture_output=True, text=True, check=True, timeout=120)
+    code = (
+        "from tokenmill.core.env import prepare_environment; prepare_environment(); import os; "
+        "print(os.environ.get('MLFLOW_TRACKING_URI')); print(os.environ.get('PREFECT_API_URL'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "TOKENMILL_HOME": str(home)},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     return out.stdout.split()
 
 
@@ -230,8 +253,11 @@ def test_up_that_times_out_stops_what_it_started(tmp_path):
     with pytest.raises(services.ServiceError, match=r"not healthy .*after 0 s[\s\S]*=== tokenmill up"):
         services.up(tmp_path, prefect_port=prefect_port, mlflow_port=mlflow_port, timeout=0.01)
     assert not (tmp_path / "services" / "services.json").exists()
-    leftovers = [p.pid for p in psutil.process_iter(["cmdline"])
-                 if str(tmp_path) in " ".join(p.info["cmdline"] or []) or str(prefect_port) in (p.info["cmdline"] or [])]
+    leftovers = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if str(tmp_path) in " ".join(p.info["cmdline"] or []) or str(prefect_port) in (p.info["cmdline"] or [])
+    ]
     assert leftovers == []
 
 

@@ -14,13 +14,17 @@ from tokenmill.training.distributed import deepspeed_config
 @pytest.fixture
 def base(tmp_path):
     path = tmp_path / "base.json"
-    path.write_text(json.dumps({
-        "_comment": "dropped",
-        "_private": {"x": 1},
-        "steps_per_print": 123,
-        "zero_optimization": {"overlap_comm": False, "reduce_bucket_size": 1000, "stage": 3},
-        "train_batch_size": 999999,  # stale value in the file: must be replaced by the derived one
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "_comment": "dropped",
+                "_private": {"x": 1},
+                "steps_per_print": 123,
+                "zero_optimization": {"overlap_comm": False, "reduce_bucket_size": 1000, "stage": 3},
+                "train_batch_size": 999999,  # stale value in the file: must be replaced by the derived one
+            }
+        )
+    )
     return path
 
 
@@ -79,6 +83,7 @@ def test_missing_base_file_raises(tmp_path):
 
 # --- derived values and their validation --------------------------------------------------------
 
+
 def test_global_batch_derives_accumulation_and_must_divide():
     from tokenmill.training.distributed import batch_sizes
 
@@ -87,7 +92,9 @@ def test_global_batch_derives_accumulation_and_must_divide():
         batch_sizes(TrainConfig(micro_batch_size=4, global_batch_size=32), 3)
     with pytest.raises(ValueError, match="contradicts"):
         batch_sizes(TrainConfig(micro_batch_size=4, global_batch_size=32, grad_accum_steps=2), 2)
-    assert deepspeed_config(TrainConfig(micro_batch_size=4, global_batch_size=32), 2)["gradient_accumulation_steps"] == 4
+    assert (
+        deepspeed_config(TrainConfig(micro_batch_size=4, global_batch_size=32), 2)["gradient_accumulation_steps"] == 4
+    )
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
@@ -110,9 +117,15 @@ def test_offload_settings_and_their_stage_requirements():
     assert "optimizer" not in deepspeed_config(TrainConfig(zero_stage=2), 1)  # torch AdamW, passed in
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(precision="fp8"), "train.precision"), (dict(zero_stage=4), "zero_stage"), (dict(grad_clip=-1.0), "grad_clip"),
-    (dict(micro_batch_size=0), "micro_batch_size")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(precision="fp8"), "train.precision"),
+        (dict(zero_stage=4), "zero_stage"),
+        (dict(grad_clip=-1.0), "grad_clip"),
+        (dict(micro_batch_size=0), "micro_batch_size"),
+    ],
+)
 def test_invalid_training_settings_are_clear_errors(bad, message):
     with pytest.raises(ValueError, match=message):
         deepspeed_config(TrainConfig(**bad), 1)
@@ -121,9 +134,9 @@ def test_invalid_training_settings_are_clear_errors(bad, message):
 def test_activation_checkpointing_wraps_every_block_and_keeps_the_math():
     import torch
 
+    from tokenmill.core.config import ModelConfig
     from tokenmill.training.distributed import checkpoint_blocks
     from tokenmill.training.models import architecture, build_model
-    from tokenmill.core.config import ModelConfig
 
     for family in ("gpt", "bert", "t5", "transformer"):
         torch.manual_seed(0)

@@ -78,9 +78,14 @@ def _linear_weights_by_part(arch) -> dict[str, int]:
     return parts
 
 
-@pytest.mark.parametrize("flavor,family", [(name, fam) for name, fl in FLAVORS.items()
-                                           for fam in ([fl.family] if fl.family else
-                                                       ["gpt", "bert", "t5", "transformer"])])
+@pytest.mark.parametrize(
+    "flavor,family",
+    [
+        (name, fam)
+        for name, fl in FLAVORS.items()
+        for fam in ([fl.family] if fl.family else ["gpt", "bert", "t5", "transformer"])
+    ],
+)
 def test_matmul_parameters_match_the_models_linear_layers(flavor, family):
     arch = arch_of(flavor, family)
     assert F.matmul_parameters(arch) == _linear_weights_by_part(arch)
@@ -96,6 +101,7 @@ def test_gated_mlp_counts_the_gate():
 
 # --- encoder-decoder -------------------------------------------------------------------------------
 
+
 def test_encoder_decoder_flops_per_example_by_hand():
     # debug transformer: d 64, H 2, Q 32 (inner 64), d_ff 256, V 8192, 2 + 2 layers; S = 64, U = 16.
     # self-attention 4·64·64 = 16,384; MLP 2·64·256 = 32,768
@@ -104,8 +110,13 @@ def test_encoder_decoder_flops_per_example_by_hand():
     # dense 6·((98,304 + 16,384)·64 + (114,688 + 524,288)·16) = 6·17,563,648 = 105,381,888
     # attention 12·64·(2·64² + 2·(16² + 16·64)) = 768·10,752 = 8,257,536
     arch = arch_of("debug", "transformer")
-    assert F.matmul_parameters(arch) == {"encoder": 98_304, "decoder": 114_688, "cross_kv": 16_384,
-                                         "head": 524_288, "total": 753_664}
+    assert F.matmul_parameters(arch) == {
+        "encoder": 98_304,
+        "decoder": 114_688,
+        "cross_kv": 16_384,
+        "head": 524_288,
+        "total": 753_664,
+    }
     assert F.flops_per_example(arch, 64, 16) == 105_381_888 + 8_257_536
     # per token = per example / (input + target tokens)
     assert F.flops_per_token(arch, 64, target_len=16) == pytest.approx((105_381_888 + 8_257_536) / 80)
@@ -134,8 +145,12 @@ def test_encoder_decoder_attention_term_is_quadratic():
 def test_flops_scale_with_parameters_at_short_sequences():
     # At T = 8 the attention term is negligible: FLOPs per token ≈ 6N (for an encoder-decoder with
     # S = U, each token passes through half the model: 6·(N_enc + N_cross_kv + N_dec + N_head) / 2).
-    for small, large in [("bert-base", "bert-large"), ("gpt2-small", "gpt2-medium"), ("t5-small", "t5-base"),
-                         ("transformer-base", "transformer-big")]:
+    for small, large in [
+        ("bert-base", "bert-large"),
+        ("gpt2-small", "gpt2-medium"),
+        ("t5-small", "t5-base"),
+        ("transformer-base", "transformer-big"),
+    ]:
         a, b = arch_of(small), arch_of(large)
         enc_dec = family_of_architecture(a) in ("t5", "transformer")
         kw = {"target_len": 8} if enc_dec else {}
@@ -161,25 +176,29 @@ def test_flops_per_example_rejects_decoder_only():
 
 # --- peak FLOP/s -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,dtype,expected", [
-    ("NVIDIA H100 80GB HBM3", "bf16", 989e12),  # SXM: dense, not the 1979e12 "with sparsity"
-    ("H100 SXM", "fp16", 989e12),
-    ("NVIDIA H100 80GB HBM3", "tf32", 494.5e12),
-    ("NVIDIA H100 80GB HBM3", "fp32", 67e12),
-    ("NVIDIA H100 PCIe", "bf16", 756e12),
-    ("NVIDIA H200", "bf16", 989e12),
-    ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
-    ("NVIDIA A100-PCIE-40GB", "tf32", 156e12),
-    ("NVIDIA A100 80GB PCIe", "fp32", 19.5e12),
-    ("NVIDIA L4", "bf16", 121e12),
-    ("NVIDIA L40S", "bf16", 362.05e12),
-    ("NVIDIA A10", "bf16", 125e12),
-    ("NVIDIA GeForce RTX 4090", "bf16", 165.2e12),
-    ("Tesla V100-SXM2-16GB", "fp16", 125e12),
-    ("Tesla V100-PCIE-32GB", "fp16", 112e12),
-    ("Tesla T4", "fp16", 65e12),
-    ("nvidia h100 80gb hbm3", "bfloat16", 989e12),  # case and dtype spelling do not matter
-])
+
+@pytest.mark.parametrize(
+    "name,dtype,expected",
+    [
+        ("NVIDIA H100 80GB HBM3", "bf16", 989e12),  # SXM: dense, not the 1979e12 "with sparsity"
+        ("H100 SXM", "fp16", 989e12),
+        ("NVIDIA H100 80GB HBM3", "tf32", 494.5e12),
+        ("NVIDIA H100 80GB HBM3", "fp32", 67e12),
+        ("NVIDIA H100 PCIe", "bf16", 756e12),
+        ("NVIDIA H200", "bf16", 989e12),
+        ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
+        ("NVIDIA A100-PCIE-40GB", "tf32", 156e12),
+        ("NVIDIA A100 80GB PCIe", "fp32", 19.5e12),
+        ("NVIDIA L4", "bf16", 121e12),
+        ("NVIDIA L40S", "bf16", 362.05e12),
+        ("NVIDIA A10", "bf16", 125e12),
+        ("NVIDIA GeForce RTX 4090", "bf16", 165.2e12),
+        ("Tesla V100-SXM2-16GB", "fp16", 125e12),
+        ("Tesla V100-PCIE-32GB", "fp16", 112e12),
+        ("Tesla T4", "fp16", 65e12),
+        ("nvidia h100 80gb hbm3", "bfloat16", 989e12),  # case and dtype spelling do not matter
+    ],
+)
 def test_peak_flops_table(name, dtype, expected):
     assert F.peak_flops(name, dtype) == expected
 
@@ -190,13 +209,18 @@ def test_peak_flops_is_dense():
     assert F.peak_flops("NVIDIA H100 80GB HBM3", "bf16") != 1979e12
 
 
-@pytest.mark.parametrize("name,dtype", [
-    ("cpu", "bf16"), ("cpu", "fp32"), ("Some Future GPU", "bf16"),
-    ("Tesla V100-SXM2-16GB", "bf16"),  # Volta has no bf16
-    ("Tesla T4", "bf16"),
-    ("NVIDIA A10G", "bf16"),  # no NVIDIA datasheet: not guessed from the A10
-    ("NVIDIA H100 NVL", "bf16"),  # lower clocks than SXM: not borrowed
-])
+@pytest.mark.parametrize(
+    "name,dtype",
+    [
+        ("cpu", "bf16"),
+        ("cpu", "fp32"),
+        ("Some Future GPU", "bf16"),
+        ("Tesla V100-SXM2-16GB", "bf16"),  # Volta has no bf16
+        ("Tesla T4", "bf16"),
+        ("NVIDIA A10G", "bf16"),  # no NVIDIA datasheet: not guessed from the A10
+        ("NVIDIA H100 NVL", "bf16"),  # lower clocks than SXM: not borrowed
+    ],
+)
 def test_peak_flops_unknown_is_none(name, dtype):
     assert F.peak_flops(name, dtype) is None
 
@@ -219,6 +243,7 @@ def test_gpu_key_specific_variants_first():
 
 
 # --- MFU -------------------------------------------------------------------------------------------
+
 
 def test_mfu_arithmetic():
     # 100,000 tokens/s over 8 H100s at GPT-2 small's 854,438,400 FLOPs per token:

@@ -1,4 +1,4 @@
-"""tokenmill.training.objectives: batches and losses of the causal LM, BERT (MLM + NSP) and T5 (span corruption) objectives."""
+"""training.objectives: batches and losses of the causal LM, BERT (MLM + NSP) and T5 (span corruption) objectives."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def assert_contiguous_in_stream(seg: np.ndarray):
     assert (seg >= FIRST).all(), "a segment holds a special id"
     p = pos(seg)
     assert np.array_equal(p, p[0] + np.arange(len(seg))), "segment is not a contiguous run of the stream"
-    assert (STREAM[p[0]:p[-1] + 1] != EOT).all()
+    assert (STREAM[p[0] : p[-1] + 1] != EOT).all()
 
 
 def mlm(**kw) -> MaskedLMObjective:
@@ -66,8 +66,10 @@ def span(**kw) -> SpanCorruptionObjective:
 
 def seq2seq(seed=0) -> Seq2SeqObjective:
     rng = np.random.default_rng(1)
-    pairs = [(rng.integers(FIRST, VOCAB, size=rng.integers(1, 40)),
-              rng.integers(FIRST, VOCAB, size=rng.integers(1, 20))) for _ in range(50)]
+    pairs = [
+        (rng.integers(FIRST, VOCAB, size=rng.integers(1, 40)), rng.integers(FIRST, VOCAB, size=rng.integers(1, 20)))
+        for _ in range(50)
+    ]
     return Seq2SeqObjective(pairs, input_length=24, target_length=12, specials=SPECIALS, seed=seed)
 
 
@@ -88,10 +90,11 @@ def segments(row_ids, row_labels):
     """Original A and B of one MLM example (masked positions restored from the labels)."""
     orig = np.where(row_labels != -100, row_labels, row_ids)
     seps = np.flatnonzero(orig == SEP)
-    return orig[1:seps[0]], orig[seps[0] + 1:seps[1]]
+    return orig[1 : seps[0]], orig[seps[0] + 1 : seps[1]]
 
 
 # --------------------------------------------------------------------------- shared contract
+
 
 @pytest.mark.parametrize("kind", FACTORIES)
 def test_batches_are_deterministic_per_seed_and_step(kind):
@@ -116,6 +119,7 @@ def test_rank_slices_concatenate_to_single_process_batch(kind):
 
 # --------------------------------------------------------------------------- causal LM
 
+
 def test_causal_lm_wraps_packed_batches_and_eval_blocks():
     obj = CausalLMObjective(STREAM, 32, seed=5)
     x, y = PackedBatches(STREAM, 32, seed=5).batch(2, 6)
@@ -130,6 +134,7 @@ def test_causal_lm_wraps_packed_batches_and_eval_blocks():
 
 
 # --------------------------------------------------------------------------- masked LM + NSP
+
 
 def test_mlm_layout_of_cls_segments_sep_and_padding():
     obj = mlm(block_size=64)
@@ -146,7 +151,7 @@ def test_mlm_layout_of_cls_segments_sep_and_padding():
         assert (ids[i, n:] == PAD).all() and not np.isin(ids[i, :n], [PAD, EOT]).any()
         assert np.array_equal(am[i], (np.arange(64) < n).astype(np.int64))
         expected_tt = np.zeros(64, dtype=np.int64)
-        expected_tt[2 + len(a):n] = 1
+        expected_tt[2 + len(a) : n] = 1
         assert np.array_equal(tt[i], expected_tt)
     assert full > 32  # long documents fill the block
     assert obj.tokens(b) == int(am.sum())
@@ -254,13 +259,14 @@ def test_mlm_eval_batches_are_fixed_whatever_the_seed():
 def test_sentence_end_table_from_a_tokenizer():
     from tokenizers import Tokenizer, models
 
-    vocab = {"<|endoftext|>": 0, "Hello": 1, "world.": 2, "why?": 3, "wow!": 4, "said.\"": 5, "e.g": 6}
+    vocab = {"<|endoftext|>": 0, "Hello": 1, "world.": 2, "why?": 3, "wow!": 4, 'said."': 5, "e.g": 6}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
     tok.add_special_tokens(["<|endoftext|>"])
     assert sentence_end_table(tok).tolist() == [False, False, True, True, True, True, False]
 
 
 # --------------------------------------------------------------------------- span corruption
+
 
 def reconstruct(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, list[int], list[int]]:
     """Raw window from one example (sentinels replaced by their spans), and the sentinels of inputs / targets."""
@@ -296,15 +302,15 @@ def test_span_corruption_inputs_and_targets_rebuild_the_raw_window():
     assert inputs.shape == (64, 64) and labels.shape == (64, obj.target_length)
     noise, n_spans, span_lengths = 0, 0, []
     for i in range(64):
-        src, tgt = inputs[i, :am[i].sum()], labels[i, :dam[i].sum()]
+        src, tgt = inputs[i, : am[i].sum()], labels[i, : dam[i].sum()]
         assert src[-1] == EOT and tgt[-1] == EOT  # EOS
-        assert (inputs[i, am[i].sum():] == PAD).all()
+        assert (inputs[i, am[i].sum() :] == PAD).all()
         raw, in_s, out_s = reconstruct(src, tgt)
         assert len(raw) == obj.raw_length
         # The window is a contiguous piece of the stream (it may cross documents).
         first = int(np.flatnonzero(raw != EOT)[0])
         start = int(pos(raw[first])) - first
-        assert np.array_equal(raw, STREAM[start:start + obj.raw_length])
+        assert np.array_equal(raw, STREAM[start : start + obj.raw_length])
         k = len(in_s)
         assert in_s == out_s == SENTINELS[:k]  # sentinel_0, sentinel_1, ... in order
         assert tgt[0] == SENTINELS[0]
@@ -339,21 +345,25 @@ def test_span_corruption_eval_batches_are_consecutive_windows():
     batches = obj.eval_batches(STREAM, max_examples=5, batch_size=2)
     assert [len(v["input_ids"]) for v in batches] == [2, 2, 1]
     assert all(equal(x, y) for x, y in zip(batches, span(input_length=64, seed=3).eval_batches(STREAM, 5, 2)))
-    rows = [(v["input_ids"][i].numpy(), v["labels"][i].numpy(), v["attention_mask"][i].sum(), v["labels"][i] != -100)
-            for v in batches for i in range(len(v["input_ids"]))]
+    rows = [
+        (v["input_ids"][i].numpy(), v["labels"][i].numpy(), v["attention_mask"][i].sum(), v["labels"][i] != -100)
+        for v in batches
+        for i in range(len(v["input_ids"]))
+    ]
     for j, (src, tgt, n, valid) in enumerate(rows):
         raw, _, _ = reconstruct(src[:n], tgt[valid.numpy()])
-        assert np.array_equal(raw, STREAM[j * obj.raw_length:(j + 1) * obj.raw_length])
+        assert np.array_equal(raw, STREAM[j * obj.raw_length : (j + 1) * obj.raw_length])
 
 
 # --------------------------------------------------------------------------- seq2seq
+
 
 def test_seq2seq_truncates_adds_eos_and_picks_pairs():
     obj = seq2seq()
     b = obj.batch(0, 16)
     src_len, tgt_len = b["attention_mask"].sum(1), b["decoder_attention_mask"].sum(1)
     for i in range(16):
-        src, tgt = b["input_ids"][i, :src_len[i]].numpy(), b["labels"][i, :tgt_len[i]].numpy()
+        src, tgt = b["input_ids"][i, : src_len[i]].numpy(), b["labels"][i, : tgt_len[i]].numpy()
         assert src[-1] == EOT and tgt[-1] == EOT
         assert any(np.array_equal(src[:-1], s[:23]) and np.array_equal(tgt[:-1], t[:11]) for s, t in obj.pairs)
     assert (src_len == 24).any() and (src_len < 24).any()  # some truncated, some padded
@@ -364,6 +374,7 @@ def test_seq2seq_truncates_adds_eos_and_picks_pairs():
 
 # --------------------------------------------------------------------------- losses
 
+
 class TinyModel(nn.Module):
     """Embedding + linear heads with the call signature of each family."""
 
@@ -373,8 +384,9 @@ class TinyModel(nn.Module):
         self.head = nn.Linear(8, vocab)
         self.nsp = nn.Linear(8, 2)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, decoder_input_ids=None,
-                decoder_attention_mask=None):
+    def forward(
+        self, input_ids, token_type_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None
+    ):
         h = self.emb(input_ids)  # (B, S, 8)
         if decoder_input_ids is not None:
             return self.head(self.emb(decoder_input_ids) + h.mean(1, keepdim=True))  # (B, L, V)
@@ -439,6 +451,7 @@ def test_loss_is_finite_differentiable_and_perfect_for_an_oracle(kind):
 
 # --------------------------------------------------------------------------- dispatch
 
+
 def test_build_objective_dispatches_by_family():
     common = dict(block_size=64, specials=SPECIALS, seed=0, vocab_size=VOCAB)
     assert isinstance(build_objective("gpt", STREAM, **common), CausalLMObjective)
@@ -447,7 +460,8 @@ def test_build_objective_dispatches_by_family():
     for family in ("t5", "transformer"):
         obj = build_objective(family, STREAM, **common)
         assert isinstance(obj, SpanCorruptionObjective) and obj.input_length == 64
-    assert build_objective("t5", STREAM, **common, noise_density=0.3).num_noise == round(0.3 * span_corruption_lengths(
-        64, 0.3)[0])
+    assert build_objective("t5", STREAM, **common, noise_density=0.3).num_noise == round(
+        0.3 * span_corruption_lengths(64, 0.3)[0]
+    )
     with pytest.raises(ValueError, match="gpt, bert, t5, transformer"):
         build_objective("llama", STREAM, **common)

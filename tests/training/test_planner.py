@@ -154,10 +154,20 @@ def test_fits_marks():
 def test_render_contains_the_key_numbers():
     p = gpt2()
     text = p.render()
-    for needle in ["gpt2-small", "124.44M", "123.53M", "854 MFLOP", "113 MFLOP", "80 GiB", "2.49B",
-                   "989.0 TFLOP/s", "11.2 min", "ZeRO-2"]:
+    for needle in [
+        "gpt2-small",
+        "124.44M",
+        "123.53M",
+        "854 MFLOP",
+        "113 MFLOP",
+        "80 GiB",
+        "2.49B",
+        "989.0 TFLOP/s",
+        "11.2 min",
+        "ZeRO-2",
+    ]:
         assert needle in text, needle
-    for stage, expected in ZERO_BYTES.items():
+    for _stage, expected in ZERO_BYTES.items():
         assert f"{(expected + p.activations) / GiB:.2f}" in text
     chosen = [line for line in text.splitlines() if line.startswith("*")]
     assert len(chosen) == 1 and chosen[0].split()[1] == "2"
@@ -195,9 +205,35 @@ def test_main_runs(capsys):
     assert planner.main(["--model", "gpt2-small", "--gpus", "8", "--zero", "2"]) == 0
     out = capsys.readouterr().out
     assert "854 MFLOP" in out and "11.2 min" in out
-    assert planner.main(["--model", "debug", "--family", "bert", "--gpus", "2", "--zero", "3", "--offload",
-                         "--micro-batch", "4", "--seq-len", "32", "--gpu", "NVIDIA L4", "--mfu", "0.3",
-                         "--tokens", "1M", "--activation-checkpointing", "--dtype", "fp16"]) == 0
+    assert (
+        planner.main(
+            [
+                "--model",
+                "debug",
+                "--family",
+                "bert",
+                "--gpus",
+                "2",
+                "--zero",
+                "3",
+                "--offload",
+                "--micro-batch",
+                "4",
+                "--seq-len",
+                "32",
+                "--gpu",
+                "NVIDIA L4",
+                "--mfu",
+                "0.3",
+                "--tokens",
+                "1M",
+                "--activation-checkpointing",
+                "--dtype",
+                "fp16",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "debug (bert)" in out and "1.00M (given)" in out
 

@@ -21,10 +21,27 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # DeepSpeed training processes
 
 
 def command(tokens: str, out: Path, steps: int = 120) -> list[str]:
-    sets = [f"run.output_dir={out.parent}", f"train.max_steps={steps}", "train.log_every=1",
-            "train.checkpoint_every=10", "tracking.register_model=false", "tracking.system_metrics=false"]
-    return [sys.executable, "-m", "tokenmill.cli", "train", "--config", str(REPO_ROOT / "conf" / "tiny.yaml"),
-            *[x for s in sets for x in ("--set", s)], "--tokens", tokens, "--out", str(out)]
+    sets = [
+        f"run.output_dir={out.parent}",
+        f"train.max_steps={steps}",
+        "train.log_every=1",
+        "train.checkpoint_every=10",
+        "tracking.register_model=false",
+        "tracking.system_metrics=false",
+    ]
+    return [
+        sys.executable,
+        "-m",
+        "tokenmill.cli",
+        "train",
+        "--config",
+        str(REPO_ROOT / "conf" / "tiny.yaml"),
+        *[x for s in sets for x in ("--set", s)],
+        "--tokens",
+        tokens,
+        "--out",
+        str(out),
+    ]
 
 
 def run(cmd: list[str]) -> None:
@@ -42,8 +59,14 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(pipeline_run, 
     # Start the same run elsewhere and kill every process of it right after its step-10 checkpoint.
     killed = tmp_path / "killed" / "train"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen(command(tokens, killed), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        command(tokens, killed),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -101,8 +124,9 @@ def test_resume_refuses_a_checkpoint_holding_arbitrary_objects(pipeline_run, tmp
     torch.save(data, states)
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)}
-    done = subprocess.run(command(pipeline_run["tokens_manifest"], out, steps=10), env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        command(pipeline_run["tokens_manifest"], out, steps=10), env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode != 0
     assert "Weights only load failed" in done.stdout + done.stderr or "UnpicklingError" in done.stdout + done.stderr
     assert not marker.exists()

@@ -13,7 +13,15 @@ from tokenizers import Tokenizer
 
 from tokenmill.core.config import TokenizerConfig
 from tokenmill.core.manifest import read_manifest, sha256_file, write_manifest
-from tokenmill.training.tokenizer import EOT, SPECIAL_TOKENS, load_tokens, run_tokenize, special_ids, split_of, train_bpe
+from tokenmill.training.tokenizer import (
+    EOT,
+    SPECIAL_TOKENS,
+    load_tokens,
+    run_tokenize,
+    special_ids,
+    split_of,
+    train_bpe,
+)
 
 ENGLISH = [
     "The cat sat on the mat. The dog sat on the log.",
@@ -71,13 +79,16 @@ def test_merges_were_learned(tokenizer):
     assert len(tokenizer.encode(text).ids) < len(text.encode())
 
 
-@pytest.mark.parametrize("text", [
-    ENGLISH[0],
-    "  leading and trailing spaces  ",
-    "line one\nline two\n\n\ttabbed",
-    "Unseen: café naïve Zürich — 東京 😀",
-    "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        ENGLISH[0],
+        "  leading and trailing spaces  ",
+        "line one\nline two\n\n\ttabbed",
+        "Unseen: café naïve Zürich — 東京 😀",
+        "",
+    ],
+)
 def test_encode_decode_round_trips_exactly(tokenizer, text):
     ids = tokenizer.encode(text).ids
     assert 0 not in ids or EOT in text
@@ -94,9 +105,17 @@ def test_saved_tokenizer_round_trips(tokenizer, tmp_path):
 
 # --- the tokenize stage -----------------------------------------------------------------------
 
+
 def make_docs(n: int) -> list[dict]:
-    return [{"id": f"{i:04d}-{'abcdef'[i % 6]}", "url": f"http://example.com/{i}", "source": "x.warc.gz",
-             "text": f"{ENGLISH[i % len(ENGLISH)]} Document number {i}."} for i in range(n)]
+    return [
+        {
+            "id": f"{i:04d}-{'abcdef'[i % 6]}",
+            "url": f"http://example.com/{i}",
+            "source": "x.warc.gz",
+            "text": f"{ENGLISH[i % len(ENGLISH)]} Document number {i}.",
+        }
+        for i in range(n)
+    ]
 
 
 def fake_data_manifest(tmp_path: Path, docs: list[dict], shards: int = 2) -> Path:
@@ -106,11 +125,20 @@ def fake_data_manifest(tmp_path: Path, docs: list[dict], shards: int = 2) -> Pat
     for s in range(shards):
         part = docs[s::shards]
         path = kept / f"part-{s:05d}.parquet"
-        pq.write_table(pa.Table.from_pylist(part, schema=pa.schema(
-            [("id", pa.string()), ("url", pa.string()), ("source", pa.string()), ("text", pa.string())])), path)
+        pq.write_table(
+            pa.Table.from_pylist(
+                part,
+                schema=pa.schema(
+                    [("id", pa.string()), ("url", pa.string()), ("source", pa.string()), ("text", pa.string())]
+                ),
+            ),
+            path,
+        )
         outputs.append({"path": str(path), "rows": len(part)})
-    return write_manifest(tmp_path / "data" / "manifest.json",
-                          {"stage": "data", "outputs": {"kept": outputs, "rejected": [], "quarantine": []}})
+    return write_manifest(
+        tmp_path / "data" / "manifest.json",
+        {"stage": "data", "outputs": {"kept": outputs, "rejected": [], "quarantine": []}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +222,11 @@ def test_load_tokens_across_row_groups(tmp_path):
 
 def test_empty_split_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="validation split is empty"):
-        run_tokenize(fake_data_manifest(tmp_path, make_docs(10)), tmp_path / "tokens",
-                     TokenizerConfig(vocab_size=480, min_frequency=1, validation_fraction=0.0))
+        run_tokenize(
+            fake_data_manifest(tmp_path, make_docs(10)),
+            tmp_path / "tokens",
+            TokenizerConfig(vocab_size=480, min_frequency=1, validation_fraction=0.0),
+        )
 
 
 def test_literal_eot_text_in_a_page_does_not_split_the_document(tmp_path):
@@ -206,8 +237,11 @@ def test_literal_eot_text_in_a_page_does_not_split_the_document(tmp_path):
     """
     docs = make_docs(30)
     docs[0]["text"] = "GPT-2 separates documents with <|endoftext|> in its training data."
-    manifest = run_tokenize(fake_data_manifest(tmp_path, docs), tmp_path / "tokens",
-                            TokenizerConfig(vocab_size=480, min_frequency=2, validation_fraction=0.3))
+    manifest = run_tokenize(
+        fake_data_manifest(tmp_path, docs),
+        tmp_path / "tokens",
+        TokenizerConfig(vocab_size=480, min_frequency=2, validation_fraction=0.3),
+    )
     tok = Tokenizer.from_file(manifest["tokenizer"]["path"])
     eot = manifest["tokenizer"]["eot_id"]
     rows = {**read_split(manifest["splits"]["train"]["path"]), **read_split(manifest["splits"]["validation"]["path"])}

@@ -24,10 +24,26 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # DeepSpeed training processes
 
 
 def train(tokens_manifest: str, out: Path, *overrides: str) -> dict:
-    sets = [x for o in [f"run.output_dir={out.parent}", f"train.max_steps={STEPS}", "train.log_every=10", *overrides]
-            for x in ("--set", o)]
-    assert cli.main(["train", "--config", str(REPO_ROOT / "conf" / "tiny.yaml"), *sets,
-                     "--tokens", tokens_manifest, "--out", str(out)]) == 0
+    sets = [
+        x
+        for o in [f"run.output_dir={out.parent}", f"train.max_steps={STEPS}", "train.log_every=10", *overrides]
+        for x in ("--set", o)
+    ]
+    assert (
+        cli.main(
+            [
+                "train",
+                "--config",
+                str(REPO_ROOT / "conf" / "tiny.yaml"),
+                *sets,
+                "--tokens",
+                tokens_manifest,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return read_manifest(out / "manifest.json", stage="train")
 
 
@@ -64,14 +80,18 @@ def test_each_family_trains_on_its_objective_and_logs_its_metrics(trained, famil
     client = MlflowClient(tracking_uri=f"sqlite:///{folder.parent}/mlflow.db")
     run = client.get_run(manifest["mlflow_run_id"])
     assert run.info.status == "FINISHED"
-    assert {f"val/{m}" for m in EXPECTED_METRICS[family]} | {f"train/{m}" for m in EXPECTED_METRICS[family]} \
-        <= set(run.data.metrics)
+    assert {f"val/{m}" for m in EXPECTED_METRICS[family]} | {f"train/{m}" for m in EXPECTED_METRICS[family]} <= set(
+        run.data.metrics
+    )
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "attention")}
     assert artifacts and all(p.endswith(".png") for p in artifacts)
     if family != "bert":
         assert {"attention/attention_encoder_0.png", "attention/attention_cross_0.png"} <= artifacts
     assert {f.path for f in client.list_artifacts(run.info.run_id, "model")} >= {
-        "model/weights.safetensors", "model/model.json", "model/tokenizer.json"}
+        "model/weights.safetensors",
+        "model/model.json",
+        "model/tokenizer.json",
+    }
 
 
 def _eval_batch(family: str, folder: Path, tokens_manifest: str) -> dict[str, torch.Tensor]:
@@ -79,13 +99,21 @@ def _eval_batch(family: str, folder: Path, tokens_manifest: str) -> dict[str, to
     tokens = read_manifest(tokens_manifest, stage="tokenize")
     val = load_tokens(tokens["splits"]["validation"]["path"])
     model, _ = load_model(folder)
-    objective = build_objective(family, val, block_size=model.cfg.block_size,
-                                specials=tokens["tokenizer"]["special_tokens"], seed=0,
-                                vocab_size=tokens["tokenizer"]["vocab_size"])
+    objective = build_objective(
+        family,
+        val,
+        block_size=model.cfg.block_size,
+        specials=tokens["tokenizer"]["special_tokens"],
+        seed=0,
+        vocab_size=tokens["tokenizer"]["vocab_size"],
+    )
     batch = objective.eval_batches(val, 4, batch_size=4)[0]
     pad = tokens["tokenizer"]["special_tokens"]["pad"]
-    pairs = {"gpt": [("input_ids", None)], "bert": [("input_ids", "attention_mask")],
-             "t5": [("input_ids", "attention_mask"), ("decoder_input_ids", "decoder_attention_mask")]}
+    pairs = {
+        "gpt": [("input_ids", None)],
+        "bert": [("input_ids", "attention_mask")],
+        "t5": [("input_ids", "attention_mask"), ("decoder_input_ids", "decoder_attention_mask")],
+    }
     for ids, mask in pairs.get(family, pairs["t5"]):  # pad the tail of every row but the first
         batch[ids][1:, -9:] = pad
         if mask:
@@ -99,13 +127,20 @@ def _eval_batch(family: str, folder: Path, tokens_manifest: str) -> dict[str, to
 def test_export_loads_in_transformers_with_logit_parity(trained, pipeline_run, family, tmp_path):
     import transformers
 
-    folder = (Path(read_manifest(pipeline_run["train_manifest"], stage="train")["model"]["folder"])
-              if family == "gpt" else trained[family][1])
+    folder = (
+        Path(read_manifest(pipeline_run["train_manifest"], stage="train")["model"]["folder"])
+        if family == "gpt"
+        else trained[family][1]
+    )
     assert cli.main(["export", str(folder), "--out", str(tmp_path / "hf")]) == 0
     ours, _ = load_model(folder)
     batch = _eval_batch(family, folder, pipeline_run["tokens_manifest"])
-    auto = {"gpt": transformers.AutoModelForCausalLM, "bert": transformers.AutoModelForPreTraining,
-            "t5": transformers.AutoModelForSeq2SeqLM, "transformer": transformers.AutoModelForSeq2SeqLM}[family]
+    auto = {
+        "gpt": transformers.AutoModelForCausalLM,
+        "bert": transformers.AutoModelForPreTraining,
+        "t5": transformers.AutoModelForSeq2SeqLM,
+        "transformer": transformers.AutoModelForSeq2SeqLM,
+    }[family]
     hf = auto.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
     with torch.no_grad():
         if family == "gpt":
@@ -134,8 +169,12 @@ def test_export_loads_in_transformers_with_logit_parity(trained, pipeline_run, f
     plain = Tokenizer.from_file(str(folder / "tokenizer.json")).encode("Hello world. A test.").ids
     ids = tok("Hello world. A test.")["input_ids"]
     specials = read_manifest(pipeline_run["tokens_manifest"], stage="tokenize")["tokenizer"]["special_tokens"]
-    framed = {"gpt": plain, "bert": [specials["cls"], *plain, specials["sep"]],
-              "t5": [*plain, specials["eot"]], "transformer": [*plain, specials["eot"]]}[family]
+    framed = {
+        "gpt": plain,
+        "bert": [specials["cls"], *plain, specials["sep"]],
+        "t5": [*plain, specials["eot"]],
+        "transformer": [*plain, specials["eot"]],
+    }[family]
     assert ids == framed
 
     # ...and the folder imports back into tokenmill unchanged (a bias-free model comes back with zero biases).
@@ -151,16 +190,20 @@ def test_export_loads_in_transformers_with_logit_parity(trained, pipeline_run, f
 def test_greedy_generation_matches_transformers(trained, pipeline_run, family, tmp_path):
     import transformers
 
-    folder = (Path(read_manifest(pipeline_run["train_manifest"], stage="train")["model"]["folder"])
-              if family == "gpt" else trained[family][1])
+    folder = (
+        Path(read_manifest(pipeline_run["train_manifest"], stage="train")["model"]["folder"])
+        if family == "gpt"
+        else trained[family][1]
+    )
     cli.main(["export", str(folder), "--out", str(tmp_path / "hf")])
     ours, _ = load_model(folder)
     hf = transformers.AutoModelForCausalLM if family == "gpt" else transformers.AutoModelForSeq2SeqLM
     hf = hf.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
     prompt = _eval_batch(family, folder, pipeline_run["tokens_manifest"])["input_ids"][:1, :12]
     mine = ours.generate(prompt, 12, temperature=0)  # no end-of-text stop on either side
-    theirs = hf.generate(prompt, do_sample=False, num_beams=1, max_new_tokens=12, eos_token_id=None,
-                         pad_token_id=hf.config.pad_token_id)
+    theirs = hf.generate(
+        prompt, do_sample=False, num_beams=1, max_new_tokens=12, eos_token_id=None, pad_token_id=hf.config.pad_token_id
+    )
     assert mine.tolist() == theirs.tolist()
     assert torch.equal(mine, ours.generate(prompt, 12, temperature=0, use_cache=False))
 
@@ -170,8 +213,13 @@ def test_continue_pretraining_from_an_exported_hugging_face_folder(pipeline_run,
     first = read_manifest(pipeline_run["train_manifest"], stage="train")
     hf_dir = tmp_path / "hf"
     assert cli.main(["export", first["model"]["folder"], "--out", str(hf_dir)]) == 0
-    again = train(pipeline_run["tokens_manifest"], tmp_path / "continued", f"model.init_from={hf_dir}",
-                  "train.warmup_steps=1", "train.lr=0.0003")
+    again = train(
+        pipeline_run["tokens_manifest"],
+        tmp_path / "continued",
+        f"model.init_from={hf_dir}",
+        "train.warmup_steps=1",
+        "train.lr=0.0003",
+    )
     assert again["model"]["init_from"] == str(hf_dir)
     # It starts where the first run ended, not from a random model's log(vocab).
     assert again["history"][0]["train/loss"] < first["history"][0]["train/loss"] - 0.5
@@ -185,8 +233,10 @@ def test_generate_and_attention_commands(pipeline_run, tmp_path, capsys):
     cached = capsys.readouterr().out
     assert cli.main([*args, "--no-cache"]) == 0
     assert capsys.readouterr().out == cached and cached.startswith("The")
-    assert cli.main(["attention", folder, "--text", "The river runs by the old town.", "--out",
-                     str(tmp_path / "att")]) == 0
+    assert (
+        cli.main(["attention", folder, "--text", "The river runs by the old town.", "--out", str(tmp_path / "att")])
+        == 0
+    )
     pngs = sorted(p.name for p in (tmp_path / "att").glob("*.png"))
     assert pngs == ["attention_layer_0.png", "attention_layer_1.png"]
     assert "head entropies" in capsys.readouterr().out
@@ -204,8 +254,14 @@ def test_transformer_trains_on_paired_source_target_text(pipeline_run, tmp_path)
         src = [rng.choice(words) for _ in range(rng.randint(3, 8))]
         lines.append(json.dumps({"source": " ".join(src), "target": " ".join(reversed(src))}))
     (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
-    result = train(pipeline_run["tokens_manifest"], tmp_path / "seq2seq", "model.family=transformer",
-                   f"train.pairs={tmp_path / 'pairs.jsonl'}", "train.target_length=24", "model.block_size=24")
+    result = train(
+        pipeline_run["tokens_manifest"],
+        tmp_path / "seq2seq",
+        "model.family=transformer",
+        f"train.pairs={tmp_path / 'pairs.jsonl'}",
+        "train.target_length=24",
+        "model.block_size=24",
+    )
     assert result["model"]["objective"] == "seq2seq"
     assert set(result["val_metrics"]) == {"loss", "accuracy"}
     assert result["history"][-1]["train/loss"] < result["history"][0]["train/loss"] - 1.0
@@ -216,9 +272,17 @@ def test_zero3_with_cpu_offload_bf16_and_activation_checkpointing_trains_and_reg
     """The memory-saving settings together, for real under DeepSpeed on CPU; then what MLflow holds."""
     from mlflow.tracking import MlflowClient
 
-    result = train(pipeline_run["tokens_manifest"], tmp_path / "offload", "train.zero_stage=3",
-                   "train.offload_optimizer=true", "train.offload_params=true", "train.precision=bf16",
-                   "train.activation_checkpointing=true", "train.max_steps=20", "train.eval_every=10")
+    result = train(
+        pipeline_run["tokens_manifest"],
+        tmp_path / "offload",
+        "train.zero_stage=3",
+        "train.offload_optimizer=true",
+        "train.offload_params=true",
+        "train.precision=bf16",
+        "train.activation_checkpointing=true",
+        "train.max_steps=20",
+        "train.eval_every=10",
+    )
     history = result["history"]
     assert all(h["train/loss"] == h["train/loss"] for h in history)  # no NaN
     assert history[-1]["train/loss"] < history[0]["train/loss"]
@@ -233,8 +297,9 @@ def test_zero3_with_cpu_offload_bf16_and_activation_checkpointing_trains_and_reg
     assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 2  # step 10 and the end
     assert any(k.startswith("system/") for k in run.data.metrics)
     tokens = read_manifest(pipeline_run["tokens_manifest"], stage="tokenize")
-    assert run.data.tags["tokenmill.tokens_sha256"] == __import__("tokenmill.core.manifest", fromlist=["x"]).sha256_file(
-        pipeline_run["tokens_manifest"])
+    assert run.data.tags["tokenmill.tokens_sha256"] == __import__(
+        "tokenmill.core.manifest", fromlist=["x"]
+    ).sha256_file(pipeline_run["tokens_manifest"])
     assert run.data.tags["tokenmill.data_manifest"] == tokens["data_manifest"]["path"]
     assert "plots/loss_curve.png" in {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
     registered = result["registered_model"]

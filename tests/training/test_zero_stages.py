@@ -17,10 +17,19 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # DeepSpeed training processes
 
 
 def train(tokens: str, out: Path, nproc: int, stage: int, micro: int) -> list[float]:
-    cfg = load_config(REPO_ROOT / "conf" / "tiny.yaml", [
-        f"run.output_dir={out.parent}", f"train.nproc={nproc}", f"train.zero_stage={stage}",
-        f"train.micro_batch_size={micro}", f"train.max_steps={STEPS}", "train.log_every=1",
-        "tracking.register_model=false", f"train.deepspeed_config={REPO_ROOT / 'conf/deepspeed/base.json'}"])
+    cfg = load_config(
+        REPO_ROOT / "conf" / "tiny.yaml",
+        [
+            f"run.output_dir={out.parent}",
+            f"train.nproc={nproc}",
+            f"train.zero_stage={stage}",
+            f"train.micro_batch_size={micro}",
+            f"train.max_steps={STEPS}",
+            "train.log_every=1",
+            "tracking.register_model=false",
+            f"train.deepspeed_config={REPO_ROOT / 'conf/deepspeed/base.json'}",
+        ],
+    )
     out.mkdir(parents=True)
     dump_config(cfg, out / "config.yaml")
     launch.run(launch.command(cfg.train, out / "config.yaml", Path(tokens), out, None), lambda line: None)

@@ -271,8 +271,11 @@ def resolve_paths(cfg: Config, repo_root: Path) -> Config:
             return str(path)
         if any(ch in p for ch in "*?["):  # a glob: anchor it where it matches something
             here = Path.cwd() / path
-            return str(here if glob.glob(str(here), recursive=True) or not glob.glob(
-                str(repo_root / path), recursive=True) else repo_root / path)
+            return str(
+                here
+                if glob.glob(str(here), recursive=True) or not glob.glob(str(repo_root / path), recursive=True)
+                else repo_root / path
+            )
         if path.exists() or not (repo_root / path).exists():
             return str(path.resolve())
         return str(repo_root / path)

@@ -17,8 +17,10 @@ from typing import Any
 from tokenmill.core.env import REPO_ROOT
 
 # Keys that change how a stage runs but not what it writes.
-_EXECUTION_ONLY = {"data": {"spark_master", "spark_driver_memory", "spark_shuffle_partitions"},
-                   "train": {"launcher", "rdzv_endpoint", "hostfile", "checkpoint_every", "resume"}}
+_EXECUTION_ONLY = {
+    "data": {"spark_master", "spark_driver_memory", "spark_shuffle_partitions"},
+    "train": {"launcher", "rdzv_endpoint", "hostfile", "checkpoint_every", "resume"},
+}
 
 # The code each stage runs, as globs under the repository root.
 STAGE_CODE = {
@@ -37,9 +39,13 @@ def config_part(cfg, stage: str) -> dict[str, Any]:
     elif stage == "tokenize":
         part = {"tokenizer": dataclasses.asdict(cfg.tokenizer), "seed": cfg.run.seed}
     elif stage == "train":
-        part = {"model": dataclasses.asdict(cfg.model), "seed": cfg.run.seed, "tracking": cfg.tracking_uri,
-                "experiment": cfg.tracking.experiment,
-                "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in drop}}
+        part = {
+            "model": dataclasses.asdict(cfg.model),
+            "seed": cfg.run.seed,
+            "tracking": cfg.tracking_uri,
+            "experiment": cfg.tracking.experiment,
+            "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in drop},
+        }
     elif stage == "evaluate":
         part = {"eval_max_blocks": cfg.train.eval_max_blocks, "seed": cfg.run.seed, "tracking": cfg.tracking_uri}
     else:
@@ -69,7 +75,15 @@ def code_fingerprint(stage: str, root: Path = REPO_ROOT) -> str:
 
 def stage_key(stage: str, cfg, inputs: list[str], out_dir: str | Path) -> str:
     """The cache key of one stage run: config part, input fingerprints, code, output folder."""
-    blob = json.dumps({"stage": stage, "config": config_part(cfg, stage), "inputs": inputs,
-                       "code": code_fingerprint(stage), "out": str(Path(out_dir).resolve())},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            "stage": stage,
+            "config": config_part(cfg, stage),
+            "inputs": inputs,
+            "code": code_fingerprint(stage),
+            "out": str(Path(out_dir).resolve()),
+        },
+        sort_keys=True,
+        default=str,
+    )
     return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:32]}"

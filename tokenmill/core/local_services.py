@@ -33,8 +33,9 @@ def discover(home: str | Path, timeout: float = 1.0) -> dict | None:
     if not path.is_file():
         return None
     recs = read_state(path.parent).get("services", {})
-    if any(n not in recs or not recorded_process(recs[n]) or not healthy(recs[n]["health_url"], timeout)
-           for n in SERVICES):
+    if any(
+        n not in recs or not recorded_process(recs[n]) or not healthy(recs[n]["health_url"], timeout) for n in SERVICES
+    ):
         return None
     return service_urls(recs)
 
@@ -44,8 +45,11 @@ def state_root(home: str | Path) -> Path:
 
 
 def service_urls(recs: dict) -> dict:
-    return {"prefect_ui": recs["prefect"]["url"], "prefect_api": recs["prefect"]["api_url"],
-            "mlflow": recs["mlflow"]["url"]}
+    return {
+        "prefect_ui": recs["prefect"]["url"],
+        "prefect_api": recs["prefect"]["api_url"],
+        "mlflow": recs["mlflow"]["url"],
+    }
 
 
 def read_state(root: Path) -> dict:

@@ -21,8 +21,13 @@ def funnel_chart(funnel: list[dict[str, Any]], path: str | Path) -> Path:
     stages = [row["stage"] for row in funnel]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(stages) + 1.2))
     ax.barh(stages, [row["out"] for row in funnel], color="#3b7dd8", label="remaining")
-    ax.barh(stages, [row["dropped"] + row["quarantined"] for row in funnel],
-            left=[row["out"] for row in funnel], color="#e8833a", label="removed by this stage")
+    ax.barh(
+        stages,
+        [row["dropped"] + row["quarantined"] for row in funnel],
+        left=[row["out"] for row in funnel],
+        color="#e8833a",
+        label="removed by this stage",
+    )
     for i, row in enumerate(funnel):
         removed = row["dropped"] + row["quarantined"]
         ax.text(row["in"], i, f"  {row['out']:,}" + (f"  (−{removed:,})" if removed else ""), va="center", fontsize=8)
@@ -71,8 +76,13 @@ def bakeoff_chart(rows: list[dict[str, Any]], histories: dict[str, list[dict]], 
     names = [r["family"] for r in rows]
     x = range(len(rows))
     losses.bar([i - 0.2 for i in x], [r["token_loss"] for r in rows], width=0.4, label="model", color="#3b7dd8")
-    losses.bar([i + 0.2 for i in x], [r["unigram_baseline"] for r in rows], width=0.4, label="unigram baseline",
-               color="#bbbbbb")
+    losses.bar(
+        [i + 0.2 for i in x],
+        [r["unigram_baseline"] for r in rows],
+        width=0.4,
+        label="unigram baseline",
+        color="#bbbbbb",
+    )
     losses.set_xticks(list(x), names)
     losses.set_ylabel("nats / predicted token")
     losses.set_title("validation token loss (lower is better)")

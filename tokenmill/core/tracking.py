@@ -47,7 +47,7 @@ class MlflowLogger(MetricsLogger):
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -73,8 +73,9 @@ class MlflowLogger(MetricsLogger):
         except MlflowException:
             self.client.create_registered_model(name, description="Registered by tokenmill training runs")
         source = f"{self.client.get_run(self.run_id).info.artifact_uri}/{artifact_path}"
-        version = self.client.create_model_version(name, source, run_id=self.run_id,
-                                                   tags={"tokenmill.artifact": artifact_path})
+        version = self.client.create_model_version(
+            name, source, run_id=self.run_id, tags={"tokenmill.artifact": artifact_path}
+        )
         return version.version
 
     def start_system_metrics(self) -> None:

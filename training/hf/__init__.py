@@ -89,15 +89,23 @@ def hf_tokenizer(tok, specials: dict[str, int], family: str):
         tok.post_processor = processors.TemplateProcessing(
             single=" ".join([*before, "$A", *after]),
             pair=" ".join([*before, "$A", *after, f"$B{second}", *(f"{t}{second}" for t in after)]),
-            special_tokens=[(name(r), specials[r]) for r in dict.fromkeys(framing.before + framing.after)])
-    sentinels = [name(k) for k in sorted((k for k in specials if k.startswith("sentinel_")),
-                                         key=lambda k: int(k.split("_")[1]))]
+            special_tokens=[(name(r), specials[r]) for r in dict.fromkeys(framing.before + framing.after)],
+        )
+    sentinels = [
+        name(k) for k in sorted((k for k in specials if k.startswith("sentinel_")), key=lambda k: int(k.split("_")[1]))
+    ]
     inputs = ["input_ids", "token_type_ids", "attention_mask"] if framing.segments else ["input_ids", "attention_mask"]
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=name("eot"), bos_token=name(spec.hf_bos) if spec.hf_bos else None,
-        pad_token=name("pad"), cls_token=name("cls"), sep_token=name("sep"), mask_token=name("mask"),
+        tokenizer_object=tok,
+        eos_token=name("eot"),
+        bos_token=name(spec.hf_bos) if spec.hf_bos else None,
+        pad_token=name("pad"),
+        cls_token=name("cls"),
+        sep_token=name("sep"),
+        mask_token=name("mask"),
         additional_special_tokens=sentinels if spec.encoder_decoder else None,
-        model_input_names=inputs)
+        model_input_names=inputs,
+    )
 
 
 def load_hf(folder: str | Path) -> torch.nn.Module:

@@ -21,20 +21,43 @@ HF_ARCHITECTURE = "BertForPreTraining"
 
 _ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 # HF's names for the same functions: "gelu_python" is erf GELU too; the rest are the tanh approximation.
-_ACT_FROM_HF = {"gelu": "gelu", "gelu_python": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
-                "gelu_fast": "gelu_tanh", "gelu_python_tanh": "gelu_tanh", "relu": "relu"}
+_ACT_FROM_HF = {
+    "gelu": "gelu",
+    "gelu_python": "gelu",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_new": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "gelu_python_tanh": "gelu_tanh",
+    "relu": "relu",
+}
 
 # (ours, BertConfig's) for the settings that carry over unchanged, in both directions.
-_SAME = [("vocab_size", "vocab_size"), ("block_size", "max_position_embeddings"), ("n_embd", "hidden_size"),
-         ("n_layer", "num_hidden_layers"), ("n_head", "num_attention_heads"), ("type_vocab_size", "type_vocab_size"),
-         ("dropout", "hidden_dropout_prob"), ("norm_eps", "layer_norm_eps")]
+_SAME = [
+    ("vocab_size", "vocab_size"),
+    ("block_size", "max_position_embeddings"),
+    ("n_embd", "hidden_size"),
+    ("n_layer", "num_hidden_layers"),
+    ("n_head", "num_attention_heads"),
+    ("type_vocab_size", "type_vocab_size"),
+    ("dropout", "hidden_dropout_prob"),
+    ("norm_eps", "layer_norm_eps"),
+]
 # (ours, HF) for the modules that map one to one; each has a weight and, in HF, a bias.
 _EMBED = [("wte", "bert.embeddings.word_embeddings"), ("wtype", "bert.embeddings.token_type_embeddings")]
-_TOP = [("ln_emb", "bert.embeddings.LayerNorm"), ("pooler", "bert.pooler.dense"),
-        ("nsp_head", "cls.seq_relationship"), ("mlm_dense", "cls.predictions.transform.dense"),
-        ("mlm_ln", "cls.predictions.transform.LayerNorm")]
-_LAYER = [("attn.out", "attention.output.dense"), ("ln_1", "attention.output.LayerNorm"),
-          ("mlp.fc", "intermediate.dense"), ("mlp.proj", "output.dense"), ("ln_2", "output.LayerNorm")]
+_TOP = [
+    ("ln_emb", "bert.embeddings.LayerNorm"),
+    ("pooler", "bert.pooler.dense"),
+    ("nsp_head", "cls.seq_relationship"),
+    ("mlm_dense", "cls.predictions.transform.dense"),
+    ("mlm_ln", "cls.predictions.transform.LayerNorm"),
+]
+_LAYER = [
+    ("attn.out", "attention.output.dense"),
+    ("ln_1", "attention.output.LayerNorm"),
+    ("mlp.fc", "intermediate.dense"),
+    ("mlp.proj", "output.dense"),
+    ("ln_2", "output.LayerNorm"),
+]
 _QKV = ("query", "key", "value")
 
 
@@ -98,8 +121,9 @@ def to_hf_state(state: dict[str, torch.Tensor], cfg: BERTConfig) -> dict[str, to
     return out
 
 
-def from_hf(hf_config: PretrainedConfig,
-            hf_state: dict[str, torch.Tensor]) -> tuple[BERTConfig, dict[str, torch.Tensor]]:
+def from_hf(
+    hf_config: PretrainedConfig, hf_state: dict[str, torch.Tensor]
+) -> tuple[BERTConfig, dict[str, torch.Tensor]]:
     """A ``BertForPreTraining`` (config, state dict) → our ``(BERTConfig, state dict)``.
 
     ValueError naming the setting when the HF model computes something our BERT cannot. Dropout
@@ -132,8 +156,11 @@ def from_hf(hf_config: PretrainedConfig,
     if "cls.predictions.decoder.bias" in hf and not torch.equal(take("cls.predictions.decoder.bias"), out_bias):
         raise ValueError("cls.predictions.decoder.bias differs from cls.predictions.bias")
 
-    state = {"wte.weight": wte, "wpe.weight": take("bert.embeddings.position_embeddings.weight"),
-             "wtype.weight": take("bert.embeddings.token_type_embeddings.weight")}
+    state = {
+        "wte.weight": wte,
+        "wpe.weight": take("bert.embeddings.position_embeddings.weight"),
+        "wtype.weight": take("bert.embeddings.token_type_embeddings.weight"),
+    }
     for ours, hf_name in _TOP:
         state[f"{ours}.weight"], state[f"{ours}.bias"] = take(f"{hf_name}.weight"), take(f"{hf_name}.bias")
     for i in range(cfg.n_layer):

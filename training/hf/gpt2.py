@@ -30,27 +30,49 @@ HF_ARCHITECTURE = "GPT2LMHeadModel"
 
 _ACT_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
 # HF's names for the same functions: the tanh approximation under four names, erf GELU under two.
-_ACT_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_python_tanh": "gelu_tanh",
-                "gelu_fast": "gelu_tanh", "gelu": "gelu", "gelu_python": "gelu", "relu": "relu"}
+_ACT_FROM_HF = {
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_python_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "gelu": "gelu",
+    "gelu_python": "gelu",
+    "relu": "relu",
+}
 
 # (ours, GPT2Config's) for the settings that carry over unchanged, in both directions.
-_SAME = [("vocab_size", "vocab_size"), ("block_size", "n_positions"), ("n_embd", "n_embd"), ("n_layer", "n_layer"),
-         ("n_head", "n_head"), ("d_ff", "n_inner"),  # d_ff=None is 4 × n_embd, and so is n_inner=None
-         ("norm_eps", "layer_norm_epsilon")]
+_SAME = [
+    ("vocab_size", "vocab_size"),
+    ("block_size", "n_positions"),
+    ("n_embd", "n_embd"),
+    ("n_layer", "n_layer"),
+    ("n_head", "n_head"),
+    ("d_ff", "n_inner"),  # d_ff=None is 4 × n_embd, and so is n_inner=None
+    ("norm_eps", "layer_norm_epsilon"),
+]
 # (ours, HF, is_conv1d) for each block's modules: Conv1D weights are stored transposed.
-_LAYER = [("ln_1", "ln_1", False), ("attn.qkv", "attn.c_attn", True), ("attn.out", "attn.c_proj", True),
-          ("ln_2", "ln_2", False), ("mlp.fc", "mlp.c_fc", True), ("mlp.proj", "mlp.c_proj", True)]
+_LAYER = [
+    ("ln_1", "ln_1", False),
+    ("attn.qkv", "attn.c_attn", True),
+    ("attn.out", "attn.c_proj", True),
+    ("ln_2", "ln_2", False),
+    ("mlp.fc", "mlp.c_fc", True),
+    ("mlp.proj", "mlp.c_proj", True),
+]
 # Buffers that older transformers versions kept in GPT-2 state dicts; they hold no weights.
 _LEGACY_BUFFERS = (".attn.bias", ".attn.masked_bias")
 
 
 def _check_exportable(cfg: GPTConfig) -> None:
     if cfg.position not in ("learned", "sinusoidal"):
-        raise ValueError(f"GPT2LMHeadModel has only learned absolute positions (wpe); position={cfg.position!r} "
-                         "has no equivalent there: export a model trained with learned or sinusoidal positions")
+        raise ValueError(
+            f"GPT2LMHeadModel has only learned absolute positions (wpe); position={cfg.position!r} "
+            "has no equivalent there: export a model trained with learned or sinusoidal positions"
+        )
     if cfg.activation not in _ACT_TO_HF:
-        raise ValueError(f"activation {cfg.activation!r} has no GPT2LMHeadModel equivalent "
-                         f"(supported: {', '.join(_ACT_TO_HF)})")
+        raise ValueError(
+            f"activation {cfg.activation!r} has no GPT2LMHeadModel equivalent (supported: {', '.join(_ACT_TO_HF)})"
+        )
     if cfg.n_embd % cfg.n_head:
         raise ValueError(f"n_embd {cfg.n_embd} is not divisible by n_head {cfg.n_head}")
 
@@ -103,15 +125,18 @@ def to_hf_state(state: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, tor
     return out
 
 
-def from_hf(hf_config: PretrainedConfig,
-            hf_state: dict[str, torch.Tensor]) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+def from_hf(
+    hf_config: PretrainedConfig, hf_state: dict[str, torch.Tensor]
+) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
     """A ``GPT2LMHeadModel``'s config and state dict → our ``(GPTConfig, state)``; ValueError when not exact."""
     c = hf_config
     if getattr(c, "model_type", None) != "gpt2":
         raise ValueError(f"expected a GPT-2 config (model_type 'gpt2'), got {getattr(c, 'model_type', None)!r}")
     if c.activation_function not in _ACT_FROM_HF:
-        raise ValueError(f"activation_function {c.activation_function!r} has no tokenmill equivalent "
-                         f"(supported: {', '.join(_ACT_FROM_HF)})")
+        raise ValueError(
+            f"activation_function {c.activation_function!r} has no tokenmill equivalent "
+            f"(supported: {', '.join(_ACT_FROM_HF)})"
+        )
     if not getattr(c, "scale_attn_weights", True):
         raise ValueError("scale_attn_weights=False (no 1/sqrt(head_dim) scaling) is not supported")
     if getattr(c, "scale_attn_by_inverse_layer_idx", False):
@@ -122,8 +147,14 @@ def from_hf(hf_config: PretrainedConfig,
     if c.n_embd % c.n_head:
         raise ValueError(f"n_embd {c.n_embd} is not divisible by n_head {c.n_head}")
     tied = bool(getattr(c, "tie_word_embeddings", True))
-    cfg = GPTConfig(**{ours: getattr(c, hf) for ours, hf in _SAME}, dropout=float(c.resid_pdrop), bias=True,
-                    tie_embeddings=tied, position="learned", activation=_ACT_FROM_HF[c.activation_function])
+    cfg = GPTConfig(
+        **{ours: getattr(c, hf) for ours, hf in _SAME},
+        dropout=float(c.resid_pdrop),
+        bias=True,
+        tie_embeddings=tied,
+        position="learned",
+        activation=_ACT_FROM_HF[c.activation_function],
+    )
 
     hf_state = {k: v for k, v in hf_state.items() if not k.endswith(_LEGACY_BUFFERS)}
     take = StateReader(hf_state, "GPT-2 state dict")
@@ -143,6 +174,8 @@ def from_hf(hf_config: PretrainedConfig,
         state["lm_head.weight"] = take("lm_head.weight")
     extra = take.unread()
     if extra:
-        raise ValueError(f"GPT-2 weights tokenmill has no place for: {', '.join(extra[:5])}"
-                         + (f" and {len(extra) - 5} more" if len(extra) > 5 else ""))
+        raise ValueError(
+            f"GPT-2 weights tokenmill has no place for: {', '.join(extra[:5])}"
+            + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        )
     return cfg, state

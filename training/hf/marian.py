@@ -34,25 +34,43 @@ def hf_config(cfg: TransformerConfig, specials: dict[str, int]) -> transformers.
     if cfg.position != "sinusoidal":
         raise ValueError(f"Transformer position {cfg.position!r} has no Marian equivalent (fixed sinusoidal only)")
     if cfg.activation not in _ACT_TO_HF:
-        raise ValueError(f"Transformer activation {cfg.activation!r} has no Marian equivalent "
-                         f"(one of {', '.join(_ACT_TO_HF)})")
+        raise ValueError(
+            f"Transformer activation {cfg.activation!r} has no Marian equivalent (one of {', '.join(_ACT_TO_HF)})"
+        )
     if cfg.norm_eps != _MARIAN_EPS:
         raise ValueError(f"norm_eps {cfg.norm_eps} has no Marian equivalent: its LayerNorms use eps {_MARIAN_EPS}")
     if specials["pad"] != cfg.pad_id:
-        raise ValueError(f"specials['pad'] = {specials['pad']} differs from the model's pad/decoder start id "
-                         f"cfg.pad_id = {cfg.pad_id}")
+        raise ValueError(
+            f"specials['pad'] = {specials['pad']} differs from the model's pad/decoder start id "
+            f"cfg.pad_id = {cfg.pad_id}"
+        )
     d_ff = cfg.d_ff or 4 * cfg.n_embd
     n_decoder_layer = cfg.n_decoder_layer or cfg.n_layer
     return transformers.MarianConfig(
-        vocab_size=cfg.vocab_size, decoder_vocab_size=cfg.vocab_size, max_position_embeddings=cfg.block_size,
-        d_model=cfg.n_embd, encoder_layers=cfg.n_layer, decoder_layers=n_decoder_layer,
-        encoder_attention_heads=cfg.n_head, decoder_attention_heads=cfg.n_head, encoder_ffn_dim=d_ff,
-        decoder_ffn_dim=d_ff, activation_function=_ACT_TO_HF[cfg.activation], dropout=cfg.dropout,
-        attention_dropout=0.0, activation_dropout=0.0, scale_embedding=cfg.scale_embedding,
-        share_encoder_decoder_embeddings=True, tie_word_embeddings=cfg.tie_embeddings,
-        pad_token_id=cfg.pad_id, decoder_start_token_id=cfg.pad_id, eos_token_id=specials["eot"],
-        bos_token_id=None, forced_eos_token_id=None,  # our generate() forces nothing
-        architectures=[HF_ARCHITECTURE])
+        vocab_size=cfg.vocab_size,
+        decoder_vocab_size=cfg.vocab_size,
+        max_position_embeddings=cfg.block_size,
+        d_model=cfg.n_embd,
+        encoder_layers=cfg.n_layer,
+        decoder_layers=n_decoder_layer,
+        encoder_attention_heads=cfg.n_head,
+        decoder_attention_heads=cfg.n_head,
+        encoder_ffn_dim=d_ff,
+        decoder_ffn_dim=d_ff,
+        activation_function=_ACT_TO_HF[cfg.activation],
+        dropout=cfg.dropout,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        scale_embedding=cfg.scale_embedding,
+        share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=cfg.tie_embeddings,
+        pad_token_id=cfg.pad_id,
+        decoder_start_token_id=cfg.pad_id,
+        eos_token_id=specials["eot"],
+        bos_token_id=None,
+        forced_eos_token_id=None,  # our generate() forces nothing
+        architectures=[HF_ARCHITECTURE],
+    )
 
 
 def _plan(n_layer: int, n_decoder_layer: int) -> list[tuple[str, list[str]]]:
@@ -63,16 +81,23 @@ def _plan(n_layer: int, n_decoder_layer: int) -> list[tuple[str, list[str]]]:
         for i in range(n):
             ours, hf = f"{stack}.blocks.{i}", f"model.{stack}.layers.{i}"
             attn = f"{hf}.self_attn"
-            plan += [(f"{ours}.attn.qkv", [f"{attn}.q_proj", f"{attn}.k_proj", f"{attn}.v_proj"]),
-                     (f"{ours}.attn.out", [f"{attn}.out_proj"]),
-                     (f"{ours}.ln_1", [f"{hf}.self_attn_layer_norm"])]
+            plan += [
+                (f"{ours}.attn.qkv", [f"{attn}.q_proj", f"{attn}.k_proj", f"{attn}.v_proj"]),
+                (f"{ours}.attn.out", [f"{attn}.out_proj"]),
+                (f"{ours}.ln_1", [f"{hf}.self_attn_layer_norm"]),
+            ]
             if stack == "decoder":
-                plan += [(f"{ours}.cross.q", [f"{hf}.encoder_attn.q_proj"]),
-                         (f"{ours}.cross.kv", [f"{hf}.encoder_attn.k_proj", f"{hf}.encoder_attn.v_proj"]),
-                         (f"{ours}.cross.out", [f"{hf}.encoder_attn.out_proj"]),
-                         (f"{ours}.ln_cross", [f"{hf}.encoder_attn_layer_norm"])]
-            plan += [(f"{ours}.mlp.fc", [f"{hf}.fc1"]), (f"{ours}.mlp.proj", [f"{hf}.fc2"]),
-                     (f"{ours}.ln_2", [f"{hf}.final_layer_norm"])]
+                plan += [
+                    (f"{ours}.cross.q", [f"{hf}.encoder_attn.q_proj"]),
+                    (f"{ours}.cross.kv", [f"{hf}.encoder_attn.k_proj", f"{hf}.encoder_attn.v_proj"]),
+                    (f"{ours}.cross.out", [f"{hf}.encoder_attn.out_proj"]),
+                    (f"{ours}.ln_cross", [f"{hf}.encoder_attn_layer_norm"]),
+                ]
+            plan += [
+                (f"{ours}.mlp.fc", [f"{hf}.fc1"]),
+                (f"{ours}.mlp.proj", [f"{hf}.fc2"]),
+                (f"{ours}.ln_2", [f"{hf}.final_layer_norm"]),
+            ]
     return plan
 
 
@@ -100,8 +125,9 @@ def to_hf_state(state: dict[str, torch.Tensor], cfg: TransformerConfig) -> dict[
     return out
 
 
-def from_hf(hf_config: transformers.PretrainedConfig,
-            hf_state: dict[str, torch.Tensor]) -> tuple[TransformerConfig, dict[str, torch.Tensor]]:
+def from_hf(
+    hf_config: transformers.PretrainedConfig, hf_state: dict[str, torch.Tensor]
+) -> tuple[TransformerConfig, dict[str, torch.Tensor]]:
     """A Hugging Face Marian config and state dict → ``(TransformerConfig, our state dict)``; ValueError
     naming the setting when the model is not an exact match."""
     c = hf_config
@@ -125,12 +151,23 @@ def from_hf(hf_config: transformers.PretrainedConfig,
         raise ValueError(f"Marian activation_function {c.activation_function!r} has no Transformer equivalent")
     if c.pad_token_id is None:
         raise ValueError("Marian pad_token_id is None: our Transformer needs a pad id (also its decoder start id)")
-    cfg = TransformerConfig(vocab_size=c.vocab_size, block_size=c.max_position_embeddings, n_layer=c.encoder_layers,
-                            n_decoder_layer=c.decoder_layers, n_head=c.encoder_attention_heads, n_embd=c.d_model,
-                            d_ff=None if c.encoder_ffn_dim == 4 * c.d_model else c.encoder_ffn_dim, dropout=c.dropout,
-                            activation=_ACT_FROM_HF[c.activation_function],
-                            position="sinusoidal", norm_eps=_MARIAN_EPS, tie_embeddings=c.tie_word_embeddings,
-                            scale_embedding=c.scale_embedding, bias=True, pad_id=c.pad_token_id)
+    cfg = TransformerConfig(
+        vocab_size=c.vocab_size,
+        block_size=c.max_position_embeddings,
+        n_layer=c.encoder_layers,
+        n_decoder_layer=c.decoder_layers,
+        n_head=c.encoder_attention_heads,
+        n_embd=c.d_model,
+        d_ff=None if c.encoder_ffn_dim == 4 * c.d_model else c.encoder_ffn_dim,
+        dropout=c.dropout,
+        activation=_ACT_FROM_HF[c.activation_function],
+        position="sinusoidal",
+        norm_eps=_MARIAN_EPS,
+        tie_embeddings=c.tie_word_embeddings,
+        scale_embedding=c.scale_embedding,
+        bias=True,
+        pad_id=c.pad_token_id,
+    )
     state = {}
     for ours, hf_prefixes in _plan(cfg.n_layer, cfg.n_decoder_layer):
         for name in ("weight", "bias"):
@@ -140,8 +177,10 @@ def from_hf(hf_config: transformers.PretrainedConfig,
     source = hf_state.get("model.encoder.embed_tokens.weight", hf_state["model.shared.weight"])
     target = hf_state.get("model.decoder.embed_tokens.weight", source)
     if not torch.equal(source, target):
-        raise ValueError("Marian's encoder and decoder embed_tokens differ (tie_word_embeddings=False unties them "
-                         "in transformers 5.x): our Transformer shares one token embedding")
+        raise ValueError(
+            "Marian's encoder and decoder embed_tokens differ (tie_word_embeddings=False unties them "
+            "in transformers 5.x): our Transformer shares one token embedding"
+        )
     state["wte.weight"] = source
     state["lm_head.weight"] = source if cfg.tie_embeddings else hf_state["lm_head.weight"]
     state["lm_head.bias"] = hf_state["final_logits_bias"][0].clone()

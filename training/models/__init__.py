@@ -27,11 +27,14 @@ def family_of(model_cfg) -> str:
     """The family a ``ModelConfig`` names, directly or through its flavour (GPT when neither says)."""
     flavor = FLAVORS.get(model_cfg.flavor) if model_cfg.flavor else None
     if model_cfg.flavor and flavor is None:
-        raise ValueError(f"unknown model.flavor {model_cfg.flavor!r}; `tokenmill models` lists them: "
-                         f"{', '.join(FLAVORS)}")
+        raise ValueError(
+            f"unknown model.flavor {model_cfg.flavor!r}; `tokenmill models` lists them: {', '.join(FLAVORS)}"
+        )
     if flavor and flavor.family and model_cfg.family and model_cfg.family != flavor.family:
-        raise ValueError(f"model.flavor {flavor.name!r} is a {flavor.family} flavour but model.family is "
-                         f"{model_cfg.family!r}: drop one of them")
+        raise ValueError(
+            f"model.flavor {flavor.name!r} is a {flavor.family} flavour but model.family is "
+            f"{model_cfg.family!r}: drop one of them"
+        )
     family = model_cfg.family or (flavor.family if flavor else None) or DEFAULT_FAMILY
     spec_for(family)
     return family
@@ -53,8 +56,9 @@ def architecture(model_cfg, vocab_size: int | None = None, pad_id: int | None = 
         if key in _NOT_ARCHITECTURE or value is None:
             continue
         if key not in names:
-            raise ValueError(f"model.{key} does not apply to the {family} family "
-                             f"(its keys: {', '.join(sorted(names))})")
+            raise ValueError(
+                f"model.{key} does not apply to the {family} family (its keys: {', '.join(sorted(names))})"
+            )
         values[key] = value
     if vocab_size is not None:
         values["vocab_size"] = vocab_size
@@ -82,8 +86,7 @@ def count_parameters(arch) -> int:
 def save_architecture(arch, path: str | Path) -> Path:
     """``model.json``: the family and its full config, enough to rebuild the model for its weights."""
     path = Path(path)
-    path.write_text(json.dumps({"family": family_of_architecture(arch), "config": dataclasses.asdict(arch)},
-                               indent=2))
+    path.write_text(json.dumps({"family": family_of_architecture(arch), "config": dataclasses.asdict(arch)}, indent=2))
     return path
 
 

@@ -95,8 +95,13 @@ class BERT(SingleStack):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, need_weights: bool = False):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ):
         """``(mlm_logits (B, T, vocab), nsp_logits (B, 2))`` for ``input_ids`` ``(B, T)``.
 
         ``token_type_ids`` ``(B, T)`` are the segments (None: all 0); ``attention_mask`` ``(B, T)``

@@ -38,8 +38,7 @@ class Block(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x, bias, rope, cache, need_weights):
-        a, weights = self.attn(self.ln_1(x), bias=bias, causal=True, rope=rope, cache=cache,
-                               need_weights=need_weights)
+        a, weights = self.attn(self.ln_1(x), bias=bias, causal=True, rope=rope, cache=cache, need_weights=need_weights)
         x = x + self.resid_dropout(a)
         return x + self.resid_dropout(self.mlp(self.ln_2(x))), weights
 
@@ -67,8 +66,13 @@ class GPT(SingleStack):
     def new_cache(self) -> list[Cache]:
         return [{} for _ in self.blocks]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                cache: list[Cache] | None = None, need_weights: bool = False):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: list[Cache] | None = None,
+        need_weights: bool = False,
+    ):
         """Logits ``(B, T, vocab)`` for ``input_ids`` ``(B, T)``.
 
         ``attention_mask`` ``(B, P + T)`` marks real (1) and padding (0) keys, ``P`` being the
@@ -88,9 +92,17 @@ class GPT(SingleStack):
         return (logits, attentions) if need_weights else logits
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, generator: torch.Generator | None = None,
-                 use_cache: bool = True, eos_id: int | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        eos_id: int | None = None,
+    ) -> torch.Tensor:
         """Append up to ``max_new_tokens`` tokens to ``idx`` ``(B, T)``; ``temperature=0`` is greedy.
 
         With ``use_cache`` each step feeds only the new token and reuses earlier keys/values;
@@ -104,7 +116,7 @@ class GPT(SingleStack):
             if cache is not None and idx.size(1) > self.cfg.block_size:
                 cache = None  # learned/sinusoidal positions cannot slide: recompute on the cropped window
             if cache is None:
-                feed = idx[:, -self.cfg.block_size:]
+                feed = idx[:, -self.cfg.block_size :]
             logits = self(feed, cache=cache)[:, -1, :]  # (B, vocab)
             nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
             idx = torch.cat([idx, nxt], dim=1)

@@ -31,8 +31,17 @@ class Attention(nn.Module):
     ``scale=False`` skips the 1/sqrt(head_dim) factor (T5 folds it into its initialisation).
     """
 
-    def __init__(self, d_model: int, n_head: int, d_head: int | None = None, *, bias: bool = True,
-                 dropout: float = 0.0, cross: bool = False, scale: bool = True):
+    def __init__(
+        self,
+        d_model: int,
+        n_head: int,
+        d_head: int | None = None,
+        *,
+        bias: bool = True,
+        dropout: float = 0.0,
+        cross: bool = False,
+        scale: bool = True,
+    ):
         super().__init__()
         if d_head is None:
             if d_model % n_head:
@@ -53,9 +62,17 @@ class Attention(nn.Module):
         B, T, _ = t.shape
         return t.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # (B, H, T, hs)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None, *, bias: torch.Tensor | None = None,
-                causal: bool = False, rope: RotaryEmbedding | None = None, cache: Cache | None = None,
-                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        *,
+        bias: torch.Tensor | None = None,
+        causal: bool = False,
+        rope: RotaryEmbedding | None = None,
+        cache: Cache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` ``(B, Tq, C)`` attends to itself (or to ``memory`` ``(B, Tk, C)`` in cross-attention).
 
         ``bias`` is added to the attention scores ``(B|1, H|1, Tq, Tk)``: padding masks (``-inf``-like),
@@ -87,7 +104,8 @@ class Attention(nn.Module):
             # A cached decode step (Tq < Tk) sees every earlier key: shift the triangle by ``past``.
             hide = torch.ones(Tq, Tk, dtype=torch.bool, device=x.device).triu(Tk - Tq + 1)
             causal_bias = torch.zeros(Tq, Tk, dtype=q.dtype, device=x.device).masked_fill(
-                hide, torch.finfo(q.dtype).min)
+                hide, torch.finfo(q.dtype).min
+            )
             bias = causal_bias if bias is None else bias + causal_bias
             causal = False
         p = self.dropout if self.training else 0.0
@@ -99,8 +117,9 @@ class Attention(nn.Module):
             y = F.dropout(weights, p, self.training) @ v
         else:
             weights = None
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, is_causal=causal,
-                                               scale=self.scale)  # (B, H, Tq, hs)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, dropout_p=p, is_causal=causal, scale=self.scale
+            )  # (B, H, Tq, hs)
         y = y.transpose(1, 2).reshape(B, Tq, self.n_head * self.d_head)  # (B, Tq, H·hs)
         return self.out(y), weights
 
@@ -154,8 +173,9 @@ class RotaryEmbedding(nn.Module):
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """``x`` ``(B, H, T, hs)`` at positions ``offset … offset + T - 1``."""
         T = x.size(2)
-        inv_freq = 1.0 / self.base ** (torch.arange(0, self.d_head, 2, dtype=torch.float32, device=x.device)
-                                       / self.d_head)
+        inv_freq = 1.0 / self.base ** (
+            torch.arange(0, self.d_head, 2, dtype=torch.float32, device=x.device) / self.d_head
+        )
         angles = torch.outer(torch.arange(offset, offset + T, dtype=torch.float32, device=x.device), inv_freq)
         cos, sin = angles.cos(), angles.sin()  # (T, hs/2)
         x1, x2 = x.float().chunk(2, dim=-1)
@@ -164,6 +184,7 @@ class RotaryEmbedding(nn.Module):
 
 def alibi_slopes(n_head: int) -> torch.Tensor:
     """ALiBi's per-head slopes (Press et al.): a geometric sequence from 2^(-8/n), extended for non-powers of 2."""
+
     def powers(n: int) -> list[float]:
         start = 2 ** (-8 / n)
         return [start ** (i + 1) for i in range(n)]
@@ -203,8 +224,12 @@ class RelativePositionBias(nn.Module):
             distance = (-relative).clamp_min(0)  # a causal decoder only looks back
         exact = n // 2
         # Distances from ``exact`` to ``max_distance`` share log-spaced buckets; beyond it, the last one.
-        log_bucket = exact + (torch.log(distance.float().clamp_min(1) / exact)
-                              / math.log(self.max_distance / exact) * (n - exact)).long()
+        log_bucket = (
+            exact
+            + (
+                torch.log(distance.float().clamp_min(1) / exact) / math.log(self.max_distance / exact) * (n - exact)
+            ).long()
+        )
         log_bucket = log_bucket.clamp_max(n - 1)
         return out + torch.where(distance < exact, distance, log_bucket)
 
@@ -223,8 +248,9 @@ class RelativePositionBias(nn.Module):
 class FeedForward(nn.Module):
     """Position-wise MLP ``d → d_ff → d``; the gated variants (T5 v1.1, LLaMA) multiply by a second projection."""
 
-    def __init__(self, d_model: int, d_ff: int, activation: str = "gelu_tanh", *, bias: bool = True,
-                 dropout: float = 0.0):
+    def __init__(
+        self, d_model: int, d_ff: int, activation: str = "gelu_tanh", *, bias: bool = True, dropout: float = 0.0
+    ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
@@ -268,6 +294,7 @@ class RMSNorm(nn.Module):
 @dataclass
 class StackConfig:
     """The sizes of a one-stack model; ``GPTConfig`` and ``BERTConfig`` add their own fields after these."""
+
     vocab_size: int = 8192
     block_size: int = 128  # longest sequence (learned and sinusoidal tables have this many rows)
     n_layer: int = 4
@@ -305,8 +332,9 @@ class SingleStack(nn.Module):
             x = x + self.wpe_table[pos].to(x.dtype)
         return x
 
-    def _attention_bias(self, attention_mask: torch.Tensor | None, dtype: torch.dtype, T: int, past: int,
-                        causal: bool) -> torch.Tensor | None:
+    def _attention_bias(
+        self, attention_mask: torch.Tensor | None, dtype: torch.dtype, T: int, past: int, causal: bool
+    ) -> torch.Tensor | None:
         """The padding bias ``(B, 1, 1, P + T)`` of ``attention_mask``, plus with ALiBi the distance penalty
         ``(1, H, T, P + T)`` of ``T`` queries after ``past`` cached positions (only looking back if ``causal``)."""
         bias = padding_bias(attention_mask, dtype)
@@ -329,8 +357,13 @@ class SingleStack(nn.Module):
 # --- sampling ---------------------------------------------------------------------------------
 
 
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Next token ids ``(B, 1)`` from last-position logits ``(B, V)``: greedy at ``temperature=0``,
     otherwise sampled after top-k and nucleus (top-p) filtering."""
     if temperature == 0:

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from tokenmill.training.models.layers import Attention, FeedForward, RelativePositionBias, RMSNorm, add_bias, padding_bias
+from tokenmill.training.models.layers import (
+    Attention,
+    FeedForward,
+    RelativePositionBias,
+    RMSNorm,
+    add_bias,
+    padding_bias,
+)
 from tokenmill.training.models.transformer import EncoderDecoder, cache_length
 
 
@@ -56,14 +63,23 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x, bias, causal=False, memory=None, memory_bias=None, cache=None, need_weights=False):
-        a, self_weights = self.attn(self.ln_1(x), bias=bias, causal=causal,
-                                    cache=cache["self"] if cache is not None else None, need_weights=need_weights)
+        a, self_weights = self.attn(
+            self.ln_1(x),
+            bias=bias,
+            causal=causal,
+            cache=cache["self"] if cache is not None else None,
+            need_weights=need_weights,
+        )
         x = x + self.drop(a)
         cross_weights = None
         if memory is not None:
-            a, cross_weights = self.cross(self.ln_cross(x), memory, bias=memory_bias,
-                                          cache=cache["cross"] if cache is not None else None,
-                                          need_weights=need_weights)
+            a, cross_weights = self.cross(
+                self.ln_cross(x),
+                memory,
+                bias=memory_bias,
+                cache=cache["cross"] if cache is not None else None,
+                need_weights=need_weights,
+            )
             x = x + self.drop(a)
         x = x + self.drop(self.mlp(self.ln_2(x)))
         return x, self_weights, cross_weights
@@ -74,8 +90,9 @@ class Stack(nn.Module):
 
     def __init__(self, cfg: T5Config, n_layer: int, decoder: bool):
         super().__init__()
-        self.rel_bias = RelativePositionBias(cfg.n_head, bidirectional=not decoder, num_buckets=cfg.num_buckets,
-                                             max_distance=cfg.max_distance)
+        self.rel_bias = RelativePositionBias(
+            cfg.n_head, bidirectional=not decoder, num_buckets=cfg.num_buckets, max_distance=cfg.max_distance
+        )
         self.blocks = nn.ModuleList(Block(cfg, cross=decoder) for _ in range(n_layer))
         self.ln_f = RMSNorm(cfg.n_embd, cfg.norm_eps)
 
@@ -105,21 +122,21 @@ class T5(EncoderDecoder):
             else:
                 q, k, v = module.qkv.weight.split(H * D)  # views: initialised in place
             nn.init.normal_(q, mean=0.0, std=(C * D) ** -0.5)
-            nn.init.normal_(k, mean=0.0, std=C ** -0.5)
-            nn.init.normal_(v, mean=0.0, std=C ** -0.5)
+            nn.init.normal_(k, mean=0.0, std=C**-0.5)
+            nn.init.normal_(v, mean=0.0, std=C**-0.5)
             nn.init.normal_(module.out.weight, mean=0.0, std=(H * D) ** -0.5)
         elif isinstance(module, FeedForward):
             for w in (module.fc, module.gate):
                 if w is not None:
-                    nn.init.normal_(w.weight, mean=0.0, std=C ** -0.5)
-            nn.init.normal_(module.proj.weight, mean=0.0, std=module.proj.in_features ** -0.5)
+                    nn.init.normal_(w.weight, mean=0.0, std=C**-0.5)
+            nn.init.normal_(module.proj.weight, mean=0.0, std=module.proj.in_features**-0.5)
         elif isinstance(module, RelativePositionBias):
-            nn.init.normal_(module.embedding.weight, mean=0.0, std=C ** -0.5)
+            nn.init.normal_(module.embedding.weight, mean=0.0, std=C**-0.5)
         elif module is self:
             nn.init.normal_(self.wte.weight, mean=0.0, std=1.0)
             if not self.cfg.tie_embeddings:
                 # Untied, nothing rescales the output: 1/sqrt(d) keeps the first logits about unit size.
-                nn.init.normal_(self.lm_head.weight, mean=0.0, std=C ** -0.5)
+                nn.init.normal_(self.lm_head.weight, mean=0.0, std=C**-0.5)
 
     def _encode(self, input_ids, attention_mask, need_weights):
         S = input_ids.size(1)
@@ -132,11 +149,12 @@ class T5(EncoderDecoder):
         past, L = cache_length(cache), decoder_input_ids.size(1)
         x = self.drop(self.wte(decoder_input_ids))  # (B, L, C)
         # Queries at positions past … past + L - 1 against every key so far; Attention adds the causal mask.
-        bias = add_bias(padding_bias(decoder_attention_mask, x.dtype),
-                        self.decoder.rel_bias(L, past + L).to(x.dtype))  # (B, H, L, P + L)
+        bias = add_bias(
+            padding_bias(decoder_attention_mask, x.dtype), self.decoder.rel_bias(L, past + L).to(x.dtype)
+        )  # (B, H, L, P + L)
         memory_bias = padding_bias(attention_mask, x.dtype)  # (B, 1, 1, S)
         x, self_weights, cross_weights = self._decoder_blocks(x, bias, memory, memory_bias, cache, need_weights)
         x = self.drop(self.decoder.ln_f(x))
         if self.cfg.tie_embeddings:
-            x = x * self.cfg.n_embd ** -0.5  # the embedding's scale suits inputs, not logits
+            x = x * self.cfg.n_embd**-0.5  # the embedding's scale suits inputs, not logits
         return self.lm_head(x), self_weights, cross_weights  # (B, L, vocab)

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from tokenmill.training.models.layers import Attention, Cache, FeedForward, padding_bias, sample_next, sinusoidal_positions
+from tokenmill.training.models.layers import (
+    Attention,
+    Cache,
+    FeedForward,
+    padding_bias,
+    sample_next,
+    sinusoidal_positions,
+)
 
 
 @dataclass
@@ -71,21 +78,40 @@ class EncoderDecoder(nn.Module):
             weights.append(w)
         return x, weights
 
-    def _decoder_blocks(self, x: torch.Tensor, bias: torch.Tensor | None, memory: torch.Tensor,
-                        memory_bias: torch.Tensor | None, cache: list[dict[str, Cache]] | None, need_weights: bool):
+    def _decoder_blocks(
+        self,
+        x: torch.Tensor,
+        bias: torch.Tensor | None,
+        memory: torch.Tensor,
+        memory_bias: torch.Tensor | None,
+        cache: list[dict[str, Cache]] | None,
+        need_weights: bool,
+    ):
         """``x`` ``(B, L, C)`` through every decoder block, attending to ``memory`` ``(B, S, C)``
         → ``(x, [per-layer self-attention weights], [per-layer cross-attention weights])``."""
         self_weights, cross_weights = [], []
         for i, block in enumerate(self.decoder.blocks):
-            x, ws, wc = block(x, bias, causal=True, memory=memory, memory_bias=memory_bias,
-                              cache=cache[i] if cache is not None else None, need_weights=need_weights)
+            x, ws, wc = block(
+                x,
+                bias,
+                causal=True,
+                memory=memory,
+                memory_bias=memory_bias,
+                cache=cache[i] if cache is not None else None,
+                need_weights=need_weights,
+            )
             self_weights.append(ws)
             cross_weights.append(wc)
         return x, self_weights, cross_weights
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
-                need_weights: bool = False):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ):
         """Logits ``(B, L, vocab)`` for target ``decoder_input_ids`` ``(B, L)`` (the targets shifted right
         behind the start id ``cfg.pad_id``) given source ``input_ids`` ``(B, S)``.
 
@@ -93,11 +119,14 @@ class EncoderDecoder(nn.Module):
         ``(logits, {"encoder": [...], "decoder": [...], "cross": [...]})``, one ``(B, H, Tq, Tk)`` per layer.
         """
         if decoder_input_ids is None:
-            raise ValueError("decoder_input_ids is required: the targets shifted right behind the start id "
-                             f"(cfg.pad_id = {self.cfg.pad_id})")
+            raise ValueError(
+                "decoder_input_ids is required: the targets shifted right behind the start id "
+                f"(cfg.pad_id = {self.cfg.pad_id})"
+            )
         memory, enc_weights = self._encode(input_ids, attention_mask, need_weights)
-        logits, self_weights, cross_weights = self._decode(decoder_input_ids, memory, attention_mask, None,
-                                                           decoder_attention_mask, need_weights)
+        logits, self_weights, cross_weights = self._decode(
+            decoder_input_ids, memory, attention_mask, None, decoder_attention_mask, need_weights
+        )
         if need_weights:
             return logits, {"encoder": enc_weights, "decoder": self_weights, "cross": cross_weights}
         return logits
@@ -106,9 +135,14 @@ class EncoderDecoder(nn.Module):
         """The encoder's output ``(B, S, C)``, the memory the decoder attends to."""
         return self._encode(input_ids, attention_mask, False)[0]
 
-    def decode(self, decoder_input_ids: torch.Tensor, memory: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               cache: list[dict[str, Cache]] | None = None,
-               decoder_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        decoder_input_ids: torch.Tensor,
+        memory: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: list[dict[str, Cache]] | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits ``(B, L, vocab)`` for ``decoder_input_ids`` ``(B, L)`` attending to ``memory`` ``(B, S, C)``.
 
         ``attention_mask`` ``(B, S)`` is the source padding mask; ``decoder_attention_mask`` covers
@@ -117,10 +151,18 @@ class EncoderDecoder(nn.Module):
         return self._decode(decoder_input_ids, memory, attention_mask, cache, decoder_attention_mask, False)[0]
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, attention_mask: torch.Tensor | None = None,
-                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 generator: torch.Generator | None = None, use_cache: bool = True,
-                 eos_id: int | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        attention_mask: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        eos_id: int | None = None,
+    ) -> torch.Tensor:
         """Decoder ids ``(B, 1 + n)``, ``n <= max_new_tokens``, starting with the start id ``cfg.pad_id``.
 
         ``temperature=0`` is greedy. The source is encoded once; with ``use_cache`` each step feeds
@@ -168,14 +210,19 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x, bias, causal=False, memory=None, memory_bias=None, cache=None, need_weights=False):
-        a, self_weights = self.attn(x, bias=bias, causal=causal, cache=cache["self"] if cache is not None else None,
-                                    need_weights=need_weights)
+        a, self_weights = self.attn(
+            x, bias=bias, causal=causal, cache=cache["self"] if cache is not None else None, need_weights=need_weights
+        )
         x = self.ln_1(x + self.drop(a))
         cross_weights = None
         if memory is not None:
-            a, cross_weights = self.cross(x, memory, bias=memory_bias,
-                                          cache=cache["cross"] if cache is not None else None,
-                                          need_weights=need_weights)
+            a, cross_weights = self.cross(
+                x,
+                memory,
+                bias=memory_bias,
+                cache=cache["cross"] if cache is not None else None,
+                need_weights=need_weights,
+            )
             x = self.ln_cross(x + self.drop(a))
         x = self.ln_2(x + self.drop(self.mlp(x)))
         return x, self_weights, cross_weights
@@ -212,7 +259,7 @@ class Transformer(EncoderDecoder):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=cfg.bias)
         self.apply(self._init_weights)
         # Embeddings ~ N(0, 1/d): scaled by sqrt(d) they are about unit size, like the positions they are added to.
-        nn.init.normal_(self.wte.weight, mean=0.0, std=cfg.n_embd ** -0.5)
+        nn.init.normal_(self.wte.weight, mean=0.0, std=cfg.n_embd**-0.5)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
 
@@ -222,7 +269,7 @@ class Transformer(EncoderDecoder):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=self.cfg.n_embd ** -0.5)
+            nn.init.normal_(module.weight, mean=0.0, std=self.cfg.n_embd**-0.5)
         elif isinstance(module, Attention):
             # ``apply`` reaches the projections first; redo the fused ones as the separate
             # d×d matrices of the paper, so Xavier sees each projection's own fan-out.

@@ -88,7 +88,14 @@ def check_greedy_generation_matches_hf(model, hf, **generate_kw) -> None:
     assert eos != SPECIALS["pad"] and len(set(free[0].tolist())) > 2
     for eos_id in (SPECIALS["eot"], eos):
         ours = model.generate(src, n, src_mask, temperature=0, eos_id=eos_id)
-        theirs = hf.generate(input_ids=src, attention_mask=src_mask, do_sample=False, num_beams=1, max_new_tokens=n,
-                             eos_token_id=eos_id, **generate_kw)
+        theirs = hf.generate(
+            input_ids=src,
+            attention_mask=src_mask,
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=n,
+            eos_token_id=eos_id,
+            **generate_kw,
+        )
         assert torch.equal(ours, theirs), (eos_id, ours, theirs)
     assert torch.all(ours[0, 3:] == SPECIALS["pad"])  # the row that produced eos is padded after it

@@ -61,8 +61,9 @@ def max_diff(model: BERT, hf: BertForPreTraining) -> float:
     return max(mlm.item(), nsp.item())
 
 
-@pytest.mark.parametrize("kw", [{}, {"activation": "gelu_tanh"}, {"activation": "relu"},
-                                {"position": "sinusoidal"}, {"bias": False}])
+@pytest.mark.parametrize(
+    "kw", [{}, {"activation": "gelu_tanh"}, {"activation": "relu"}, {"position": "sinusoidal"}, {"bias": False}]
+)
 def test_export_gives_the_same_logits(kw):
     model = ours(**kw)
     hf = export(model)
@@ -93,8 +94,16 @@ def test_exported_attentions_match():
 
 def test_import_gives_the_same_logits():
     torch.manual_seed(0)
-    c = BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-                   max_position_embeddings=T, pad_token_id=PAD, hidden_act="gelu_new")
+    c = BertConfig(
+        vocab_size=V,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=T,
+        pad_token_id=PAD,
+        hidden_act="gelu_new",
+    )
     hf = randomised(BertForPreTraining(c), seed=3)
     cfg, state = hf_bert.from_hf(c, hf.state_dict())
     assert (cfg.n_embd, cfg.n_head, cfg.d_ff, cfg.activation, cfg.position) == (32, 4, 48, "gelu_tanh", "learned")
@@ -134,13 +143,25 @@ def test_export_refuses_relative_positions(position):
 
 
 def small_hf_config(**kw) -> BertConfig:
-    return BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                      intermediate_size=48, max_position_embeddings=T, **kw)
+    return BertConfig(
+        vocab_size=V,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=T,
+        **kw,
+    )
 
 
-@pytest.mark.parametrize("kw, setting", [({"position_embedding_type": "relative_key"}, "position_embedding_type"),
-                                         ({"hidden_act": "silu"}, "hidden_act"),
-                                         ({"is_decoder": True}, "is_decoder")])
+@pytest.mark.parametrize(
+    "kw, setting",
+    [
+        ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
+        ({"hidden_act": "silu"}, "hidden_act"),
+        ({"is_decoder": True}, "is_decoder"),
+    ],
+)
 def test_import_refuses_what_our_bert_cannot_compute(kw, setting):
     c = small_hf_config(**kw)
     state = BertForPreTraining(small_hf_config()).state_dict()

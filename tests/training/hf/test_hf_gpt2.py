@@ -42,8 +42,22 @@ def exported(model: GPT, attn_implementation: str | None = None) -> GPT2LMHeadMo
 
 def hf_random(seed: int = 0, **kw) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    config = GPT2Config(**{**dict(vocab_size=V, n_positions=T, n_embd=32, n_layer=2, n_head=4, n_inner=48,
-                                  bos_token_id=0, eos_token_id=0, pad_token_id=1), **kw})
+    config = GPT2Config(
+        **{
+            **dict(
+                vocab_size=V,
+                n_positions=T,
+                n_embd=32,
+                n_layer=2,
+                n_head=4,
+                n_inner=48,
+                bos_token_id=0,
+                eos_token_id=0,
+                pad_token_id=1,
+            ),
+            **kw,
+        }
+    )
     return perturb(GPT2LMHeadModel(config), seed + 100)
 
 
@@ -95,8 +109,17 @@ def test_exported_activations_and_attention_implementations(activation, attn_imp
 
 
 def test_hf_config_fields():
-    cfg = GPTConfig(vocab_size=V, block_size=T, n_layer=3, n_head=4, n_embd=32, d_ff=80, dropout=0.1,
-                    norm_eps=1e-6, tie_embeddings=False)
+    cfg = GPTConfig(
+        vocab_size=V,
+        block_size=T,
+        n_layer=3,
+        n_head=4,
+        n_embd=32,
+        d_ff=80,
+        dropout=0.1,
+        norm_eps=1e-6,
+        tie_embeddings=False,
+    )
     c = gpt2.hf_config(cfg, {"eot": 5, "pad": 6, "cls": 7})
     assert (c.n_positions, c.n_embd, c.n_layer, c.n_head, c.n_inner) == (T, 32, 3, 4, 80)
     assert c.activation_function == "gelu_new" and c.layer_norm_epsilon == 1e-6
@@ -139,8 +162,9 @@ def test_rope_and_alibi_have_no_gpt2_equivalent(position):
 
 def test_gated_activations_have_no_gpt2_equivalent():
     with pytest.raises(ValueError, match="gated-silu"):
-        gpt2.hf_config(GPTConfig(vocab_size=V, block_size=T, n_layer=1, n_head=2, n_embd=16,
-                                 activation="gated-silu"), SPECIALS)
+        gpt2.hf_config(
+            GPTConfig(vocab_size=V, block_size=T, n_layer=1, n_head=2, n_embd=16, activation="gated-silu"), SPECIALS
+        )
 
 
 # --- import -----------------------------------------------------------------------------------
@@ -162,12 +186,15 @@ def test_reorder_and_upcast_attn_is_the_same_function():
     assert max_diff_on_real_positions(imported(hf), hf) <= TOL
 
 
-@pytest.mark.parametrize("setting, match", [
-    (dict(activation_function="quick_gelu"), "quick_gelu"),
-    (dict(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx"),
-    (dict(scale_attn_weights=False), "scale_attn_weights"),
-    (dict(add_cross_attention=True), "add_cross_attention"),
-])
+@pytest.mark.parametrize(
+    "setting, match",
+    [
+        (dict(activation_function="quick_gelu"), "quick_gelu"),
+        (dict(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx"),
+        (dict(scale_attn_weights=False), "scale_attn_weights"),
+        (dict(add_cross_attention=True), "add_cross_attention"),
+    ],
+)
 def test_unsupported_gpt2_settings_raise(setting, match):
     hf = hf_random(**setting)
     with pytest.raises(ValueError, match=match):
@@ -240,6 +267,12 @@ def test_greedy_generation_matches_transformers(position, use_cache):
         prompt = torch.randint(2, V, (1, 4), generator=torch.Generator().manual_seed(seed))
         n = T - 4
         mine = model.generate(prompt, n, temperature=0, use_cache=use_cache, eos_id=SPECIALS["eot"])
-        theirs = hf.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, num_beams=1,
-                             max_new_tokens=n, pad_token_id=SPECIALS["pad"])
+        theirs = hf.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=n,
+            pad_token_id=SPECIALS["pad"],
+        )
         assert torch.equal(mine, theirs), (seed, mine, theirs)

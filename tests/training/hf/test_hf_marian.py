@@ -5,9 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from seq2seq_parity import (SPECIALS, TOL, check_greedy_generation_matches_hf, check_round_trip_is_exact,
-                            check_save_pretrained_loads_without_custom_code, export, exported_state, jitter,
-                            max_diff)
+from seq2seq_parity import (
+    SPECIALS,
+    TOL,
+    check_greedy_generation_matches_hf,
+    check_round_trip_is_exact,
+    check_save_pretrained_loads_without_custom_code,
+    export,
+    exported_state,
+    jitter,
+    max_diff,
+)
 
 from tokenmill.training.hf import marian as hf_marian
 from tokenmill.training.models.layers import sinusoidal_positions
@@ -19,8 +27,9 @@ V, T = 64, 32
 def tiny(seed: int = 0, **kw) -> Transformer:
     """A random Transformer whose biases and LayerNorms are random too, so a misplaced one would show."""
     torch.manual_seed(seed)
-    cfg = dict(vocab_size=V, block_size=T, n_layer=2, n_decoder_layer=3, n_head=4, n_embd=32, d_ff=48,
-               pad_id=SPECIALS["pad"])
+    cfg = dict(
+        vocab_size=V, block_size=T, n_layer=2, n_decoder_layer=3, n_head=4, n_embd=32, d_ff=48, pad_id=SPECIALS["pad"]
+    )
     model = Transformer(TransformerConfig(**{**cfg, **kw})).eval()
     jitter(model, norm=".ln_")
     return model
@@ -51,11 +60,23 @@ def test_hf_state_has_exactly_hf_keys():
 @pytest.mark.parametrize("tie", [True, False])
 def test_random_hf_to_ours_logits_match(tie):
     torch.manual_seed(0)
-    config = transformers.MarianConfig(vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=3,
-                                       encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48,
-                                       decoder_ffn_dim=48, max_position_embeddings=T, activation_function="relu",
-                                       scale_embedding=True, tie_word_embeddings=tie, pad_token_id=1,
-                                       decoder_start_token_id=1, eos_token_id=0)
+    config = transformers.MarianConfig(
+        vocab_size=V,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=3,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_ffn_dim=48,
+        max_position_embeddings=T,
+        activation_function="relu",
+        scale_embedding=True,
+        tie_word_embeddings=tie,
+        pad_token_id=1,
+        decoder_start_token_id=1,
+        eos_token_id=0,
+    )
     hf = transformers.MarianMTModel(config).eval()
     jitter(hf, norm="layer_norm")
     with torch.no_grad():
@@ -102,8 +123,11 @@ def test_sinusoidal_table_matches_marian_for_odd_width():
 
 
 def test_unsupported_settings_raise():
-    for kw, match in ((dict(position="learned"), "position"), (dict(activation="gated-gelu"), "activation"),
-                      (dict(norm_eps=1e-6), "norm_eps")):
+    for kw, match in (
+        (dict(position="learned"), "position"),
+        (dict(activation="gated-gelu"), "activation"),
+        (dict(norm_eps=1e-6), "norm_eps"),
+    ):
         model = tiny(**kw)
         with pytest.raises(ValueError, match=match):
             hf_marian.hf_config(model.cfg, SPECIALS)
@@ -111,14 +135,26 @@ def test_unsupported_settings_raise():
             hf_marian.to_hf_state(model.state_dict(), model.cfg)
     with pytest.raises(ValueError, match="pad"):
         hf_marian.hf_config(tiny().cfg, {**SPECIALS, "pad": 7})
-    base = dict(vocab_size=V, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
-                decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=T,
-                pad_token_id=1, decoder_start_token_id=1)
-    for kw, match in ((dict(share_encoder_decoder_embeddings=False), "share_encoder_decoder_embeddings"),
-                      (dict(activation_function="swish"), "activation_function"),
-                      (dict(attention_dropout=0.1), "attention_dropout"),
-                      (dict(decoder_ffn_dim=64), "decoder_ffn_dim"),
-                      (dict(decoder_start_token_id=0), "decoder_start_token_id")):
+    base = dict(
+        vocab_size=V,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_ffn_dim=48,
+        max_position_embeddings=T,
+        pad_token_id=1,
+        decoder_start_token_id=1,
+    )
+    for kw, match in (
+        (dict(share_encoder_decoder_embeddings=False), "share_encoder_decoder_embeddings"),
+        (dict(activation_function="swish"), "activation_function"),
+        (dict(attention_dropout=0.1), "attention_dropout"),
+        (dict(decoder_ffn_dim=64), "decoder_ffn_dim"),
+        (dict(decoder_start_token_id=0), "decoder_start_token_id"),
+    ):
         config = transformers.MarianConfig(**{**base, **kw})
         with pytest.raises(ValueError, match=match):
             hf_marian.from_hf(config, transformers.MarianMTModel(config).state_dict())

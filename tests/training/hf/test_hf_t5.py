@@ -5,9 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from seq2seq_parity import (SPECIALS, TOL, check_greedy_generation_matches_hf, check_round_trip_is_exact,
-                            check_save_pretrained_loads_without_custom_code, export, exported_state, jitter,
-                            max_diff)
+from seq2seq_parity import (
+    SPECIALS,
+    TOL,
+    check_greedy_generation_matches_hf,
+    check_round_trip_is_exact,
+    check_save_pretrained_loads_without_custom_code,
+    export,
+    exported_state,
+    jitter,
+    max_diff,
+)
 
 from tokenmill.training.hf import t5 as hf_t5
 from tokenmill.training.models.t5 import T5, T5Config
@@ -17,8 +25,19 @@ V = 64
 
 def tiny(activation: str = "relu", seed: int = 0, **kw) -> T5:
     torch.manual_seed(seed)
-    cfg = dict(vocab_size=V, n_layer=2, n_decoder_layer=3, n_head=4, d_head=8, n_embd=32, d_ff=48, num_buckets=8,
-               max_distance=16, activation=activation, pad_id=SPECIALS["pad"])
+    cfg = dict(
+        vocab_size=V,
+        n_layer=2,
+        n_decoder_layer=3,
+        n_head=4,
+        d_head=8,
+        n_embd=32,
+        d_ff=48,
+        num_buckets=8,
+        max_distance=16,
+        activation=activation,
+        pad_id=SPECIALS["pad"],
+    )
     return T5(T5Config(**{**cfg, **kw})).eval()
 
 
@@ -41,9 +60,21 @@ def test_hf_state_has_exactly_hf_keys_and_tied_names():
 @pytest.mark.parametrize("proj", ["relu", "gated-gelu"])
 def test_random_hf_to_ours_logits_match(proj):
     torch.manual_seed(0)
-    config = transformers.T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=3,
-                                   num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=16,
-                                   feed_forward_proj=proj, pad_token_id=1, decoder_start_token_id=1, eos_token_id=0)
+    config = transformers.T5Config(
+        vocab_size=V,
+        d_model=32,
+        d_kv=8,
+        d_ff=48,
+        num_layers=2,
+        num_decoder_layers=3,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+        feed_forward_proj=proj,
+        pad_token_id=1,
+        decoder_start_token_id=1,
+        eos_token_id=0,
+    )
     hf = transformers.T5ForConditionalGeneration(config).eval()
     jitter(hf, norm="layer_norm")  # T5 has no biases: only its norms move
     cfg, state = hf_t5.from_hf(hf.config, hf.state_dict())
@@ -70,8 +101,9 @@ def test_greedy_generation_matches_hf():
         model.wte.weight.mul_(0.1)
         for stack in (model.encoder, model.decoder):
             stack.rel_bias.embedding.weight.normal_(0.0, 4.0)
-    check_greedy_generation_matches_hf(model, to_hf(model), pad_token_id=SPECIALS["pad"],
-                                       decoder_start_token_id=SPECIALS["pad"])
+    check_greedy_generation_matches_hf(
+        model, to_hf(model), pad_token_id=SPECIALS["pad"], decoder_start_token_id=SPECIALS["pad"]
+    )
 
 
 def test_hf_config_fields():
@@ -91,8 +123,9 @@ def test_unsupported_settings_raise():
         hf_t5.to_hf_state(untied.state_dict(), untied.cfg)
     with pytest.raises(ValueError, match="pad"):
         hf_t5.hf_config(tiny().cfg, {**SPECIALS, "pad": 7})
-    base = dict(vocab_size=V, d_model=32, d_kv=8, d_ff=48, num_layers=1, num_heads=4, pad_token_id=1,
-                decoder_start_token_id=1)
+    base = dict(
+        vocab_size=V, d_model=32, d_kv=8, d_ff=48, num_layers=1, num_heads=4, pad_token_id=1, decoder_start_token_id=1
+    )
     unscaled = transformers.T5Config(**base, tie_word_embeddings=False)
     with pytest.raises(ValueError, match="scale_decoder_outputs"):
         hf_t5.from_hf(unscaled, transformers.T5ForConditionalGeneration(unscaled).state_dict())

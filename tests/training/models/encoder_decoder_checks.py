@@ -63,7 +63,7 @@ def check_cached_decoding_matches_full_decoding(model, target_len: int, d_head: 
         full = model.decode(tgt, memory, mask)
         cache = model.new_cache()
         steps = [model.decode(tgt[:, :3], memory, mask, cache)]  # a prompt, then one token at a time
-        steps += [model.decode(tgt[:, i:i + 1], memory, mask, cache) for i in range(3, target_len)]
+        steps += [model.decode(tgt[:, i : i + 1], memory, mask, cache) for i in range(3, target_len)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-5)
     H = model.cfg.n_head
     assert cache[0]["self"]["k"].shape == (2, H, target_len, d_head)

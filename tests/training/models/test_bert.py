@@ -48,7 +48,7 @@ def test_token_types_change_the_output():
     model = tiny()
     idx = tokens(1, T)
     segments = torch.zeros(1, T, dtype=torch.long)
-    segments[:, T // 2:] = 1
+    segments[:, T // 2 :] = 1
     with torch.no_grad():
         a_mlm, a_nsp = model(idx)
         b_mlm, b_nsp = model(idx, segments)

@@ -1,4 +1,4 @@
-"""tokenmill.training.models.gpt: the decoder-only family (logits only; the loss lives in tokenmill.training.objectives)."""
+"""training.models.gpt: the decoder-only family (logits only; the loss lives in training.objectives)."""
 
 from __future__ import annotations
 
@@ -44,11 +44,11 @@ def test_changing_future_tokens_leaves_past_logits_unchanged(position):
     idx = tokens(2, T)
     t = 6
     changed = idx.clone()
-    changed[:, t + 1:] = (changed[:, t + 1:] + 1) % V
+    changed[:, t + 1 :] = (changed[:, t + 1 :] + 1) % V
     with torch.no_grad():
         a, b = model(idx), model(changed)
     torch.testing.assert_close(a[:, : t + 1], b[:, : t + 1], rtol=0, atol=1e-6)
-    assert not torch.allclose(a[:, t + 1:], b[:, t + 1:])
+    assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :])
 
 
 @pytest.mark.parametrize("position", POSITIONS)
@@ -124,7 +124,7 @@ def test_cached_step_by_step_logits_equal_full_sequence(position):
         full = model(idx)
         cache = model.new_cache()
         first = model(idx[:, :5], cache=cache)  # a multi-token prefill, then one token at a time
-        steps = [first] + [model(idx[:, i:i + 1], cache=cache) for i in range(5, 12)]
+        steps = [first] + [model(idx[:, i : i + 1], cache=cache) for i in range(5, 12)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-5)
     assert cache[0]["k"].shape == (2, 2, 12, 16)
 
@@ -203,7 +203,7 @@ def test_generate_past_block_size_crops_context(position, use_cache):
     assert out.shape == (1, 2 * T - 2)
     # The last token is greedy on the last block_size tokens before it.
     with torch.no_grad():
-        expected = model(out[:, -T - 1:-1])[0, -1].argmax()
+        expected = model(out[:, -T - 1 : -1])[0, -1].argmax()
     assert out[0, -1] == expected
 
 

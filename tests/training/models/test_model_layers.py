@@ -8,9 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tokenmill.training.models.layers import (Attention, FeedForward, RelativePositionBias, RMSNorm, RotaryEmbedding,
-                                    add_bias, alibi_bias, alibi_slopes, padding_bias, sample_next,
-                                    sinusoidal_positions)
+from tokenmill.training.models.layers import (
+    Attention,
+    FeedForward,
+    RelativePositionBias,
+    RMSNorm,
+    RotaryEmbedding,
+    add_bias,
+    alibi_bias,
+    alibi_slopes,
+    padding_bias,
+    sample_next,
+    sinusoidal_positions,
+)
 
 
 def randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -66,15 +76,14 @@ def test_rope_offset_matches_the_position_in_a_sequence():
     x = randn(1, 2, 10, 8)
     full = rope(x, 0)
     for i in (0, 4, 9):
-        torch.testing.assert_close(rope(x[:, :, i:i + 1], i), full[:, :, i:i + 1])
+        torch.testing.assert_close(rope(x[:, :, i : i + 1], i), full[:, :, i : i + 1])
 
 
 def test_alibi_slopes():
-    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -i for i in range(1, 9)]))
-    torch.testing.assert_close(alibi_slopes(4), torch.tensor([2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8]))
+    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0**-i for i in range(1, 9)]))
+    torch.testing.assert_close(alibi_slopes(4), torch.tensor([2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8]))
     # Not a power of two: the 4-head slopes, then every other one of the 8-head sequence.
-    torch.testing.assert_close(alibi_slopes(6), torch.tensor([2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8,
-                                                              2.0 ** -1, 2.0 ** -3]))
+    torch.testing.assert_close(alibi_slopes(6), torch.tensor([2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8, 2.0**-1, 2.0**-3]))
 
 
 def test_alibi_bias_values():
@@ -146,8 +155,13 @@ def test_feedforward_activations(activation):
     out = ff(x)
     assert out.shape == (2, 5, 16)
     assert (ff.gate is not None) == activation.startswith("gated")
-    act = {"gelu": F.gelu, "gelu_tanh": lambda h: F.gelu(h, approximate="tanh"), "relu": F.relu,
-           "gated-gelu": lambda h: F.gelu(h, approximate="tanh"), "gated-silu": F.silu}[activation]
+    act = {
+        "gelu": F.gelu,
+        "gelu_tanh": lambda h: F.gelu(h, approximate="tanh"),
+        "relu": F.relu,
+        "gated-gelu": lambda h: F.gelu(h, approximate="tanh"),
+        "gated-silu": F.silu,
+    }[activation]
     h = act(ff.fc(x))
     if ff.gate is not None:
         h = h * ff.gate(x)
@@ -173,8 +187,13 @@ def test_feedforward_rejects_unknown_activation():
 # --- attention --------------------------------------------------------------------------------
 
 
-def naive_attention(attn: Attention, x: torch.Tensor, memory: torch.Tensor | None = None,
-                    causal: bool = False, bias: torch.Tensor | None = None) -> torch.Tensor:
+def naive_attention(
+    attn: Attention,
+    x: torch.Tensor,
+    memory: torch.Tensor | None = None,
+    causal: bool = False,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
     B, Tq, _ = x.shape
     if attn.cross:
         q = attn.q(x)
@@ -225,7 +244,7 @@ def test_self_attention_cache_equals_full_computation(use_rope):
     full, _ = attn(x, causal=True, rope=rope)
     cache: dict = {}
     parts = [attn(x[:, :4], causal=True, rope=rope, cache=cache)[0]]
-    parts += [attn(x[:, i:i + 1], causal=True, rope=rope, cache=cache)[0] for i in range(4, 9)]
+    parts += [attn(x[:, i : i + 1], causal=True, rope=rope, cache=cache)[0] for i in range(4, 9)]
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=0)
     assert cache["k"].shape == cache["v"].shape == (2, 2, 9, 8)
 
@@ -346,7 +365,7 @@ def test_sample_next_top_p_renormalises():
 def test_sample_next_temperature_sharpens():
     logits = torch.log(torch.tensor([[0.6, 0.4]]))
     cold = sample_next(logits.expand(20000, -1), temperature=0.25, generator=torch.Generator().manual_seed(0))
-    expected = 0.6 ** 4 / (0.6 ** 4 + 0.4 ** 4)
+    expected = 0.6**4 / (0.6**4 + 0.4**4)
     assert (cold == 0).float().mean().item() == pytest.approx(expected, abs=0.02)
 
 

@@ -9,8 +9,16 @@ import torch
 
 from tokenmill.core.config import Config, ModelConfig, load_config
 from tokenmill.core.env import REPO_ROOT
-from tokenmill.training.models import (FAMILIES, architecture, build_model, count_parameters, family_of,
-                             family_of_architecture, load_architecture, save_architecture)
+from tokenmill.training.models import (
+    FAMILIES,
+    architecture,
+    build_model,
+    count_parameters,
+    family_of,
+    family_of_architecture,
+    load_architecture,
+    save_architecture,
+)
 from tokenmill.training.models.flavors import FLAVORS
 
 
@@ -26,9 +34,15 @@ def test_gpt2_small_counts_124m_exactly_as_by_hand():
     assert n == gpt2_small_by_hand() == 124_439_808
 
 
-@pytest.mark.parametrize("flavor, hf_module, expected_millions", [
-    ("gpt2-small", "gpt2", 124.4), ("bert-base", "bert", 110.1), ("t5-small", "t5", 60.5),
-    ("transformer-base", "marian", None)])
+@pytest.mark.parametrize(
+    "flavor, hf_module, expected_millions",
+    [
+        ("gpt2-small", "gpt2", 124.4),
+        ("bert-base", "bert", 110.1),
+        ("t5-small", "t5", 60.5),
+        ("transformer-base", "marian", None),
+    ],
+)
 def test_published_counts_match_transformers_built_from_the_exported_config(flavor, hf_module, expected_millions):
     """The same architecture built by transformers (on the meta device) has exactly our parameter count."""
     import importlib
@@ -50,10 +64,11 @@ def test_published_counts_match_transformers_built_from_the_exported_config(flav
 
 
 def test_gpt3_sizes_follow_the_paper_table():
-    counts = {name: count_parameters(architecture(ModelConfig(flavor=name)))
-              for name in ("gpt3-small", "gpt3-medium", "gpt3-large", "gpt3-xl", "gpt3-2.7b")}
-    published = {"gpt3-small": 125e6, "gpt3-medium": 350e6, "gpt3-large": 760e6, "gpt3-xl": 1.3e9,
-                 "gpt3-2.7b": 2.7e9}
+    counts = {
+        name: count_parameters(architecture(ModelConfig(flavor=name)))
+        for name in ("gpt3-small", "gpt3-medium", "gpt3-large", "gpt3-xl", "gpt3-2.7b")
+    }
+    published = {"gpt3-small": 125e6, "gpt3-medium": 350e6, "gpt3-large": 760e6, "gpt3-xl": 1.3e9, "gpt3-2.7b": 2.7e9}
     for name, n in counts.items():
         assert abs(n - published[name]) / published[name] < 0.03, (name, n)
 
@@ -69,12 +84,15 @@ def test_family_comes_from_flavor_and_defaults_to_gpt():
     assert family_of(ModelConfig(family="bert", flavor="debug")) == "bert"
 
 
-@pytest.mark.parametrize("cfg, message", [
-    (ModelConfig(flavor="gpt2-smol"), "unknown model.flavor"),
-    (ModelConfig(family="gpt", flavor="bert-base"), "bert flavour"),
-    (ModelConfig(family="gpt", n_decoder_layer=2), "does not apply to the gpt family"),
-    (ModelConfig(family="rnn"), "not one of"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (ModelConfig(flavor="gpt2-smol"), "unknown model.flavor"),
+        (ModelConfig(family="gpt", flavor="bert-base"), "bert flavour"),
+        (ModelConfig(family="gpt", n_decoder_layer=2), "does not apply to the gpt family"),
+        (ModelConfig(family="rnn"), "not one of"),
+    ],
+)
 def test_bad_model_sections_are_clear_errors(cfg, message):
     with pytest.raises(ValueError, match=message):
         architecture(cfg)
@@ -111,8 +129,11 @@ def test_demo_config_trains_every_family_by_switching_one_key(family):
 
 # --------------------------------------------------------------------------- the family specs
 
-TEXTS = ["The river runs by the old town. It is quiet there.", "A cat sat on the mat! Where is the bridge?",
-         "Over there, past the mill. The water is cold."] * 20
+TEXTS = [
+    "The river runs by the old town. It is quiet there.",
+    "A cat sat on the mat! Where is the bridge?",
+    "Over there, past the mill. The water is cold.",
+] * 20
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +181,11 @@ def check_spec(spec, tok) -> None:
     assert issubclass(objective_cls, Objective) and "from_stream" in vars(objective_cls)
     stream = np.concatenate([np.array(tok.encode(t).ids + [specials["eot"]], dtype=np.int64) for t in TEXTS])
     options = {"block_size": arch.block_size, "specials": specials, "seed": 0, "vocab_size": tok.get_vocab_size()}
-    objective = (build_objective(spec.name, stream, **options) if spec.name in FAMILIES
-                 else objective_cls.from_stream(stream, **options))
+    objective = (
+        build_objective(spec.name, stream, **options)
+        if spec.name in FAMILIES
+        else objective_cls.from_stream(stream, **options)
+    )
     assert isinstance(objective, objective_cls)
     _, metrics = objective.loss(model, objective.batch(0, 2))
     assert spec.token_loss in metrics and "loss" in metrics, (spec.token_loss, sorted(metrics))
@@ -183,8 +207,17 @@ def check_spec(spec, tok) -> None:
     generate = spec.generator()
     if generate is not None:
         assert "max_new_tokens" in inspect.signature(generate).parameters
-        out = generate(model, tok.encode("The river").ids, specials, 3, temperature=1.0, top_k=None, top_p=None,
-                       generator=torch.Generator().manual_seed(0), use_cache=True)
+        out = generate(
+            model,
+            tok.encode("The river").ids,
+            specials,
+            3,
+            temperature=1.0,
+            top_k=None,
+            top_p=None,
+            generator=torch.Generator().manual_seed(0),
+            use_cache=True,
+        )
         assert all(isinstance(t, int) for t in out)
     ids = spec.attention_framing.frame(tok.encode("The river runs.").ids, specials)
     maps = attention_maps(model, ids)
@@ -197,13 +230,16 @@ def test_every_family_spec_is_complete_and_resolves(family, tokenizer):
     check_spec(FAMILIES[family], tokenizer)
 
 
-@pytest.mark.parametrize("broken", [
-    {"hf_module": "tokenmill.training.models.gpt"},  # not a Hugging Face converter
-    {"token_loss": "span_loss"},  # not a metric of causal LM
-    {"objective": "tokenmill.training.objectives:Seq2SeqObjective"},  # no pre-training objective on a stream
-    {"sample": ""},  # left out
-    {"encoder_decoder": True},  # the wrong shape
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"hf_module": "tokenmill.training.models.gpt"},  # not a Hugging Face converter
+        {"token_loss": "span_loss"},  # not a metric of causal LM
+        {"objective": "tokenmill.training.objectives:Seq2SeqObjective"},  # no pre-training objective on a stream
+        {"sample": ""},  # left out
+        {"encoder_decoder": True},  # the wrong shape
+    ],
+)
 def test_a_half_registered_family_fails_the_spec_check(broken, tokenizer):
     spec = dataclasses.replace(FAMILIES["gpt"], name="gpt-half", **broken)
     with pytest.raises((AssertionError, AttributeError, ImportError, NotImplementedError, ValueError)):

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from encoder_decoder_checks import (
+    check_a_few_steps_on_a_repeated_batch_reduce_the_loss,
+    check_cached_decoding_matches_full_decoding,
+    check_decoder_is_causal,
+    check_generate_respects_eos,
+    check_generate_with_and_without_cache_agree,
+    check_shapes_and_attention_weights,
+    check_source_padding_is_invisible,
+)
 
-from encoder_decoder_checks import (check_a_few_steps_on_a_repeated_batch_reduce_the_loss,
-                                    check_cached_decoding_matches_full_decoding, check_decoder_is_causal,
-                                    check_generate_respects_eos, check_generate_with_and_without_cache_agree,
-                                    check_shapes_and_attention_weights, check_source_padding_is_invisible)
 from tokenmill.training.models.layers import RelativePositionBias
 from tokenmill.training.models.t5 import T5, T5Config
 
@@ -17,8 +22,19 @@ V, PAD = 48, 1
 
 def tiny(seed: int = 0, **kw) -> T5:
     torch.manual_seed(seed)
-    cfg = dict(vocab_size=V, block_size=16, n_layer=2, n_decoder_layer=3, n_head=2, d_head=8, n_embd=32, d_ff=64,
-               num_buckets=8, max_distance=16, pad_id=PAD)
+    cfg = dict(
+        vocab_size=V,
+        block_size=16,
+        n_layer=2,
+        n_decoder_layer=3,
+        n_head=2,
+        d_head=8,
+        n_embd=32,
+        d_ff=64,
+        num_buckets=8,
+        max_distance=16,
+        pad_id=PAD,
+    )
     return T5(T5Config(**{**cfg, **kw})).eval()
 
 
@@ -97,7 +113,7 @@ def test_tied_output_is_rescaled_and_untied_has_its_own_head():
         hidden = {}
         tied.decoder.ln_f.register_forward_hook(lambda m, i, o: hidden.update(h=o))
         logits = tied(src, decoder_input_ids=tgt)
-    torch.testing.assert_close(logits, hidden["h"] * 32 ** -0.5 @ tied.wte.weight.T)
+    torch.testing.assert_close(logits, hidden["h"] * 32**-0.5 @ tied.wte.weight.T)
 
 
 def test_only_relative_positions():

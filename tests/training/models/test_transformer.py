@@ -6,11 +6,16 @@ import math
 
 import pytest
 import torch
+from encoder_decoder_checks import (
+    check_a_few_steps_on_a_repeated_batch_reduce_the_loss,
+    check_cached_decoding_matches_full_decoding,
+    check_decoder_is_causal,
+    check_generate_respects_eos,
+    check_generate_with_and_without_cache_agree,
+    check_shapes_and_attention_weights,
+    check_source_padding_is_invisible,
+)
 
-from encoder_decoder_checks import (check_a_few_steps_on_a_repeated_batch_reduce_the_loss,
-                                    check_cached_decoding_matches_full_decoding, check_decoder_is_causal,
-                                    check_generate_respects_eos, check_generate_with_and_without_cache_agree,
-                                    check_shapes_and_attention_weights, check_source_padding_is_invisible)
 from tokenmill.training.models.layers import sinusoidal_positions
 from tokenmill.training.models.transformer import Transformer, TransformerConfig
 
