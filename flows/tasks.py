@@ -39,6 +39,19 @@ def _not_a_config_error(task, task_run, state) -> bool:
     return True
 
 
+def stage_task(name: str, hours: int, retry_delay: int):
+    """A stage's task: one retry after ``retry_delay`` seconds for transient failures (not for config errors),
+    a ``hours`` timeout, and a persisted result (what the stage cache returns on a rerun)."""
+    return task(
+        name=name,
+        retries=1,
+        retry_delay_seconds=retry_delay,
+        retry_condition_fn=_not_a_config_error,
+        timeout_seconds=hours * 3600,
+        persist_result=True,
+    )
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -49,14 +62,7 @@ def _data_inputs(args: dict[str, Any]) -> list[str]:
     return [file_fingerprint(path) for path, _ in expand_inputs(cfg.data.input, cfg.data.format)]
 
 
-@task(
-    name="clean-corpus",
-    retries=1,
-    retry_delay_seconds=10,
-    retry_condition_fn=_not_a_config_error,
-    timeout_seconds=12 * 3600,
-    persist_result=True,
-)
+@stage_task("clean-corpus", hours=12, retry_delay=10)
 def clean_corpus(cfg: Config, out_dir: str) -> str:
     """Spark job: read → configured steps → Parquet shards. Returns the data manifest path."""
     from tokenmill.spark_jobs.clean import run_clean_job
@@ -97,14 +103,7 @@ def _tokenize_inputs(args: dict[str, Any]) -> list[str]:
     ]
 
 
-@task(
-    name="tokenize-corpus",
-    retries=1,
-    retry_delay_seconds=5,
-    retry_condition_fn=_not_a_config_error,
-    timeout_seconds=6 * 3600,
-    persist_result=True,
-)
+@stage_task("tokenize-corpus", hours=6, retry_delay=5)
 def tokenize_corpus(cfg: Config, data_manifest: str, out_dir: str) -> str:
     """Byte-level BPE on the kept shards, then train/validation token shards. Returns the tokens manifest path."""
     from tokenmill.training.tokenizer import run_tokenize
@@ -150,14 +149,7 @@ def _train_inputs(args: dict[str, Any]) -> list[str]:
     return train_inputs(args["cfg"], args["tokens_manifest"], args.get("run_name"), args.get("parent_run_id"))
 
 
-@task(
-    name="train-model",
-    retries=1,
-    retry_delay_seconds=10,
-    retry_condition_fn=_not_a_config_error,
-    timeout_seconds=48 * 3600,
-    persist_result=True,
-)
+@stage_task("train-model", hours=48, retry_delay=10)
 def train_model(
     cfg: Config,
     tokens_manifest: str,
@@ -268,14 +260,7 @@ def _evaluate_inputs(args: dict[str, Any]) -> list[str]:
     return [manifest_fingerprint(args["train_manifest"])]
 
 
-@task(
-    name="evaluate-model",
-    retries=1,
-    retry_delay_seconds=5,
-    retry_condition_fn=_not_a_config_error,
-    timeout_seconds=6 * 3600,
-    persist_result=True,
-)
+@stage_task("evaluate-model", hours=6, retry_delay=5)
 def evaluate_model(cfg: Config, train_manifest: str, out_dir: str) -> str:
     """Score the saved model folder on the validation split in its own process; log ``eval/*`` into the
     training's MLflow run. Returns the evaluate manifest path."""

@@ -667,33 +667,16 @@ def load_pairs(path, tokenizer, validation_fraction: float) -> tuple[list, list]
 # --------------------------------------------------------------------------- per family
 
 
-def build_objective(
-    family: str,
-    tokens: np.ndarray,
-    *,
-    block_size: int,
-    specials: dict[str, int],
-    seed: int,
-    vocab_size: int,
-    sentence_end: np.ndarray | None = None,
-    **options,
-) -> Objective:
+def build_objective(family: str, tokens: np.ndarray, **stream_options) -> Objective:
     """The pre-training objective of a family (its ``ModelSpec.objective``): gpt -> causal LM, bert -> MLM + NSP,
     t5/transformer -> span corruption.
 
-    ``options`` go to the objective's constructor (e.g. ``mask_prob``, ``nsp``, ``noise_density``,
+    ``stream_options`` are those of ``Objective.from_stream`` (``block_size``, ``specials``, ``seed``,
+    ``vocab_size``, ``sentence_end``) and the objective's own (e.g. ``mask_prob``, ``nsp``, ``noise_density``,
     ``mean_span_length``, ``target_length``); for encoder-decoders ``input_length`` is ``block_size``.
     """
     spec = spec_for(family, error="unknown model family {name!r}: expected one of {known}")
-    return spec.objective_class().from_stream(
-        tokens,
-        block_size=block_size,
-        specials=specials,
-        seed=seed,
-        vocab_size=vocab_size,
-        sentence_end=sentence_end,
-        **options,
-    )
+    return spec.objective_class().from_stream(tokens, **stream_options)
 
 
 def objective_for_run(

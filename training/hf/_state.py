@@ -1,8 +1,21 @@
-"""Reading a Hugging Face state dict key by key, so that an import can name the weights it left unread."""
+"""What the converters share: reading a Hugging Face state dict key by key (so that an import can name the
+weights it left unread), and Hugging Face's names for the activations."""
 
 from __future__ import annotations
 
 import torch
+
+# Hugging Face's activation names -> ours: "gelu" and "gelu_python" are erf GELU; "gelu_new",
+# "gelu_pytorch_tanh", "gelu_python_tanh" and "gelu_fast" are the tanh approximation.
+ACT_FROM_HF = {
+    "gelu": "gelu",
+    "gelu_python": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_python_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "relu": "relu",
+}
 
 
 class StateReader:

@@ -13,23 +13,13 @@ from __future__ import annotations
 import torch
 from transformers import BertConfig, PretrainedConfig
 
-from tokenmill.training.hf._state import StateReader
+from tokenmill.training.hf._state import ACT_FROM_HF, StateReader
 from tokenmill.training.models.bert import BERTConfig
 from tokenmill.training.models.layers import sinusoidal_positions
 
 HF_ARCHITECTURE = "BertForPreTraining"
 
 _ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
-# HF's names for the same functions: "gelu_python" is erf GELU too; the rest are the tanh approximation.
-_ACT_FROM_HF = {
-    "gelu": "gelu",
-    "gelu_python": "gelu",
-    "gelu_pytorch_tanh": "gelu_tanh",
-    "gelu_new": "gelu_tanh",
-    "gelu_fast": "gelu_tanh",
-    "gelu_python_tanh": "gelu_tanh",
-    "relu": "relu",
-}
 
 # (ours, BertConfig's) for the settings that carry over unchanged, in both directions.
 _SAME = [
@@ -136,12 +126,12 @@ def from_hf(
         raise ValueError(f"position_embedding_type {c.position_embedding_type!r} is not supported (absolute only)")
     if getattr(c, "is_decoder", False) or getattr(c, "add_cross_attention", False):
         raise ValueError("is_decoder / add_cross_attention BERT (causal or cross-attending) is not supported")
-    if not isinstance(c.hidden_act, str) or c.hidden_act not in _ACT_FROM_HF:
-        raise ValueError(f"hidden_act {c.hidden_act!r} is not supported; use one of {', '.join(_ACT_FROM_HF)}")
+    if not isinstance(c.hidden_act, str) or c.hidden_act not in ACT_FROM_HF:
+        raise ValueError(f"hidden_act {c.hidden_act!r} is not supported; use one of {', '.join(ACT_FROM_HF)}")
     cfg = BERTConfig(
         **{ours: getattr(c, hf) for ours, hf in _SAME},
         d_ff=None if c.intermediate_size == 4 * c.hidden_size else c.intermediate_size,
-        activation=_ACT_FROM_HF[c.hidden_act],
+        activation=ACT_FROM_HF[c.hidden_act],
         position="learned",
         pad_id=c.pad_token_id if c.pad_token_id is not None else BERTConfig.pad_id,
         bias=True,

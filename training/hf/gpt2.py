@@ -22,23 +22,13 @@ from __future__ import annotations
 import torch
 from transformers import GPT2Config, PretrainedConfig
 
-from tokenmill.training.hf._state import StateReader
+from tokenmill.training.hf._state import ACT_FROM_HF, StateReader
 from tokenmill.training.models.gpt import GPTConfig
 from tokenmill.training.models.layers import sinusoidal_positions
 
 HF_ARCHITECTURE = "GPT2LMHeadModel"
 
 _ACT_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
-# HF's names for the same functions: the tanh approximation under four names, erf GELU under two.
-_ACT_FROM_HF = {
-    "gelu_new": "gelu_tanh",
-    "gelu_pytorch_tanh": "gelu_tanh",
-    "gelu_python_tanh": "gelu_tanh",
-    "gelu_fast": "gelu_tanh",
-    "gelu": "gelu",
-    "gelu_python": "gelu",
-    "relu": "relu",
-}
 
 # (ours, GPT2Config's) for the settings that carry over unchanged, in both directions.
 _SAME = [
@@ -132,10 +122,10 @@ def from_hf(
     c = hf_config
     if getattr(c, "model_type", None) != "gpt2":
         raise ValueError(f"expected a GPT-2 config (model_type 'gpt2'), got {getattr(c, 'model_type', None)!r}")
-    if c.activation_function not in _ACT_FROM_HF:
+    if c.activation_function not in ACT_FROM_HF:
         raise ValueError(
             f"activation_function {c.activation_function!r} has no tokenmill equivalent "
-            f"(supported: {', '.join(_ACT_FROM_HF)})"
+            f"(supported: {', '.join(ACT_FROM_HF)})"
         )
     if not getattr(c, "scale_attn_weights", True):
         raise ValueError("scale_attn_weights=False (no 1/sqrt(head_dim) scaling) is not supported")
@@ -153,7 +143,7 @@ def from_hf(
         bias=True,
         tie_embeddings=tied,
         position="learned",
-        activation=_ACT_FROM_HF[c.activation_function],
+        activation=ACT_FROM_HF[c.activation_function],
     )
 
     hf_state = {k: v for k, v in hf_state.items() if not k.endswith(_LEGACY_BUFFERS)}
