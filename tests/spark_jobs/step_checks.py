@@ -5,6 +5,19 @@ from __future__ import annotations
 from tokenmill.spark_jobs.steps import DocumentStep
 
 
+def doc(text: str | None, stats: dict | None = None) -> dict:
+    """One document as the steps receive it (the columns of ``DOC_SCHEMA``)."""
+    return {
+        "id": "d1",
+        "url": "http://example.com/",
+        "source": "x",
+        "text": text,
+        "payload": None,
+        "content_type": "",
+        "stats": {} if stats is None else stats,
+    }
+
+
 def ready(step: DocumentStep) -> DocumentStep:
     """``step`` after its ``setup()`` hook, as a Spark partition runs it before the first document."""
     step.setup()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from step_checks import assert_document_step, ready
+from step_checks import assert_document_step, doc, ready
 
 from tokenmill.spark_jobs.decontaminate import NGramDecontaminator, NGramHasher, normalized_words
 
@@ -19,18 +19,6 @@ EVAL = (
 )
 EVAL_WORDS = EVAL.split()
 FILLER = "Gardening in spring requires patience, good soil and a steady supply of water for young plants."
-
-
-def doc(text: str | None) -> dict:
-    return {
-        "id": "d1",
-        "url": "http://example.com/",
-        "source": "x",
-        "text": text,
-        "payload": None,
-        "content_type": "",
-        "stats": {},
-    }
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ import pickle
 import socket
 
 import pytest
-from step_checks import assert_document_step, ready
+from step_checks import assert_document_step, doc, ready
 
 from tokenmill.spark_jobs.langid import LanguageFilter, bundled_model_path
 
@@ -22,18 +22,6 @@ SENTENCES = {
     "ja": "委員会は先週の火曜日に地域の水質に関する年次報告書を発表しました。新しい浄水場が開設されて以来、"
     "監視している川のほとんどで水質が改善しています。",
 }
-
-
-def doc(text: str | None) -> dict:
-    return {
-        "id": "d1",
-        "url": "http://example.com/",
-        "source": "x",
-        "text": text,
-        "payload": None,
-        "content_type": "",
-        "stats": {},
-    }
 
 
 @pytest.fixture(scope="module")

@@ -3,21 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from step_checks import assert_document_step
+from step_checks import assert_document_step, doc
 
 from tokenmill.spark_jobs.pii import PIIRedactor
-
-
-def doc(text: str | None, stats: dict | None = None) -> dict:
-    return {
-        "id": "d1",
-        "url": "http://example.com/",
-        "source": "x",
-        "text": text,
-        "payload": None,
-        "content_type": "",
-        "stats": {} if stats is None else stats,
-    }
 
 
 @pytest.fixture(scope="module")
