@@ -46,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Prefect orchestrates, MLflow tracks.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_stage_commands(sub)
+    _add_model_commands(sub)
+    _add_service_commands(sub)
+    _add_bakeoff_command(sub)
+    return parser
+
+
+def _add_stage_commands(sub) -> None:
+    """The pipeline and its stages: run, data, train, config."""
     run = sub.add_parser(
         "run",
         help="run the pipeline flow (data → tokenize → train → evaluate, in MLflow)",
@@ -86,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("config", help="print the resolved configuration and exit")
     _add_config_args(show)
 
+
+def _add_model_commands(sub) -> None:
+    """What to do with a model: models, plan, export, generate, attention."""
     models = sub.add_parser(
         "models",
         help="list model flavours with parameter counts computed from the code",
@@ -147,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--text", required=True)
     att.add_argument("--out", metavar="DIR", required=True)
 
+
+def _add_service_commands(sub) -> None:
+    """The local servers and the deployments: up, down, status, serve."""
     where = "State, databases, artifacts and logs live in $TOKENMILL_HOME/services, default ./.tokenmill/services."
     svc_up = sub.add_parser(
         "up",
@@ -201,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--limit", type=int, metavar="N", help="at most N flow runs at once")
     serve.add_argument("--list", action="store_true", help="list the deployments and exit (no server needed)")
 
+
+def _add_bakeoff_command(sub) -> None:
+    """The bake-off of model families."""
     bake = sub.add_parser(
         "bakeoff",
         help="train GPT, BERT and T5 of comparable size on the same data and compare",
@@ -218,7 +236,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="input tokens per family (default train.max_steps x global batch x context)",
     )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
