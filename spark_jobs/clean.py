@@ -119,7 +119,6 @@ def build_steps(cfg: DataConfig) -> list[DocumentStep | DatasetStep]:
 def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
     """Run the job on ``cfg.input`` and write shards and ``manifest.json`` under ``out_dir``; returns the manifest."""
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
 
     from tokenmill.spark_jobs.session import spark_session
 
@@ -142,68 +141,12 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
     timings["read_s"] = round(time.time() - started - timings["spark_start_s"], 2)
     log.info("data: read %d records", n_read)
 
-    docs, pending, from_raw = raw, [], True
-    for step in steps + [None]:
-        if isinstance(step, DocumentStep):
-            pending.append(step)
-            continue
-        if pending or from_raw:
-            # Persisted: dataset steps read their input several times, and the Python steps must run once.
-            docs = docs.mapInPandas(DocumentPipeline(pending, from_raw), DOC_SCHEMA).persist(
-                StorageLevel.MEMORY_AND_DISK
-            )
-            pending, from_raw = [], False
-        if step is not None:
-            docs = step.apply(docs)
-    for column, kind in (("cluster_id", "string"), ("cluster_size", "int")):
-        if column not in docs.columns:
-            docs = docs.withColumn(column, F.lit(None).cast(kind))
-    docs = docs.persist(StorageLevel.MEMORY_AND_DISK)
+    docs = _apply_steps(raw, steps)
 
-    outcome = docs.groupBy("status", "stage", "reason").count().collect()
-    counts = _counts(outcome)
-    accounted = counts["kept"] + sum(counts["dropped"].values()) + sum(counts["quarantined"].values())
-    if accounted != n_read:
-        raise RuntimeError(f"accounting broken: read {n_read} records but kept+dropped+quarantined = {accounted}")
-    stats = {
-        r["key"]: r["n"]
-        for r in docs.select(F.explode(F.from_json("stats", "map<string,long>")))
-        .groupBy("key")
-        .agg(F.sum("value").alias("n"))
-        .collect()
-    }
-    languages = {
-        r["lang"] or "unknown": r["count"] for r in docs.filter("status = 'kept'").groupBy("lang").count().collect()
-    }
-    kept_bytes = docs.filter("status = 'kept'").agg(F.sum(F.length("text"))).first()[0] or 0
+    outcome, counts, stats, languages, kept_bytes = _account(docs, n_read)
     timings["process_s"] = round(time.time() - started - sum(timings.values()), 2)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n_shards = max(1, math.ceil(kept_bytes / (cfg.shard_target_mb * 2**20)))
-    row_group = cfg.row_group_mb * 2**20
-    outputs = {
-        "kept": _write_atomically(
-            docs.filter("status = 'kept'")
-            .select(*KEPT_COLUMNS)
-            .repartitionByRange(n_shards, "id")
-            .sortWithinPartitions("id"),
-            out_dir / "kept",
-            row_group,
-        ),
-        "rejected": _write_atomically(
-            docs.filter("status = 'dropped'")
-            .select(*REJECTED_COLUMNS)
-            .repartitionByRange(n_shards, "id")
-            .sortWithinPartitions("id"),
-            out_dir / "rejected",
-            row_group,
-        ),
-        "quarantine": _write_atomically(
-            docs.filter("status = 'quarantined'").select(*QUARANTINE_COLUMNS).coalesce(1).sortWithinPartitions("id"),
-            out_dir / "quarantine",
-            row_group,
-        ),
-    }
+    outputs = _write_outputs(docs, out_dir, cfg, kept_bytes)
     docs.unpersist()
     raw.unpersist()
     timings["write_s"] = round(time.time() - started - sum(timings.values()), 2)
@@ -231,6 +174,85 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
         timings["total_s"],
     )
     return manifest
+
+
+def _apply_steps(raw, steps: list[DocumentStep | DatasetStep]):
+    """Every record through the steps in order: consecutive document steps fused into one Python pass
+    (``DocumentPipeline``), each dataset step on the whole frame. Returns the persisted documents."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    docs, pending, from_raw = raw, [], True
+    for step in steps + [None]:
+        if isinstance(step, DocumentStep):
+            pending.append(step)
+            continue
+        if pending or from_raw:
+            # Persisted: dataset steps read their input several times, and the Python steps must run once.
+            docs = docs.mapInPandas(DocumentPipeline(pending, from_raw), DOC_SCHEMA).persist(
+                StorageLevel.MEMORY_AND_DISK
+            )
+            pending, from_raw = [], False
+        if step is not None:
+            docs = step.apply(docs)
+    for column, kind in (("cluster_id", "string"), ("cluster_size", "int")):
+        if column not in docs.columns:
+            docs = docs.withColumn(column, F.lit(None).cast(kind))
+    return docs.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def _account(docs, n_read: int):
+    """(outcome rows, counts, summed stats, kept documents per language, kept text bytes); raises when
+    kept + dropped + quarantined is not every record read."""
+    from pyspark.sql import functions as F
+
+    outcome = docs.groupBy("status", "stage", "reason").count().collect()
+    counts = _counts(outcome)
+    accounted = counts["kept"] + sum(counts["dropped"].values()) + sum(counts["quarantined"].values())
+    if accounted != n_read:
+        raise RuntimeError(f"accounting broken: read {n_read} records but kept+dropped+quarantined = {accounted}")
+    stats = {
+        r["key"]: r["n"]
+        for r in docs.select(F.explode(F.from_json("stats", "map<string,long>")))
+        .groupBy("key")
+        .agg(F.sum("value").alias("n"))
+        .collect()
+    }
+    languages = {
+        r["lang"] or "unknown": r["count"] for r in docs.filter("status = 'kept'").groupBy("lang").count().collect()
+    }
+    kept_bytes = docs.filter("status = 'kept'").agg(F.sum(F.length("text"))).first()[0] or 0
+    return outcome, counts, stats, languages, kept_bytes
+
+
+def _write_outputs(docs, out_dir: Path, cfg: DataConfig, kept_bytes: int) -> dict[str, Any]:
+    """Kept, rejected and quarantined rows as Parquet shards (kept cut to ``data.shard_target_mb``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_shards = max(1, math.ceil(kept_bytes / (cfg.shard_target_mb * 2**20)))
+    row_group = cfg.row_group_mb * 2**20
+    return {
+        "kept": _write_atomically(
+            docs.filter("status = 'kept'")
+            .select(*KEPT_COLUMNS)
+            .repartitionByRange(n_shards, "id")
+            .sortWithinPartitions("id"),
+            out_dir / "kept",
+            row_group,
+        ),
+        "rejected": _write_atomically(
+            docs.filter("status = 'dropped'")
+            .select(*REJECTED_COLUMNS)
+            .repartitionByRange(n_shards, "id")
+            .sortWithinPartitions("id"),
+            out_dir / "rejected",
+            row_group,
+        ),
+        "quarantine": _write_atomically(
+            docs.filter("status = 'quarantined'").select(*QUARANTINE_COLUMNS).coalesce(1).sortWithinPartitions("id"),
+            out_dir / "quarantine",
+            row_group,
+        ),
+    }
 
 
 def _counts(outcome) -> dict[str, Any]:
