@@ -18,7 +18,6 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +159,7 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
         "funnel": _funnel(n_read, cfg.steps, outcome),
         "stats": dict(sorted(stats.items())),
         "languages": dict(sorted(languages.items(), key=lambda kv: -kv[1])),
-        "config": asdict(cfg),
+        "config": cfg.to_dict(),
         "spark": {"master": spark.sparkContext.master, "version": spark.version},
         "timings": timings,
     }

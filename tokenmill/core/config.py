@@ -47,6 +47,12 @@ class DataConfig:
     shard_target_mb: int = 256  # kept-text Parquet shards are cut to about this size
     row_group_mb: int = 128
 
+    def to_dict(self) -> dict[str, Any]:
+        """The section as its YAML reads: each step's options under ``<step>``, next to the data keys."""
+        out = dataclasses.asdict(self)
+        out.update(out.pop("step_options"))
+        return out
+
 
 @dataclass
 class TokenizerConfig:
@@ -133,9 +139,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as its YAML reads: step options under ``data.<step>``, next to the data keys."""
-        out = dataclasses.asdict(self)
-        out["data"].update(out["data"].pop("step_options"))
-        return out
+        return {**dataclasses.asdict(self), "data": self.data.to_dict()}
 
     def flat(self) -> dict[str, Any]:
         """``{"train.lr": 0.001, "data.langid.threshold": 0.65, ...}``: the form MLflow parameters take."""
