@@ -23,7 +23,11 @@ PAD, CLS, SEP, MASK = "<pad>", "[CLS]", "[SEP]", "[MASK]"
 NUM_SENTINELS = 100
 # Reserved at the start of every vocabulary, in this order, so all three families share one tokenizer:
 # EOT separates documents (and ends T5 sequences), [CLS]/[SEP]/[MASK] serve BERT, <extra_id_N> are
-# T5's span-corruption sentinels. ``encode_special_tokens`` keeps them out of encoded page text.
+# T5's span-corruption sentinels. ``encode_special_tokens`` keeps them out of encoded page text: a page
+# that spells "<|endoftext|>" or "[MASK]" is encoded as plain text, and only the objectives and the
+# samplers put special ids in a sequence (by id, never by spelling). ``tokenizers`` does not save that
+# flag in ``tokenizer.json``, so ``load_pretrained`` (and the Hugging Face export, ``split_special_tokens``)
+# set it again on every load.
 SPECIAL_TOKENS = [EOT, PAD, CLS, SEP, MASK] + [f"<extra_id_{i}>" for i in range(NUM_SENTINELS)]
 SPLITS = ("train", "validation")
 _BATCH_DOCS = 512
@@ -182,14 +186,19 @@ def special_ids(tok) -> dict[str, int]:
 
 
 def load_pretrained(path: str | Path):
-    """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` or a folder holding one (e.g. a Hugging Face model)."""
+    """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` or a folder holding one (e.g. a Hugging Face model),
+    encoding text the way the tokenize stage did: a spelled special token is plain text
+    (``encode_special_tokens``, which ``tokenizer.json`` does not keep). To let a user write
+    ``<extra_id_0>`` in a prompt, set ``encode_special_tokens = False`` on the result."""
     from tokenizers import Tokenizer
 
     path = Path(path)
     file = path / "tokenizer.json" if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"tokenizer.from_pretrained: no tokenizer.json at {path}")
-    return Tokenizer.from_file(str(file))
+    tok = Tokenizer.from_file(str(file))
+    tok.encode_special_tokens = True
+    return tok
 
 
 def load_tokens(path: str | Path) -> np.ndarray:

@@ -16,6 +16,7 @@ from tokenmill.core.manifest import read_manifest, sha256_file, write_manifest
 from tokenmill.training.tokenizer import (
     EOT,
     SPECIAL_TOKENS,
+    load_pretrained,
     load_tokens,
     run_tokenize,
     special_ids,
@@ -254,3 +255,35 @@ def test_wrong_stage_manifest_is_rejected(tmp_path):
     path = write_manifest(tmp_path / "m.json", {"stage": "train", "outputs": {"kept": []}})
     with pytest.raises(ValueError, match="expected 'data'"):
         run_tokenize(path, tmp_path / "tokens", TokenizerConfig())
+
+
+def test_every_saved_copy_encodes_spelled_specials_as_training_did(tmp_path):
+    """``encode_special_tokens`` is not in ``tokenizer.json``: the stage's tokenizer, the model folder's copy and
+    the Hugging Face export must still encode a page that spells special tokens as the token shards hold it."""
+    from transformers import AutoTokenizer
+
+    from tokenmill.training.hf import export
+    from tokenmill.training.models.gpt import GPT, GPTConfig
+    from tokenmill.training.weights import save_model_folder
+
+    docs = make_docs(30)
+    docs[0]["text"] = "Pages spell <|endoftext|>, [MASK] and <extra_id_0> as text."
+    manifest = run_tokenize(
+        fake_data_manifest(tmp_path, docs),
+        tmp_path / "tokens",
+        TokenizerConfig(vocab_size=480, min_frequency=2, validation_fraction=0.3),
+    )
+    rows = {**read_split(manifest["splits"]["train"]["path"]), **read_split(manifest["splits"]["validation"]["path"])}
+    trained = rows[docs[0]["id"]][:-1]  # without the closing EOT
+    assert not set(trained) & set(range(len(SPECIAL_TOKENS)))
+
+    tok_path = manifest["tokenizer"]["path"]
+    assert load_pretrained(tok_path).encode(docs[0]["text"]).ids == trained
+    arch = GPTConfig(vocab_size=manifest["tokenizer"]["vocab_size"], block_size=8, n_layer=1, n_head=1, n_embd=8)
+    model = GPT(arch).eval()
+    folder = save_model_folder(tmp_path / "model", model.state_dict(), arch, tok_path)
+    assert load_pretrained(folder).encode(docs[0]["text"]).ids == trained
+    hf = AutoTokenizer.from_pretrained(export(model, tok_path, tmp_path / "hf"), local_files_only=True)
+    assert hf(docs[0]["text"], add_special_tokens=False)["input_ids"] == trained
+    # Tokenizer.from_file alone forgets the flag: the reason load_pretrained sets it
+    assert Tokenizer.from_file(tok_path).encode(docs[0]["text"]).ids != trained
