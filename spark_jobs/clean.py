@@ -119,6 +119,7 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
     """Run the job on ``cfg.input`` and write shards and ``manifest.json`` under ``out_dir``; returns the manifest."""
     from pyspark import StorageLevel
 
+    from tokenmill.spark_jobs.progress import SparkProgressReporter
     from tokenmill.spark_jobs.session import spark_session
 
     started = time.time()
@@ -134,21 +135,22 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
     )
     timings = {"spark_start_s": round(time.time() - started, 2)}
 
-    files = spark.createDataFrame(inputs, "path string, format string").repartition(max(1, len(inputs)))
-    raw = files.mapInPandas(AnyReader(), RAW_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
-    n_read = raw.count()
-    timings["read_s"] = round(time.time() - started - timings["spark_start_s"], 2)
-    log.info("data: read %d records", n_read)
+    with SparkProgressReporter(spark.sparkContext):  # a line per Spark stage while the job runs
+        files = spark.createDataFrame(inputs, "path string, format string").repartition(max(1, len(inputs)))
+        raw = files.mapInPandas(AnyReader(), RAW_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+        n_read = raw.count()
+        timings["read_s"] = round(time.time() - started - timings["spark_start_s"], 2)
+        log.info("data: read %d records", n_read)
 
-    docs = _apply_steps(raw, steps)
+        docs = _apply_steps(raw, steps)
 
-    outcome, counts, stats, languages, kept_bytes = _account(docs, n_read)
-    timings["process_s"] = round(time.time() - started - sum(timings.values()), 2)
+        outcome, counts, stats, languages, kept_bytes = _account(docs, n_read)
+        timings["process_s"] = round(time.time() - started - sum(timings.values()), 2)
 
-    outputs = _write_outputs(docs, out_dir, cfg, kept_bytes)
-    docs.unpersist()
-    raw.unpersist()
-    timings["write_s"] = round(time.time() - started - sum(timings.values()), 2)
+        outputs = _write_outputs(docs, out_dir, cfg, kept_bytes)
+        docs.unpersist()
+        raw.unpersist()
+        timings["write_s"] = round(time.time() - started - sum(timings.values()), 2)
     timings["total_s"] = round(time.time() - started, 2)
 
     manifest = {

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from pyspark.sql import SparkSession
+
+log = logging.getLogger("tokenmill.data")
 
 
 def spark_session(
@@ -24,4 +28,12 @@ def spark_session(
     # A runtime setting: applies to a reused session too.
     spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions))
     spark.sparkContext.setLogLevel("ERROR")
+    log.info(ui_message(spark.sparkContext.uiWebUrl))
     return spark
+
+
+def ui_message(url: str | None) -> str:
+    """The line that says where the Spark UI is: ``uiWebUrl`` is None when ``spark.ui.enabled`` is false."""
+    if url:
+        return f"spark: Spark UI at {url}"
+    return "spark: Spark UI off (spark.ui.enabled=false)"
