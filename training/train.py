@@ -382,7 +382,17 @@ def finish(run: Run, progress: Progress) -> None:
     for name in ("weights.safetensors", "model.json", "tokenizer.json"):
         tracker.log_artifact(out_dir / name, "model")
     tracker.log_artifact(loss_curve(progress.history, out_dir / "loss_curve.png"), "plots")
-    registered = _register(tracker, cfg, spec.name, out_dir, state, run.arch, tokenizer_path)
+    facts = {  # for the export's model card
+        "run_name": cfg.run.name,
+        "data_input": cfg.data.input,
+        "tokens_seen": progress.tokens_seen,
+        "steps": tcfg.max_steps,
+        "objective": run.objective.name,
+        "metrics": summary,
+        "config": {"world_size": run.world}
+        | {f"train.{k}": getattr(tcfg, k) for k in ("precision", "zero_stage", "micro_batch_size", "lr", "schedule")},
+    }
+    registered = _register(tracker, cfg, spec.name, out_dir, state, run.arch, tokenizer_path, facts)
     manifest = {
         "stage": "train",
         "tokens_manifest": {
@@ -475,7 +485,9 @@ def _memory_metrics() -> dict[str, float]:
     return {"train/peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def _register(tracker, cfg, family: str, out_dir: Path, state, arch, tokenizer_path: str) -> dict | None:
+def _register(
+    tracker, cfg, family: str, out_dir: Path, state, arch, tokenizer_path: str, facts: dict | None = None
+) -> dict | None:
     """Export to Hugging Face, log the folder and register it as a new version of the run's model.
 
     A model with no Hugging Face equivalent (e.g. GPT with RoPE) registers its tokenmill folder instead.
@@ -489,7 +501,7 @@ def _register(tracker, cfg, family: str, out_dir: Path, state, arch, tokenizer_p
     model = build_model(arch)
     model.load_state_dict(state)
     try:
-        folder, kind = export(model.eval(), tokenizer_path, out_dir / "hf"), "hf"
+        folder, kind = export(model.eval(), tokenizer_path, out_dir / "hf", facts), "hf"
     except ValueError as e:
         log.warning("train: no Hugging Face export (%s); registering the tokenmill model folder", e)
         folder, kind = None, "model"

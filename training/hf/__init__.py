@@ -113,7 +113,7 @@ def _figure(value: Any) -> str:
     if value is None:
         return "not recorded"
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.4f}" if value == 0 or abs(value) >= 0.01 else f"{value:.3g}"  # a learning rate: 3e-05
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
@@ -123,7 +123,8 @@ def model_card(model: torch.nn.Module, facts: dict[str, Any] | None = None) -> s
     """The ``README.md`` of an export: YAML front matter (``library_name``, ``pipeline_tag``, ``tags``,
     ``license``) and what the model is, how it was trained and how to use it.
 
-    ``facts`` (all optional): ``run_name``, ``data`` (a sentence), ``license`` (``license_name`` and
+    ``facts`` (all optional): ``run_name``, ``data`` (a sentence) or ``data_input`` (``data.input``: outside
+    ``data/sample`` the card names it and calls the licence ``unknown``), ``license`` (``license_name`` and
     ``license_link`` when it is ``other``; the default is the sample crawl's), ``license_text``,
     ``tokens_seen``, ``steps``, ``objective``, ``metrics`` (``{"val/token_loss": 3.1, ...}``, e.g. with
     ``val/unigram_baseline_loss``) and ``config`` (a flat ``{key: value}`` summary of the training config).
@@ -134,6 +135,10 @@ def model_card(model: torch.nn.Module, facts: dict[str, Any] | None = None) -> s
     spec = spec_of(model.cfg)
     task = pipeline_tag(spec)
     context = model.cfg.block_size
+    data_input = str(facts.get("data_input") or "data/sample")
+    if not facts.get("data") and "data/sample" not in data_input:  # not the sample crawl: say no more
+        facts.setdefault("data", f"`{data_input}`, cleaned and deduplicated by tokenmill's Spark job")
+        facts.setdefault("license", "unknown")
     if "license" in facts:
         licence = {k: facts[k] for k in ("license", "license_name", "license_link") if facts.get(k)}
         licence_text = facts.get("license_text", f"Licence of the training data: {facts['license']}.")
@@ -182,7 +187,8 @@ def model_card(model: torch.nn.Module, facts: dict[str, Any] | None = None) -> s
     ]
     if metrics:
         lines += ["| metric | value |", "| --- | --- |", *(f"| {k} | {_figure(v)} |" for k, v in metrics.items())]
-        lines += ["", "`val/unigram_baseline_loss` is the loss of predicting every token by its training frequency."]
+        if "val/unigram_baseline_loss" in metrics:
+            lines += ["", "`val/unigram_baseline_loss`: the loss of predicting every token by its training frequency."]
     else:
         lines.append("Validation losses: not recorded.")
     lines += ["", "## Intended use and limits", "", *_usage(spec, task, context)]

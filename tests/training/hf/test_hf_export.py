@@ -110,6 +110,10 @@ def test_model_card_defaults_and_other_families():
     bert = BERT(BERTConfig(vocab_size=400, block_size=CONTEXT, n_layer=1, n_head=2, n_embd=16, d_ff=32))
     meta = yaml.safe_load(model_card(bert, {"license": "mit"}).split("---\n")[1])
     assert meta["pipeline_tag"] == "fill-mask" and meta["license"] == "mit" and "license_name" not in meta
+    other = model_card(bert, {"data_input": "/crawl/*.warc.gz"})
+    assert yaml.safe_load(other.split("---\n")[1])["license"] == "unknown" and "/crawl/*.warc.gz" in other
+    sample = model_card(bert, {"data_input": "data/sample/*.warc.gz"})
+    assert yaml.safe_load(sample.split("---\n")[1])["license"] == "other" and "sample crawl" in sample
 
 
 def test_exported_tokenizer_encodes_spelled_specials_as_training_did(gpt_folder, tokenizer_path):
