@@ -259,10 +259,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tokenmill: {e}", file=sys.stderr)
             return 2
     from tokenmill.core.config import ConfigError
-    from tokenmill.resolve import resolve_config
+    from tokenmill.resolve import machine_problems, resolve_config
 
+    # `config` and `train --dry-run` start nothing here: what this machine or its inputs lack is a warning.
+    only_show = args.command == "config" or getattr(args, "dry_run", False)
     try:
-        cfg = resolve_config(args.config, args.overrides)
+        cfg = resolve_config(args.config, args.overrides, this_machine=not only_show)
         if args.command in ("run", "data", "bakeoff"):
             check_data_config(cfg)
         if args.command in ("run", "train"):
@@ -270,6 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"tokenmill: {'config error: ' if isinstance(e, ConfigError) else ''}{e}", file=sys.stderr)
         return 2
+    if only_show:
+        warnings = machine_problems(cfg)
+        if args.command == "config":
+            try:
+                check_data_config(cfg)
+            except (FileNotFoundError, ValueError) as e:
+                warnings.append(str(e))
+        for warning in warnings:
+            print(f"tokenmill: warning: {warning}", file=sys.stderr)
     if args.command == "config":
         import yaml
 

@@ -12,6 +12,40 @@ def test_unknown_override_is_a_clear_error(capsys):
     assert "max_steps" in err
 
 
+def test_bad_values_exit_2_with_one_line_and_no_traceback(capsys, tmp_path):
+    assert main(["config", "--set", "train.precision=fp8"]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == "tokenmill: config error: train.precision must be one of fp32, bf16, fp16, got 'fp8'\n"
+    assert main(["train", "--dry-run", "--set", "train.micro_batch_size=0", "--set", f"run.output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err == "tokenmill: config error: train.micro_batch_size must be > 0, got 0\n"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: [0.1\n")
+    assert main(["config", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tokenmill: config error: {bad}:3:1: not valid YAML: ") and err.count("\n") == 1
+
+
+def test_config_warns_about_what_only_running_needs(capsys, monkeypatch, tmp_path):
+    """Printing a config needs no input and no GPU: a missing data.input or fp16 without a GPU is a warning
+    there; a command that runs them stops with exit 2."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    missing = ["--set", f"data.input={tmp_path}/nothing/*.warc.gz", "--set", "train.precision=fp16"]
+    assert main(["config", *missing]) == 0
+    out = capsys.readouterr()
+    assert yaml.safe_load(out.out)["train"]["precision"] == "fp16"
+    warnings = out.err.splitlines()
+    assert len(warnings) == 2 and all(w.startswith("tokenmill: warning: ") for w in warnings)
+    assert "fp16 needs a GPU" in out.err and "matches no input files" in out.err
+    assert main(["data", *missing[:2], "--set", f"run.output_dir={tmp_path}"]) == 2
+    assert "matches no input files" in capsys.readouterr().err
+    assert main(["run", *missing[2:], "--set", f"run.output_dir={tmp_path}"]) == 2
+    assert "config error: train.precision=fp16 needs a GPU" in capsys.readouterr().err
+
+
 def test_config_prints_resolved_values(capsys):
     assert main(["config", "--config", "conf/tiny.yaml", "--set", "train.max_steps=7"]) == 0
     resolved = yaml.safe_load(capsys.readouterr().out)

@@ -1,4 +1,4 @@
-"""tokenmill.core.config: precedence, strict keys, type checks, path resolution."""
+"""tokenmill.core.config: precedence, strict keys, type checks, allowed values and ranges, path resolution."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tokenmill.core.config import Config, ConfigError, TrainConfig, load_config, resolve_paths
+from tokenmill.core.config import CHOICES, RANGES, Config, ConfigError, TrainConfig, load_config, resolve_paths
 from tokenmill.core.env import REPO_ROOT
 
 
@@ -209,6 +209,18 @@ def test_invalid_yaml_is_a_config_error(tmp_path):
         load_config(bad)
 
 
+def test_invalid_yaml_is_one_line_naming_the_file_line_and_column(tmp_path):
+    bad = write_yaml(tmp_path / "bad.yaml", "train:\n  lr: 0.1\n    max_steps: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    message = str(e.value)
+    assert message.startswith(f"{bad}:3:14: not valid YAML: ") and "mapping values are not allowed" in message
+    assert "\n" not in message and "<unicode string>" not in message
+    with pytest.raises(ConfigError, match=r"^--set run\.name: not valid YAML: .*flow sequence") as e:
+        load_config(overrides=["run.name=[a"])
+    assert "\n" not in str(e.value)
+
+
 def test_top_level_must_be_a_mapping(tmp_path):
     with pytest.raises(ConfigError, match="mapping"):
         load_config(write_yaml(tmp_path / "list.yaml", "- a\n- b\n"))
@@ -275,3 +287,111 @@ def test_run_dir_and_default_tracking_uri(tmp_path):
     assert cfg.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     cfg.tracking.uri = "http://127.0.0.1:5000"
     assert cfg.tracking_uri == "http://127.0.0.1:5000"
+
+
+# --- allowed values, ranges and the rules between keys ----------------------------------------
+
+BAD_VALUES = [
+    ("data.format=csv", "data.format must be one of auto, warc, jsonl, parquet, text, got 'csv'"),
+    ("model.position=absolute", "model.position must be one of learned, sinusoidal, rope, alibi, relative"),
+    ("model.activation=swish", "model.activation must be one of gelu, gelu_tanh, relu, gated-gelu, gated-silu"),
+    ("train.launcher=mpirun", "train.launcher must be one of torchrun, deepspeed, got 'mpirun'"),
+    ("train.zero_stage=4", "train.zero_stage must be one of 0, 1, 2, 3, got 4"),
+    ("train.precision=fp8", "train.precision must be one of fp32, bf16, fp16, got 'fp8'"),
+    ("train.schedule=step", "train.schedule must be one of cosine, linear, constant, got 'step'"),
+    ("run.seed=-1", "run.seed must be >= 0, got -1"),
+    ("data.spark_shuffle_partitions=0", "data.spark_shuffle_partitions must be > 0, got 0"),
+    ("data.shard_target_mb=0", "data.shard_target_mb must be > 0"),
+    ("data.row_group_mb=-1", "data.row_group_mb must be > 0"),
+    ("tokenizer.vocab_size=0", "tokenizer.vocab_size must be > 0, got 0"),
+    ("tokenizer.min_frequency=-1", "tokenizer.min_frequency must be >= 0"),
+    ("tokenizer.validation_fraction=0", "tokenizer.validation_fraction must be in (0, 1), got 0.0"),
+    ("tokenizer.validation_fraction=1", "tokenizer.validation_fraction must be in (0, 1), got 1.0"),
+    ("model.n_layer=0", "model.n_layer must be > 0"),
+    ("model.n_decoder_layer=0", "model.n_decoder_layer must be > 0"),
+    ("model.n_head=0", "model.n_head must be > 0"),
+    ("model.d_head=-8", "model.d_head must be > 0"),
+    ("model.n_embd=0", "model.n_embd must be > 0"),
+    ("model.d_ff=0", "model.d_ff must be > 0"),
+    ("model.block_size=0", "model.block_size must be > 0"),
+    ("model.dropout=1", "model.dropout must be in [0, 1), got 1.0"),
+    ("model.dropout=-0.1", "model.dropout must be in [0, 1), got -0.1"),
+    ("train.nproc=0", "train.nproc must be > 0, got 0"),
+    ("train.nnodes=0", "train.nnodes must be > 0, got 0"),
+    ("train.micro_batch_size=0", "train.micro_batch_size must be > 0, got 0"),
+    ("train.grad_accum_steps=0", "train.grad_accum_steps must be > 0"),
+    ("train.global_batch_size=0", "train.global_batch_size must be > 0"),
+    ("train.max_steps=0", "train.max_steps must be > 0, got 0"),
+    ("train.lr=-5", "train.lr must be > 0, got -5.0"),
+    ("train.min_lr=-1e-5", "train.min_lr must be >= 0"),
+    ("train.warmup_steps=-1", "train.warmup_steps must be >= 0"),
+    ("train.weight_decay=-0.1", "train.weight_decay must be >= 0"),
+    ("train.grad_clip=-1", "train.grad_clip must be >= 0"),
+    ("train.log_every=0", "train.log_every must be > 0"),
+    ("train.eval_every=-1", "train.eval_every must be >= 0"),
+    ("train.eval_max_blocks=0", "train.eval_max_blocks must be > 0"),
+    ("train.checkpoint_every=-10", "train.checkpoint_every must be >= 0"),
+    ("train.peak_flops=0", "train.peak_flops must be > 0"),
+    ("train.sample_tokens=-1", "train.sample_tokens must be >= 0"),
+    ("train.target_length=0", "train.target_length must be > 0"),
+    # rules between keys
+    ("train.min_lr=0.01", "train.min_lr 0.01 is above train.lr 0.001"),
+    ("train.offload_optimizer=true train.zero_stage=0", "train.offload_optimizer needs ZeRO stage 1, 2 or 3"),
+    ("train.offload_params=true train.zero_stage=2", "train.offload_params needs train.zero_stage=3 (got 2)"),
+    ("train.global_batch_size=100", "global_batch_size 100 is not divisible by micro_batch_size 8 x world size 2"),
+    (
+        "train.global_batch_size=64 train.nnodes=3",
+        "not divisible by micro_batch_size 8 x world size 6 (nproc x nnodes) = 48",
+    ),
+    ("train.global_batch_size=64 train.grad_accum_steps=2", "grad_accum_steps 2 contradicts global_batch_size 64"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_VALUES, ids=[o for o, _ in BAD_VALUES])
+def test_values_outside_their_choices_or_range_are_one_line_errors(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=overrides.split())
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_every_constrained_key_has_a_failing_case_and_names_a_field():
+    flat = Config().flat()
+    tested = {o.split("=")[0] for case, _ in BAD_VALUES for o in case.split()}
+    for key in [*CHOICES, *RANGES]:
+        assert key in flat, key
+        assert key in tested, f"no BAD_VALUES case for {key}"
+
+
+def test_values_at_the_edges_of_their_ranges_load(tmp_path):
+    cfg = load_config(
+        overrides=[
+            "train.min_lr=0",
+            "train.warmup_steps=0",
+            "train.grad_clip=0",
+            "model.dropout=0",
+            "train.zero_stage=3",
+            "train.offload_params=true",
+            "train.offload_optimizer=true",
+            "train.precision=fp16",  # the core loads it on any machine; tokenmill.resolve asks for a GPU
+            "train.global_batch_size=64",
+            "train.grad_accum_steps=4",
+            "train.min_lr=0.001",  # == lr
+            "model.position=rope",
+        ]
+    )
+    assert cfg.train.precision == "fp16" and cfg.train.grad_accum_steps == 4
+    # A run shorter than its warmup is allowed (smoke runs): the schedule stays in warmup.
+    assert load_config(overrides=["train.max_steps=2"]).train.warmup_steps == 30
+
+
+def test_choices_agree_with_the_stages_that_use_them():
+    from tokenmill.spark_jobs.readers import READERS
+    from tokenmill.training.distributed import PRECISIONS
+    from tokenmill.training.models.layers import ACTIVATIONS, POSITIONS
+    from tokenmill.training.schedule import SCHEDULES
+
+    assert CHOICES["data.format"] == ("auto", *READERS)
+    assert CHOICES["train.precision"] == PRECISIONS
+    assert CHOICES["train.schedule"] == SCHEDULES
+    assert CHOICES["model.position"] == POSITIONS
+    assert CHOICES["model.activation"] == ACTIVATIONS

@@ -45,3 +45,25 @@ def test_the_dump_resolves_to_the_same_config(tmp_path):
     assert again == cfg
     assert again.data.steps == ["extract", "c4"] and again.data.step_options["c4"]["min_words_per_line"] == 5
     assert resolve_config(dump) == cfg
+
+
+def test_model_family_must_be_a_registered_family():
+    from tokenmill.training.families import FAMILIES
+
+    with pytest.raises(ConfigError, match=r"model.family must be one of gpt, .*got 'gpz' \(did you mean 'gpt'\?\)"):
+        resolve_config(overrides=["model.family=gpz"])
+    assert load_config(overrides=["model.family=gpz"]).model.family == "gpz"  # the core knows no families
+    for family in FAMILIES:
+        assert resolve_config(overrides=[f"model.family={family}"]).model.family == family
+
+
+def test_fp16_needs_a_gpu_on_the_machine_that_resolves_the_run(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="train.precision=fp16 needs a GPU"):
+        resolve_config(overrides=["train.precision=fp16"])
+    assert resolve_config(overrides=["train.precision=fp16"], this_machine=False).train.precision == "fp16"
+    assert load_config(overrides=["train.precision=fp16"]).train.precision == "fp16"  # the core loads it anywhere
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_config(overrides=["train.precision=fp16"]).train.precision == "fp16"

@@ -2,7 +2,9 @@
 
 Every section is a dataclass; the YAML file and the overrides may only name fields that
 exist (unknown keys are errors, with the closest valid name suggested), and each value is
-checked against the field's type. ``conf/*.yaml`` documents every key.
+checked against the field's type, then against ``CHOICES``, ``RANGES`` and the rules between fields
+(``check_config``), so a bad value fails when the config is loaded, not in the stage that uses it.
+``conf/*.yaml`` documents every key.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import dataclasses
 import difflib
 import glob
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -168,6 +171,118 @@ class Config:
         return f"sqlite:///{Path(self.run.output_dir).resolve()}/mlflow.db"
 
 
+# Allowed values of the enumerated keys. The stages that consume them keep their own lists (the core
+# imports no stage); tests/tokenmill/test_config.py checks that the two agree. model.family is checked
+# against the family registry where the run is resolved (tokenmill.resolve).
+CHOICES: dict[str, tuple] = {
+    "data.format": ("auto", "warc", "jsonl", "parquet", "text"),  # spark_jobs.readers.READERS, or auto
+    "model.position": ("learned", "sinusoidal", "rope", "alibi", "relative"),  # training.models.layers
+    "model.activation": ("gelu", "gelu_tanh", "relu", "gated-gelu", "gated-silu"),  # training.models.layers
+    "train.launcher": ("torchrun", "deepspeed"),  # training.launch
+    "train.zero_stage": (0, 1, 2, 3),
+    "train.precision": ("fp32", "bf16", "fp16"),  # training.distributed.PRECISIONS
+    "train.schedule": ("cosine", "linear", "constant"),  # training.schedule.SCHEDULES
+}
+
+# Ranges of the numeric keys: "> 0", ">= 0", or an interval such as "[0, 1)". An unset (null) key passes.
+RANGES: dict[str, str] = {
+    "run.seed": ">= 0",
+    "data.spark_shuffle_partitions": "> 0",
+    "data.shard_target_mb": "> 0",
+    "data.row_group_mb": "> 0",
+    "tokenizer.vocab_size": "> 0",
+    "tokenizer.min_frequency": ">= 0",
+    "tokenizer.validation_fraction": "(0, 1)",
+    "model.n_layer": "> 0",
+    "model.n_decoder_layer": "> 0",
+    "model.n_head": "> 0",
+    "model.d_head": "> 0",
+    "model.n_embd": "> 0",
+    "model.d_ff": "> 0",
+    "model.block_size": "> 0",
+    "model.dropout": "[0, 1)",
+    "train.nproc": "> 0",
+    "train.nnodes": "> 0",
+    "train.micro_batch_size": "> 0",
+    "train.grad_accum_steps": "> 0",
+    "train.global_batch_size": "> 0",
+    "train.max_steps": "> 0",
+    "train.lr": "> 0",
+    "train.min_lr": ">= 0",
+    "train.warmup_steps": ">= 0",
+    "train.weight_decay": ">= 0",
+    "train.grad_clip": ">= 0",
+    "train.log_every": "> 0",
+    "train.eval_every": ">= 0",
+    "train.eval_max_blocks": "> 0",
+    "train.checkpoint_every": ">= 0",
+    "train.peak_flops": "> 0",
+    "train.sample_tokens": ">= 0",
+    "train.target_length": "> 0",
+}
+
+
+def _in_range(value: float, spec: str) -> bool:
+    if m := re.fullmatch(r"(>=?) (\S+)", spec):
+        op, bound = m.group(1), float(m.group(2))
+        return value >= bound if op == ">=" else value > bound
+    m = re.fullmatch(r"([\[(])(\S+), (\S+)([\])])", spec)
+    if m is None:
+        raise ValueError(f"bad range {spec!r}")
+    lo, hi = float(m.group(2)), float(m.group(3))
+    return (value >= lo if m.group(1) == "[" else value > lo) and (value <= hi if m.group(4) == "]" else value < hi)
+
+
+def check_config(cfg: Config) -> Config:
+    """Every key's allowed values and range, and the rules between keys; the first problem as a ConfigError.
+
+    Only what holds on any machine: ``tokenmill.resolve`` adds what needs the stages (model.family, data
+    step options) or this machine (fp16 needs a GPU), and the CLI checks that the inputs exist.
+    """
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+    for key, spec in RANGES.items():
+        value = _get(cfg, key)
+        if value is not None and not _in_range(value, spec):
+            raise ConfigError(f"{key} must be {spec if spec[0] in '<>' else 'in ' + spec}, got {value!r}")
+    t = cfg.train
+    if t.min_lr > t.lr:
+        raise ConfigError(f"train.min_lr {t.min_lr} is above train.lr {t.lr}: the schedule decays from lr to min_lr")
+    if t.offload_optimizer and t.zero_stage == 0:
+        raise ConfigError(
+            "train.offload_optimizer needs ZeRO stage 1, 2 or 3 (train.zero_stage=0 keeps the "
+            "optimizer whole on every device)"
+        )
+    if t.offload_params and t.zero_stage != 3:
+        raise ConfigError(
+            f"train.offload_params needs train.zero_stage=3 (got {t.zero_stage}): only ZeRO-3 "
+            "partitions the parameters themselves"
+        )
+    if t.global_batch_size is not None:  # the rule of training.distributed.batch_sizes, with nproc x nnodes
+        world = t.nproc * t.nnodes
+        per_step = t.micro_batch_size * world
+        if t.global_batch_size % per_step:
+            raise ConfigError(
+                f"train.global_batch_size {t.global_batch_size} is not divisible by micro_batch_size "
+                f"{t.micro_batch_size} x world size {world} (nproc x nnodes) = {per_step}; "
+                f"choose a multiple of {per_step}"
+            )
+        accum = t.global_batch_size // per_step
+        if t.grad_accum_steps is not None and t.grad_accum_steps != accum:
+            raise ConfigError(
+                f"train.grad_accum_steps {t.grad_accum_steps} contradicts global_batch_size "
+                f"{t.global_batch_size} = {t.micro_batch_size} x {world} x {accum}; set only one of them"
+            )
+    return cfg
+
+
+def _get(cfg: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Resolve defaults < ``path`` < ``overrides`` (each ``section.key=value``, value parsed as YAML)."""
     tree: dict[str, Any] = {}
@@ -178,7 +293,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from e
+            raise ConfigError(_yaml_error(str(path), e)) from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of sections, got {type(loaded).__name__}")
         tree = loaded
@@ -192,8 +307,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{key}: {part!r} is not a mapping")
-        node[name] = yaml.safe_load(raw) if raw.strip() else None
-    return _build(Config, tree, where="")
+        try:
+            node[name] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(_yaml_error(f"--set {key}", e)) from None
+    return check_config(_build(Config, tree, where=""))
+
+
+def _yaml_error(where: str, e: yaml.YAMLError) -> str:
+    """PyYAML's error as one line: ``conf/x.yaml:3:5: not valid YAML: <what>`` (line and column 1-based)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    what = f"{context}, {problem}" if context else problem
+    at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None and where[:2] != "--" else where
+    return f"{at}: not valid YAML: {what}"
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
