@@ -75,13 +75,24 @@ def cached_clean_corpus(cfg: Config, out_dir: str) -> str:
     return clean_corpus.with_options(cache_policy=stage_cache("data", out_dir, _data_inputs))(cfg, out_dir)
 
 
+FUNNEL_COLUMNS = ("stage", "in", "dropped", "quarantined", "out")
+
+
+def funnel_rows(funnel: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The funnel's rows with their columns in reading order (manifests store keys sorted; the UI shows them as
+    they come)."""
+    return [{column: row[column] for column in FUNNEL_COLUMNS} for row in funnel]
+
+
 def publish_data(manifest_path: str) -> None:
     """The data funnel as a table and a chart in the Prefect UI."""
     from tokenmill.core.plots import funnel_chart
 
     manifest = read_manifest(manifest_path, stage="data")
     create_table_artifact(
-        key="data-funnel", table=manifest["funnel"], description="Documents into and out of each stage of the data job"
+        key="data-funnel",
+        table=funnel_rows(manifest["funnel"]),
+        description="Documents into and out of each stage of the data job",
     )
     chart = funnel_chart(manifest["funnel"], Path(manifest_path).parent / "funnel.png")
     png = base64.b64encode(chart.read_bytes()).decode()
@@ -295,3 +306,47 @@ def cached_evaluate_model(cfg: Config, train_manifest: str, out_dir: str) -> str
     return evaluate_model.with_options(cache_policy=stage_cache("evaluate", out_dir, _evaluate_inputs))(
         cfg, train_manifest, out_dir
     )
+
+
+# --------------------------------------------------------------------------- the whole pipeline
+
+
+def publish_pipeline_summary(cfg: Config, result: dict[str, Any], stage_runs: dict[str, str]) -> str:
+    """The root run's own artifact: the funnel in one line, the tokens, the final metrics, and links to the MLflow
+    run and to each stage's flow run. ``stage_runs`` maps a stage to its flow run id. Returns the markdown."""
+    from prefect.settings import PREFECT_UI_URL
+
+    data = read_manifest(result["data_manifest"], stage="data")["counts"]
+    tokens = read_manifest(result["tokens_manifest"], stage="tokenize")["splits"]
+    ui = PREFECT_UI_URL.value()
+
+    def metrics(values: dict[str, float]) -> str:
+        return ", ".join(f"{name} {value:.4f}" for name, value in values.items())
+
+    def run_link(flow_run_id: str) -> str:
+        return f"[{flow_run_id}]({ui.rstrip('/')}/runs/flow-run/{flow_run_id})" if ui else f"`{flow_run_id}`"
+
+    mlflow_url = mlflow_run_url(cfg.tracking_uri, result["mlflow_run_id"])
+    rows = [
+        (
+            "documents",
+            f"{data['read']:,} read: {data['kept']:,} kept, {sum(data['dropped'].values()):,} dropped, "
+            f"{sum(data['quarantined'].values()):,} quarantined",
+        ),
+        ("tokens", f"{tokens['train']['tokens']:,} train, {tokens['validation']['tokens']:,} validation"),
+        ("model", result["family"]),
+        ("validation", metrics(result["val_metrics"])),
+        ("token loss", f"{result['token_loss']:.4f} vs {result['unigram_baseline_loss']:.4f} for the unigram baseline"),
+        ("evaluate (saved weights)", metrics(result["eval_metrics"])),
+        (
+            "MLflow run",
+            f"[{result['mlflow_run_id']}]({mlflow_url})"
+            if mlflow_url.startswith("http")
+            else f"`{result['mlflow_run_id']}`: `{mlflow_url}`",
+        ),
+        *((f"{stage} flow run", run_link(flow_run_id)) for stage, flow_run_id in stage_runs.items()),
+        ("run folder", f"`{result['run_dir']}`"),
+    ]
+    markdown = "| | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
+    create_markdown_artifact(key="pipeline-summary", description="The pipeline run in one table", markdown=markdown)
+    return markdown

@@ -160,6 +160,7 @@ def test_prefect_ui_artifacts_published(pipeline_run):
     data = read_manifest(pipeline_run["data_manifest"], stage="data")
     table = json.loads(funnel.data)
     assert table == data["funnel"]
+    assert list(table[0]) == ["stage", "in", "dropped", "quarantined", "out"]  # reading order, not the manifest's
     assert Artifact.get("final-metrics") is not None
     assert Artifact.get("data-funnel-chart").data.startswith("![data funnel](data:image/png;base64,")
     assert pipeline_run["mlflow_run_id"] in Artifact.get("mlflow-run").data
@@ -169,6 +170,26 @@ def test_prefect_ui_artifacts_published(pipeline_run):
     assert summary["train split"].startswith(f"{tokens['splits']['train']['documents']:,} documents")
     evaluation = {row["metric"]: row for row in json.loads(Artifact.get("evaluation").data)}
     assert evaluation["loss"]["evaluate"] == evaluation["loss"]["during training"]  # same weights, same examples
+
+
+def test_the_root_run_carries_the_pipeline_summary(pipeline_run):
+    """The pipeline's own run shows the outcome: counts, tokens, metrics, the MLflow run and every stage's run."""
+    from prefect import get_client
+    from prefect.artifacts import Artifact
+
+    summary = Artifact.get("pipeline-summary")
+    assert str(summary.flow_run_id) == pipeline_run["flow_run_id"]  # on the root run, not a subflow
+    data = read_manifest(pipeline_run["data_manifest"], stage="data")["counts"]
+    text = summary.data
+    assert f"{data['read']:,} read: {data['kept']:,} kept" in text
+    assert pipeline_run["mlflow_run_id"] in text
+    assert f"{pipeline_run['val_loss']:.4f}" in text
+    assert set(pipeline_run["stage_flow_runs"]) == {"data", "tokenize", "train", "evaluate"}
+    with get_client(sync_client=True) as client:
+        for name, flow_run_id in pipeline_run["stage_flow_runs"].items():
+            assert flow_run_id in text
+            run = client.read_flow_run(flow_run_id)
+            assert run.parent_task_run_id is not None and run.state.is_completed(), name  # a subflow of the root
 
 
 def test_crashed_training_fails_the_flow_and_the_mlflow_run(prefect_harness, tmp_path):
