@@ -25,19 +25,17 @@ from tokenmill.core.env import prepare_environment
 def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[str, Any]:
     """Validation metrics of the model in ``model_dir`` under the run config ``cfg``: the objective's
     named losses, the token loss and the unigram baseline (nats/token), and perplexity for GPT."""
-    from tokenizers import Tokenizer
-
     from tokenmill.core.manifest import read_manifest
     from tokenmill.training.families import spec_of
     from tokenmill.training.objectives import accumulate, against_baseline, objective_for_run
-    from tokenmill.training.tokenizer import load_tokens
+    from tokenmill.training.tokenizer import load_pretrained, load_tokens
     from tokenmill.training.weights import load_model
 
     tokens = read_manifest(tokens_manifest, stage="tokenize")
     model, tokenizer_path = load_model(model_dir)
     spec = spec_of(model.cfg)
     family = spec.name
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer = load_pretrained(tokenizer_path)  # as the tokenize stage encoded
     specials = tokens["tokenizer"]["special_tokens"]
     vocab_size = tokens["tokenizer"]["vocab_size"]
     train_tokens = load_tokens(tokens["splits"]["train"]["path"])

@@ -124,8 +124,6 @@ def main(argv: list[str] | None = None) -> int:
 def setup(args: argparse.Namespace) -> Run:
     """Ranks, the resolved config, the token shards, the model (fresh or ``model.init_from``), its objective,
     the DeepSpeed engine and the tracker; on rank 0 the DeepSpeed JSON and the resolved model go to MLflow."""
-    from tokenizers import Tokenizer
-
     from tokenmill.core.config import load_config
     from tokenmill.core.manifest import read_manifest
     from tokenmill.core.tracking import MetricsLogger, MlflowLogger
@@ -133,7 +131,7 @@ def setup(args: argparse.Namespace) -> Run:
     from tokenmill.training.families import spec_of
     from tokenmill.training.flops import detect_device, flops_per_token, peak_flops
     from tokenmill.training.objectives import objective_for_run
-    from tokenmill.training.tokenizer import load_tokens
+    from tokenmill.training.tokenizer import load_pretrained, load_tokens
 
     cfg = load_config(args.run_config)  # the dump the CLI or flow resolved: no step registry needed here
     tcfg = cfg.train
@@ -149,7 +147,7 @@ def setup(args: argparse.Namespace) -> Run:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     tokens = read_manifest(args.tokens_manifest, stage="tokenize")
-    tokenizer = Tokenizer.from_file(tokens["tokenizer"]["path"])
+    tokenizer = load_pretrained(tokens["tokenizer"]["path"])  # as the tokenize stage encoded
     specials, vocab_size = tokens["tokenizer"]["special_tokens"], tokens["tokenizer"]["vocab_size"]
     train_tokens = load_tokens(tokens["splits"]["train"]["path"])
     val_tokens = load_tokens(tokens["splits"]["validation"]["path"])
