@@ -35,7 +35,7 @@ def test_format_ended_stage_and_failures():
 
 
 def test_short_stage_names():
-    assert short_name("collect at /work/main/tokenmill/spark_jobs/clean.py:210") == "collect at clean.py:210"
+    assert short_name("collect at /srv/app/tokenmill/spark_jobs/clean.py:210") == "collect at clean.py:210"
     assert short_name("count at NativeMethodAccessorImpl.java:0") == "count"
     assert short_name("$anonfun$withThreadLocalCaptured$1 at CompletableFuture.java:1768") == ""
     assert short_name("") == ""
