@@ -106,8 +106,25 @@ def open_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, 
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    if exp is None:
+        exp_id = client.create_experiment(experiment, artifact_location=_artifact_location(tracking_uri))
+    else:
+        exp_id = exp.experiment_id
+    if (exp.tags.get(EXPERIMENT_KIND) if exp else None) is None:
+        client.set_experiment_tag(exp_id, EXPERIMENT_KIND, MODEL_TRAINING)
     return client.create_run(exp_id, run_name=run_name, tags=tags or {}).info.run_id
+
+
+# MLflow 3 opens an experiment by its kind: model training shows the runs first (not the GenAI view).
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    """Beside a SQLite store: ``<folder of mlflow.db>/mlartifacts`` (MLflow's default is ``./mlruns`` of whatever
+    folder the run starts in). A server decides for itself (None)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return (Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
 
 
 def resumable_run(tracking_uri: str, checkpoints: str | Path) -> str | None:
