@@ -14,25 +14,7 @@ from typing import Any
 
 from prefect.cache_policies import CachePolicy
 
-from tokenmill.core.fingerprint import (
-    STAGE_CODE,
-    code_fingerprint,
-    config_part,
-    file_fingerprint,
-    manifest_fingerprint,
-    stage_key,
-)
-
-__all__ = [
-    "STAGE_CODE",
-    "StageCachePolicy",
-    "code_fingerprint",
-    "config_part",
-    "file_fingerprint",
-    "manifest_fingerprint",
-    "stage_cache",
-    "stage_key",
-]
+from tokenmill.core.fingerprint import stage_key
 
 
 @dataclass

@@ -20,8 +20,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tokenmill.core.config import Config, dump_config
 from tokenmill.core.env import REPO_ROOT
+from tokenmill.core.fingerprint import file_fingerprint, manifest_fingerprint
 from tokenmill.core.manifest import read_manifest
-from tokenmill.flows.caching import file_fingerprint, manifest_fingerprint, stage_cache
+from tokenmill.flows.caching import stage_cache
 
 # The stages log through "tokenmill.*" loggers; Prefect forwards them (PREFECT_LOGGING_EXTRA_LOGGERS).
 logging.getLogger("tokenmill").setLevel(logging.INFO)

@@ -3,7 +3,7 @@
 import os
 
 from tokenmill.core.config import load_config
-from tokenmill.flows.caching import code_fingerprint, config_part, file_fingerprint, stage_key
+from tokenmill.core.fingerprint import code_fingerprint, config_part, file_fingerprint, stage_key
 
 
 def _cfg(*overrides):
