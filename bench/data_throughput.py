@@ -119,7 +119,9 @@ def run_tokenmill(corpus: Path, out: Path) -> tuple[float, float, int]:
     cpu, wall = meter.stop(), time.time() - started
     if proc.returncode:
         raise SystemExit(f"tokenmill failed:\n{output[-3000:]}")
-    manifest = json.loads((out / "manifest.json").read_text())
+    from tokenmill.core.manifest import read_manifest
+
+    manifest = read_manifest(out / "manifest.json", "data")
     after_filters = next(r["out"] for r in manifest["funnel"] if r["stage"] == "fineweb")
     print(f"tokenmill kept after the filters: {after_filters:,}", flush=True)
     return cpu, wall, manifest["counts"]["kept"]

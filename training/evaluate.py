@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         "mlflow_run_id": args.mlflow_run_id,
         **result,
     }
-    write_manifest(args.out, manifest)
+    # the run folder is the one holding the model's folder (<run>/train), as the manifest sits in <run>/train/evaluate
+    write_manifest(args.out, manifest, root=Path(args.model).resolve().parent)
     if args.mlflow_run_id:
         from tokenmill.core.tracking import MlflowLogger
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tokenmill.core.config import ConfigError, load_config
+from tokenmill.core.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 SBATCH = REPO / "infra" / "slurm" / "train.sbatch"
@@ -362,8 +363,8 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert "gpu_check:   tokens/s" in result.stdout
     summary = json.loads((results / "gpu_check.json").read_text())
     assert summary["tokens_per_s"]["median"] > 0 and summary["device"] == "cpu"
-    manifest = json.loads((results / "train_manifest.json").read_text())
+    manifest = read_manifest(results / "train_manifest.json", "train")
     assert manifest["stage"] == "train" and manifest["steps"] == 20
-    tokens = json.loads((tmp_path / "work" / "tokens" / "manifest.json").read_text())
+    tokens = read_manifest(tmp_path / "work" / "tokens" / "manifest.json", "tokenize")
     assert tokens["stage"] == "tokenize" and tokens["tokenizer"]["vocab_size"] == 1024
     assert set(tokens["splits"]) == {"train", "validation"}

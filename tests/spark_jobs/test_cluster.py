@@ -1,6 +1,5 @@
 """The data job runs unchanged on a real Spark standalone cluster (master + worker on 127.0.0.1)."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tokenmill.core.manifest import read_manifest
 from tokenmill.spark_jobs.cluster import StandaloneCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +49,8 @@ def test_data_job_on_a_standalone_cluster_matches_local_mode(tmp_path):
     )
     assert local_run.returncode == 0, local_run.stderr[-3000:]
 
-    on_cluster = json.loads((tmp_path / "c" / "manifest.json").read_text())
-    local = json.loads((tmp_path / "l" / "manifest.json").read_text())
+    on_cluster = read_manifest(tmp_path / "c" / "manifest.json", "data")
+    local = read_manifest(tmp_path / "l" / "manifest.json", "data")
     assert on_cluster["spark"]["master"] == c.url
     assert on_cluster["counts"] == local["counts"]
     assert on_cluster["funnel"] == local["funnel"]

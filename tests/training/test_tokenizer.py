@@ -287,3 +287,26 @@ def test_every_saved_copy_encodes_spelled_specials_as_training_did(tmp_path):
     assert hf(docs[0]["text"], add_special_tokens=False)["input_ids"] == trained
     # Tokenizer.from_file alone forgets the flag: the reason load_pretrained sets it
     assert Tokenizer.from_file(tok_path).encode(docs[0]["text"]).ids != trained
+
+
+def test_a_moved_run_folder_still_tokenizes_and_loads(tmp_path):
+    """A run folder copied elsewhere (the original gone): the tokenize stage reads the kept shards its data
+    manifest names in the copy, and the token loader reads the shards the moved tokens manifest names."""
+    import shutil
+
+    run = tmp_path / "runs" / "demo"
+    docs = make_docs(30)
+    cfg = TokenizerConfig(vocab_size=480, min_frequency=2, validation_fraction=0.3)
+    run_tokenize(fake_data_manifest(run, docs), run / "tokens", cfg)
+    assert json.loads((run / "tokens" / "manifest.json").read_text())["splits"]["train"]["path"] == "./train.parquet"
+    moved = tmp_path / "elsewhere" / "demo"
+    shutil.copytree(run, moved)
+    shutil.rmtree(run)
+
+    tokens = read_manifest(moved / "tokens" / "manifest.json", "tokenize")
+    assert tokens["data_manifest"]["path"] == str(moved / "data" / "manifest.json")
+    assert tokens["tokenizer"]["path"] == str(moved / "tokens" / "tokenizer.json")
+    train = load_tokens(tokens["splits"]["train"]["path"])
+    assert len(train) == tokens["splits"]["train"]["tokens"]
+    again = run_tokenize(tokens["data_manifest"]["path"], moved / "tokens-again", cfg)
+    assert load_tokens(again["splits"]["train"]["path"]).tolist() == train.tolist()
