@@ -296,7 +296,7 @@ tok.save(str(tok_path))
 
 # Documents of 4 blocks of random ordinary ids, each ended by <|endoftext|>, like run_tokenize's rows.
 rng = np.random.default_rng(1234)
-schema = pa.schema([("id", pa.string()), ("tokens", pa.list_(pa.int32()))])
+schema = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.int32()))])
 doc_len = 4 * block
 splits = {}
 for split, n_tokens in (("train", train_tokens), ("validation", max(64 * (block + 1), 50_000))):
@@ -305,7 +305,7 @@ for split, n_tokens in (("train", train_tokens), ("validation", max(64 * (block 
     values[doc_len - 1::doc_len] = specials["eot"]
     offsets = np.arange(0, n_docs * doc_len + 1, doc_len, dtype=np.int32)
     table = pa.table({"id": [f"synthetic-{split}-{i}" for i in range(n_docs)],
-                      "tokens": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))}, schema=schema)
+                      "input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))}, schema=schema)
     path = out / f"{split}.parquet"
     pq.write_table(table, path)
     splits[split] = {"path": str(path), "sha256": sha256_file(path), "documents": n_docs, "tokens": int(values.size)}

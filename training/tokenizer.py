@@ -69,7 +69,8 @@ def _iter_batches(shards: list[str]) -> Iterator[pa.RecordBatch]:
 
 
 def run_tokenize(data_manifest_path: str | Path, out_dir: str | Path, cfg: TokenizerConfig) -> dict[str, Any]:
-    """Train the tokenizer, write ``train.parquet`` / ``validation.parquet`` (``id``, ``tokens``) and a manifest."""
+    """Train the tokenizer, write ``train.parquet`` / ``validation.parquet`` (``id``, ``input_ids``: the column
+    names Hugging Face ``datasets`` and ``transformers`` use) and a manifest."""
     started = time.time()
     data_manifest = read_manifest(data_manifest_path, stage="data")
     shards = [s["path"] for s in data_manifest["outputs"]["kept"]]
@@ -94,17 +95,17 @@ def run_tokenize(data_manifest_path: str | Path, out_dir: str | Path, cfg: Token
     tok.save(str(tok_path))
     log.info("tokenize: %s tokenizer with %d tokens in %.1fs", kind, tok.get_vocab_size(), time.time() - started)
 
-    schema = pa.schema([("id", pa.string()), ("tokens", pa.list_(pa.int32()))])
+    schema = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.int32()))])
     writers = {s: pq.ParquetWriter(out_dir / f"{s}.parquet.tmp", schema) for s in SPLITS}
     stats = {s: {"documents": 0, "tokens": 0} for s in SPLITS}
     for batch in _iter_batches(shards):
         ids = batch.column("id").to_pylist()
         encoded = tok.encode_batch(batch.column("text").to_pylist())
-        rows: dict[str, dict[str, list]] = {s: {"id": [], "tokens": []} for s in SPLITS}
+        rows: dict[str, dict[str, list]] = {s: {"id": [], "input_ids": []} for s in SPLITS}
         for doc_id, enc in zip(ids, encoded):
             split = split_of(doc_id, cfg.validation_fraction)
             rows[split]["id"].append(doc_id)
-            rows[split]["tokens"].append(enc.ids + [eot_id])  # documents are separated by <|endoftext|>
+            rows[split]["input_ids"].append(enc.ids + [eot_id])  # documents are separated by <|endoftext|>
             stats[split]["documents"] += 1
             stats[split]["tokens"] += len(enc.ids) + 1
         for s in SPLITS:
@@ -203,5 +204,5 @@ def load_pretrained(path: str | Path):
 
 def load_tokens(path: str | Path) -> np.ndarray:
     """All documents of a token shard concatenated into one int64 stream."""
-    column = pq.read_table(path, columns=["tokens"]).column("tokens").combine_chunks()
+    column = pq.read_table(path, columns=["input_ids"]).column("input_ids").combine_chunks()
     return column.values.to_numpy().astype(np.int64)

@@ -154,7 +154,7 @@ def tokenized(tmp_path_factory):
 
 def read_split(path) -> dict[str, list[int]]:
     table = pq.read_table(path)
-    return dict(zip(table.column("id").to_pylist(), table.column("tokens").to_pylist()))
+    return dict(zip(table.column("id").to_pylist(), table.column("input_ids").to_pylist()))
 
 
 def test_every_document_lands_in_exactly_one_split(tokenized):
@@ -206,18 +206,18 @@ def test_load_tokens_concatenates_documents_in_file_order(tokenized):
     tmp, docs, cfg, manifest = tokenized
     path = manifest["splits"]["train"]["path"]
     stream = load_tokens(path)
-    expected = [t for tokens in pq.read_table(path).column("tokens").to_pylist() for t in tokens]
+    expected = [t for tokens in pq.read_table(path).column("input_ids").to_pylist() for t in tokens]
     assert stream.dtype == np.int64
     assert stream.tolist() == expected
     assert len(stream) == manifest["splits"]["train"]["tokens"]
 
 
 def test_load_tokens_across_row_groups(tmp_path):
-    schema = pa.schema([("id", pa.string()), ("tokens", pa.list_(pa.int32()))])
+    schema = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.int32()))])
     path = tmp_path / "t.parquet"
     with pq.ParquetWriter(path, schema) as w:
-        w.write_table(pa.table({"id": ["a"], "tokens": [[1, 2, 0]]}, schema=schema))
-        w.write_table(pa.table({"id": ["b", "c"], "tokens": [[3, 0], [4, 5, 6, 0]]}, schema=schema))
+        w.write_table(pa.table({"id": ["a"], "input_ids": [[1, 2, 0]]}, schema=schema))
+        w.write_table(pa.table({"id": ["b", "c"], "input_ids": [[3, 0], [4, 5, 6, 0]]}, schema=schema))
     assert load_tokens(path).tolist() == [1, 2, 0, 3, 0, 4, 5, 6, 0]
 
 
