@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from tokenmill.core.files import chmod_like_open
+
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> Path:
     """Save ``state``; a tensor that aliases an earlier one (tied embeddings) is stored once, under the first name."""
@@ -21,7 +23,7 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> Path:
         unique[name] = t.contiguous()
     path = Path(path)
     save_file(unique, str(path), metadata={"aliases": ",".join(f"{a}={b}" for a, b in aliases.items())})
-    return path
+    return chmod_like_open(path)  # safetensors writes a 0600 temp file and renames it: give it the umask's mode
 
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> None:

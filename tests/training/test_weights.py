@@ -78,3 +78,17 @@ def test_loading_into_a_different_architecture_fails(tmp_path):
     deeper = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=2, n_head=2, n_embd=16))
     with pytest.raises(RuntimeError, match="Missing key"):
         load_weights(deeper, path)
+
+
+@pytest.mark.parametrize(("umask", "expected"), [(0o022, 0o644), (0o027, 0o640)])
+def test_weights_are_written_with_the_umasks_mode(tmp_path, umask, expected):
+    """safetensors writes through a 0600 temp file; the weights get the mode a plain open() would give."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        path = save_weights(tiny(True, 0).state_dict(), tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == expected

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from tokenmill.core.files import chmod_like_open
 from tokenmill.training.families import FAMILIES, ModelSpec, spec_for, spec_of
 
 log = logging.getLogger("tokenmill.hf")
@@ -75,6 +76,8 @@ def export(
     specials = special_ids(tok)
     hf_model = to_hf_model(model, specials)
     hf_model.save_pretrained(out_dir)
+    for weights in out_dir.glob("*.safetensors"):  # written 0600 through a temp file: the umask's mode instead
+        chmod_like_open(weights)
     spec = spec_of(model.cfg)
     hf_tokenizer(tok, specials, spec.name, context=model.cfg.block_size).save_pretrained(out_dir)
     (out_dir / "README.md").write_text(model_card(model, facts))

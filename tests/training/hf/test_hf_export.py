@@ -57,6 +57,19 @@ def front_matter(folder) -> dict:
     return yaml.safe_load(head)
 
 
+def test_every_file_has_the_mode_open_gives(gpt_folder):
+    """``save_pretrained`` writes ``model.safetensors`` 0600 (through a temp file); the export gives every file the
+    mode a plain ``open()`` gives under the umask, so a group can read a shared model folder."""
+    import os
+    import stat
+
+    from tokenmill.core.files import current_umask
+
+    modes = {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in gpt_folder.iterdir()}
+    assert "model.safetensors" in modes
+    assert set(modes.values()) == {0o666 & ~current_umask()}, modes
+
+
 def test_tokenizer_config_holds_the_context(gpt_folder):
     config = json.loads((gpt_folder / "tokenizer_config.json").read_text())
     assert config["model_max_length"] == CONTEXT
