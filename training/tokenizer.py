@@ -204,5 +204,7 @@ def load_pretrained(path: str | Path):
 
 def load_tokens(path: str | Path) -> np.ndarray:
     """All documents of a token shard concatenated into one int64 stream."""
-    column = pq.read_table(path, columns=["input_ids"]).column("input_ids").combine_chunks()
+    names = pq.read_schema(path).names
+    name = "input_ids" if "input_ids" in names or "tokens" not in names else "tokens"  # "tokens": shards made before
+    column = pq.read_table(path, columns=[name]).column(name).combine_chunks()
     return column.values.to_numpy().astype(np.int64)

@@ -221,6 +221,12 @@ def test_load_tokens_across_row_groups(tmp_path):
     assert load_tokens(path).tolist() == [1, 2, 0, 3, 0, 4, 5, 6, 0]
 
 
+def test_load_tokens_reads_shards_written_before_the_column_was_input_ids(tmp_path):
+    path = tmp_path / "old.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "tokens": [[1, 0], [2, 3, 0]]}), path)
+    assert load_tokens(path).tolist() == [1, 0, 2, 3, 0]
+
+
 def test_empty_split_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="validation split is empty"):
         run_tokenize(
