@@ -18,10 +18,11 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from tokenmill.core import tracking
 from tokenmill.core.config import Config, dump_config
 from tokenmill.core.env import REPO_ROOT
 from tokenmill.core.fingerprint import file_fingerprint, manifest_fingerprint
-from tokenmill.core.manifest import read_manifest
+from tokenmill.core.manifest import funnel_rows, read_manifest
 from tokenmill.flows.caching import stage_cache
 
 # The stages log through "tokenmill.*" loggers; Prefect forwards them (PREFECT_LOGGING_EXTRA_LOGGERS).
@@ -74,15 +75,6 @@ def clean_corpus(cfg: Config, out_dir: str) -> str:
 
 def cached_clean_corpus(cfg: Config, out_dir: str) -> str:
     return clean_corpus.with_options(cache_policy=stage_cache("data", out_dir, _data_inputs))(cfg, out_dir)
-
-
-FUNNEL_COLUMNS = ("stage", "in", "dropped", "quarantined", "out")
-
-
-def funnel_rows(funnel: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The funnel's rows with their columns in reading order (manifests store keys sorted; the UI shows them as
-    they come)."""
-    return [{column: row[column] for column in FUNNEL_COLUMNS} for row in funnel]
 
 
 def publish_data(manifest_path: str) -> None:
@@ -222,13 +214,10 @@ def prefect_lineage() -> dict[str, str]:
 
 
 def mlflow_run_url(tracking_uri: str, run_id: str) -> str:
-    """Where a person opens the run: a URL on a tracking server, else the command that starts a UI."""
-    if tracking_uri.startswith(("http://", "https://")):
-        from mlflow.tracking import MlflowClient
-
-        exp = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
-        return f"{tracking_uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 (then find run {run_id})"
+    """Where a person opens the run: its page on a tracking server, else the command that starts a UI and the page."""
+    url = tracking.run_url(tracking_uri, run_id)
+    command = tracking.ui_command(tracking_uri)
+    return f"{command}, then open {url}" if command else url
 
 
 def publish_training(cfg: Config, result: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 from tokenmill.core import tracking
 from tokenmill.core.config import Config, dump_config
 from tokenmill.core.fingerprint import file_fingerprint, manifest_fingerprint, stage_key
-from tokenmill.core.manifest import read_manifest
+from tokenmill.core.manifest import funnel_rows, read_manifest
 
 log = logging.getLogger("tokenmill.train")
 
@@ -100,16 +100,17 @@ def train_stage(
 
 
 def log_run_inputs(cfg: Config, run_id: str, config_file: Path, tokens_manifest: str) -> None:
-    """What is known before training: config, params, the manifests, the tokenizer, the data counts."""
+    """What is known before training: the config as params, the manifests, and the corpus counts as ``corpus.*``
+    params with the data funnel as a table (single values are not charts). The tokenizer travels with the model."""
     mlf = tracking.MlflowLogger(cfg.tracking_uri, run_id)
-    mlf.log_params(cfg.flat())
     mlf.log_artifact(config_file, "config")
     mlf.log_artifact(tokens_manifest, "tokens")
     tokens = read_manifest(tokens_manifest, stage="tokenize")
-    mlf.log_artifact(tokens["tokenizer"]["path"], "tokenizer")
-    metrics = {
-        "tokens/train": tokens["splits"]["train"]["tokens"],
-        "tokens/validation": tokens["splits"]["validation"]["tokens"],
+    corpus = {
+        "corpus.train_documents": tokens["splits"]["train"]["documents"],
+        "corpus.train_tokens": tokens["splits"]["train"]["tokens"],
+        "corpus.validation_documents": tokens["splits"]["validation"]["documents"],
+        "corpus.validation_tokens": tokens["splits"]["validation"]["tokens"],
     }
     data_path = (tokens.get("data_manifest") or {}).get("path")
     if data_path and Path(data_path).is_file():
@@ -118,14 +119,15 @@ def log_run_inputs(cfg: Config, run_id: str, config_file: Path, tokens_manifest:
             mlf.log_artifact(Path(data_path).parent / "funnel.png", "data")
         data = read_manifest(data_path, stage="data")
         counts = data["counts"]
-        metrics.update(
+        corpus.update(
             {
-                "data/read": counts["read"],
-                "data/kept": counts["kept"],
-                "data/dropped": sum(counts["dropped"].values()),
-                "data/quarantined": sum(counts["quarantined"].values()),
-                **{f"data/after_{row['stage']}": row["out"] for row in data.get("funnel", [])},
-                **{f"data/stats/{k}": v for k, v in data.get("stats", {}).items()},
+                "corpus.documents_read": counts["read"],
+                "corpus.documents_kept": counts["kept"],
+                "corpus.documents_dropped": sum(counts["dropped"].values()),
+                "corpus.documents_quarantined": sum(counts["quarantined"].values()),
             }
         )
-    mlf.log_metrics(metrics, step=0)
+        rows = funnel_rows(data.get("funnel", []))
+        if rows:
+            mlf.log_table({c: [row[c] for row in rows] for c in rows[0]}, "data/funnel_table.json")
+    mlf.log_params({**cfg.flat(), **corpus})

@@ -377,8 +377,6 @@ def finish(run: Run, progress: Progress) -> None:
     tracker.log_text(sample, "samples/final.txt")
     for png in pngs:
         tracker.log_artifact(png, "attention")
-    for name in ("weights.safetensors", "model.json", "tokenizer.json"):
-        tracker.log_artifact(out_dir / name, "model")
     tracker.log_artifact(loss_curve(progress.history, out_dir / "loss_curve.png"), "plots")
     facts = {  # for the export's model card
         "run_name": cfg.run.name,
@@ -390,7 +388,7 @@ def finish(run: Run, progress: Progress) -> None:
         "config": {"world_size": run.world}
         | {f"train.{k}": getattr(tcfg, k) for k in ("precision", "zero_stage", "micro_batch_size", "lr", "schedule")},
     }
-    registered = _register(tracker, cfg, spec.name, out_dir, state, run.arch, tokenizer_path, facts)
+    registered = _log_model(tracker, cfg, spec, out_dir, state, run.arch, facts)
     manifest = {
         "stage": "train",
         "tokens_manifest": {
@@ -418,6 +416,7 @@ def finish(run: Run, progress: Progress) -> None:
         "history": progress.history,
         "sample": sample,
         "registered_model": registered,
+        "model_card": facts,  # what `tokenmill export` of this folder writes in the card
         "resumed_at_step": progress.start if progress.resumed else None,
         "device": run.device_name,
     }
@@ -483,31 +482,39 @@ def _memory_metrics() -> dict[str, float]:
     return {"train/peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def _register(
-    tracker, cfg, family: str, out_dir: Path, state, arch, tokenizer_path: str, facts: dict | None = None
-) -> dict | None:
-    """Export to Hugging Face, log the folder and register it as a new version of the run's model.
+def _log_model(tracker, cfg, spec, out_dir: Path, state, arch, facts: dict) -> dict | None:
+    """Log the model once, as the run's ``model`` artifact, and register it (``tracking.register_model``) as a new
+    version of the run's model; returns the registered name and version.
 
-    A model with no Hugging Face equivalent (e.g. GPT with RoPE) registers its tokenmill folder instead.
+    The artifact is an MLflow model of the Hugging Face export (``hf/`` beside the model folder): it loads with
+    ``mlflow.pyfunc.load_model`` and, for GPT and BERT, ``mlflow.transformers.load_model``. A model with no
+    Hugging Face equivalent (e.g. GPT with RoPE) logs its tokenmill model folder instead.
     """
-    if not cfg.tracking.register_model:
-        return None
+    import tempfile
+
     from tokenmill.training.hf import export
+    from tokenmill.training.hf.mlflow_model import save_mlflow_model
     from tokenmill.training.models import build_model
 
-    name = cfg.tracking.model_name or f"tokenmill-{cfg.run.name}-{family}"
     model = build_model(arch)
     model.load_state_dict(state)
     try:
-        folder, kind = export(model.eval(), tokenizer_path, out_dir / "hf", facts), "hf"
+        folder = export(model.eval(), out_dir / "tokenizer.json", out_dir / "hf", facts)
     except ValueError as e:
-        log.warning("train: no Hugging Face export (%s); registering the tokenmill model folder", e)
-        folder, kind = None, "model"
+        log.warning("train: no Hugging Face export (%s); logging the tokenmill model folder", e)
+        folder = None
     if folder is not None:
-        for path in sorted(folder.iterdir()):
-            tracker.log_artifact(path, "hf")
-    version = tracker.register_model(name, kind)
-    return {"name": name, "version": version, "artifact": kind} if version else None
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            tracker.log_artifacts(save_mlflow_model(folder, spec, Path(tmp) / "model"), "model")
+    else:
+        for name in ("weights.safetensors", "model.json", "tokenizer.json"):
+            tracker.log_artifact(out_dir / name, "model")
+    if not cfg.tracking.register_model:
+        return None
+    name = cfg.tracking.model_name or f"tokenmill-{cfg.run.name}-{spec.name}"
+    version = tracker.register_model(name, "model")
+    kind = "mlflow" if folder is not None else "tokenmill"
+    return {"name": name, "version": version, "artifact": "model", "format": kind} if version else None
 
 
 def _attention_ids(val_tokens, specials: dict[str, int], framing, n: int = 24) -> list[int]:

@@ -70,7 +70,7 @@ def test_token_shards_split_every_kept_document(pipeline_run):
     assert ids[0].isdisjoint(ids[1])
     assert len(ids[0] | ids[1]) == data["counts"]["kept"]
     for name, table in splits.items():
-        assert tokens["splits"][name]["tokens"] == sum(len(t) for t in table.column("tokens").to_pylist())
+        assert tokens["splits"][name]["tokens"] == sum(len(t) for t in table.column("input_ids").to_pylist())
 
 
 def test_mlflow_run_finished_with_metrics_and_artifacts(pipeline_run):
@@ -81,8 +81,11 @@ def test_mlflow_run_finished_with_metrics_and_artifacts(pipeline_run):
     assert run.info.status == "FINISHED"
     assert run.data.params["train.zero_stage"] == "2"
     assert run.data.params["train.world_size"] == "2"
-    for key in ("val/loss", "val/unigram_baseline_loss", "train/tokens_per_s", "train/lr", "data/kept"):
+    for key in ("val/loss", "val/unigram_baseline_loss", "train/tokens_per_s", "train/lr"):
         assert key in run.data.metrics, key
+    # counts are params and the funnel a table: the charts are the curves
+    assert not [k for k in run.data.metrics if k.startswith(("data/", "tokens/"))]
+    assert {"corpus.documents_kept", "corpus.train_tokens"} <= set(run.data.params)
 
     losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)]
     assert len(losses) == 30  # 300 steps, logged every 10
@@ -99,27 +102,51 @@ def test_mlflow_run_finished_with_metrics_and_artifacts(pipeline_run):
         "config/deepspeed_config.json",
         "data/manifest.json",
         "data/funnel.png",
+        "data/funnel_table.json",
         "tokens/manifest.json",
-        "tokenizer/tokenizer.json",
-        "model/weights.safetensors",
-        "model/model.json",
-        "model/tokenizer.json",
+        "model/MLmodel",
+        "model/model/model.safetensors",
+        "model/components/tokenizer/tokenizer.json",
         "samples/final.txt",
         "attention/attention_layer_0.png",
         "train/manifest.json",
         "plots/loss_curve.png",
-        "hf/config.json",
-        "hf/model.safetensors",
-        "hf/tokenizer.json",
     } <= set(listing())
+    # each artifact once: one copy of the weights, one of the tokenizer
+    names = [Path(p).name for p in listing()]
+    assert sum(n.endswith(".safetensors") for n in names) == 1, listing()
+    assert names.count("tokenizer.json") == 1, listing()
     # lineage: the run names the data it was trained on and the Prefect flow run that made it
     data = read_manifest(pipeline_run["data_manifest"], stage="data")
     assert run.data.tags["tokenmill.data_manifest"] == pipeline_run["data_manifest"]
     assert run.data.tags["tokenmill.data_sha256"] == sha256_file(pipeline_run["data_manifest"])
     assert run.data.tags["tokenmill.prefect_flow_run_id"]
-    assert data["counts"]["kept"] == run.data.metrics["data/kept"]
+    assert str(data["counts"]["kept"]) == run.data.params["corpus.documents_kept"]
     (version,) = client.search_model_versions(f"run_id='{run.info.run_id}'")
     assert version.name == "tokenmill-tiny-gpt"
+
+
+def test_the_registered_model_loads_through_mlflow_and_generates(pipeline_run, monkeypatch):
+    """``models:/<name>/<version>`` is an MLflow model: pyfunc and transformers load it; past the context it
+    keeps the prompt's end or refuses, never an IndexError."""
+    import mlflow.pyfunc
+    import mlflow.transformers
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=pipeline_run["tracking_uri"])
+    (version,) = client.search_model_versions(f"run_id='{pipeline_run['mlflow_run_id']}'")
+    uri = f"models:/{version.name}/{version.version}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", pipeline_run["tracking_uri"])  # where models:/ is looked up
+    model = mlflow.pyfunc.load_model(uri)
+    (text,) = model.predict(["The President"], params={"max_new_tokens": 8})
+    assert text.startswith("The President") and len(text) > len("The President")
+    (text,) = model.predict(["the state of the union " * 40], params={"max_new_tokens": 8})  # > 64 tokens
+    assert text
+    with pytest.raises(Exception, match="exceeds the models max length") as err:
+        model.predict(["The"], params={"max_new_tokens": 100})
+    assert not isinstance(err.value, IndexError)
+    pipe = mlflow.transformers.load_model(uri)
+    assert pipe.tokenizer.model_max_length == 64  # conf/tiny.yaml block_size
 
 
 def test_saved_weights_reproduce_the_reported_validation_loss(pipeline_run):

@@ -133,6 +133,8 @@ def test_export_loads_in_transformers_with_logit_parity(trained, pipeline_run, f
         else trained[family][1]
     )
     assert cli.main(["export", str(folder), "--out", str(tmp_path / "hf")]) == 0
+    seen = read_manifest(folder / "manifest.json", stage="train")["tokens_seen"]
+    assert f"- tokens seen: {seen:,}" in (tmp_path / "hf" / "README.md").read_text()  # the run's figures in the card
     ours, _ = load_model(folder)
     batch = _eval_batch(family, folder, pipeline_run["tokens_manifest"])
     auto = {
@@ -303,9 +305,12 @@ def test_zero3_with_cpu_offload_bf16_and_activation_checkpointing_trains_and_reg
     assert run.data.tags["tokenmill.data_manifest"] == tokens["data_manifest"]["path"]
     assert "plots/loss_curve.png" in {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
     registered = result["registered_model"]
-    assert registered["artifact"] == "hf"
+    assert registered["artifact"] == "model" and registered["format"] == "mlflow"
     version = client.get_model_version(registered["name"], registered["version"])
     assert version.run_id == run.info.run_id
+    assert version.source.endswith("/model")
+    model_files = {f.path for f in client.list_artifacts(run.info.run_id, "model")}
+    assert "model/MLmodel" in model_files
     # a second run registers the next version of the same model
     again = train(pipeline_run["tokens_manifest"], tmp_path / "again", "train.max_steps=5")
     assert again["registered_model"]["name"] == registered["name"]

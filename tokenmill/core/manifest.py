@@ -94,3 +94,12 @@ def read_manifest(path: str | Path, stage: str) -> dict[str, Any]:
         return os.path.normpath(os.path.join(folder, s)) if s.startswith(_RELATIVE_PREFIXES) else s
 
     return _map_paths(manifest, resolve)
+
+
+#: A data manifest's funnel row, in reading order (manifests store keys sorted).
+FUNNEL_COLUMNS = ("stage", "in", "dropped", "quarantined", "out")
+
+
+def funnel_rows(funnel: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The funnel's rows with their columns in reading order, for tables in the UIs."""
+    return [{column: row[column] for column in FUNNEL_COLUMNS} for row in funnel]

@@ -20,7 +20,13 @@ class MetricsLogger:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
 
+    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        """Log every file under ``folder`` (an MLflow model's folder, say) under ``artifact_path``."""
+
     def log_text(self, text: str, artifact_file: str) -> None: ...
+
+    def log_table(self, columns: dict[str, list], artifact_file: str) -> None:
+        """A table (column name → values, in order) as an MLflow table artifact (``*.json``)."""
 
     def set_tags(self, tags: dict[str, str]) -> None: ...
 
@@ -58,8 +64,16 @@ class MlflowLogger(MetricsLogger):
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_table(self, columns: dict[str, list], artifact_file: str) -> None:
+        import pandas as pd
+
+        self.client.log_table(self.run_id, pd.DataFrame(columns), artifact_file)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
@@ -125,6 +139,31 @@ def _artifact_location(tracking_uri: str) -> str | None:
     if not tracking_uri.startswith("sqlite:///"):
         return None
     return (Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+
+
+#: Where ``mlflow ui`` serves a local store (its default port).
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def run_url(tracking_uri: str, run_id: str) -> str:
+    """The page of run ``run_id``: on the tracking server, or on ``mlflow ui`` (:func:`ui_command`) for a local
+    store."""
+    from mlflow.tracking import MlflowClient
+
+    experiment = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
+    base = tracking_uri.rstrip("/") if is_server(tracking_uri) else LOCAL_UI
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}"
+
+
+def ui_command(tracking_uri: str) -> str | None:
+    """The command that serves a local store's UI at :data:`LOCAL_UI`; ``None`` for a tracking server."""
+    if is_server(tracking_uri):
+        return None
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+
+
+def is_server(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
 
 
 def resumable_run(tracking_uri: str, checkpoints: str | Path) -> str | None:
