@@ -307,10 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     from tokenmill.flows.pipeline import pipeline_flow
 
     result = pipeline_flow(config_path=args.config, overrides=args.overrides)
+    from tokenmill.core import tracking
     from tokenmill.core.manifest import read_manifest
 
     print("\n" + funnel_table(read_manifest(result["data_manifest"], stage="data")["funnel"]))
-    print(summary(result))
+    print(summary({**result, "mlflow_run_url": tracking.run_url(result["tracking_uri"], result["mlflow_run_id"])}))
     return 0
 
 
@@ -528,11 +529,14 @@ def status_command(args) -> int:
 
 
 def export_command(args) -> int:
+    from tokenmill.core.manifest import read_manifest
     from tokenmill.training.hf import export
     from tokenmill.training.weights import load_model
 
     model, tokenizer = load_model(args.model)
-    out = export(model, tokenizer, args.out)
+    trained = Path(args.model) / "manifest.json"  # a training run's folder: its figures go in the model card
+    facts = read_manifest(trained, stage="train").get("model_card") if trained.is_file() else None
+    out = export(model, tokenizer, args.out, facts)
     print(f"tokenmill: wrote {out} (load it with transformers' from_pretrained; no custom code needed)")
     return 0
 
@@ -610,17 +614,16 @@ def funnel_table(funnel: list[dict]) -> str:
 
 
 def summary(result: dict) -> str:
-    """What the user reads at the end of a run: the losses and where to look."""
+    """What the user reads at the end of a run: the losses and where to look (``mlflow_run_url``: the run's page)."""
+    from tokenmill.core.tracking import ui_command
+
     beat = "beats" if result["token_loss"] < result["unigram_baseline_loss"] else "does NOT beat"
-    uri = result["tracking_uri"]
-    if uri.startswith(("http://", "https://")):
-        ui = f"open {uri}/#/experiments (run {result['mlflow_run_id']})"
+    command = ui_command(result["tracking_uri"])
+    if command:  # a local store: its UI runs on demand
+        command = command.replace("mlflow ", f"{Path(sys.executable).with_name('mlflow')} ", 1)
+        ui = f"{command}\n                    then open {result['mlflow_run_url']}"
     else:
-        mlflow = Path(sys.executable).with_name("mlflow")
-        ui = (
-            f"{mlflow} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
-            "                    then open http://127.0.0.1:5000"
-        )
+        ui = result["mlflow_run_url"]
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in result["val_metrics"].items())
     baseline = result["unigram_baseline_loss"]
     return f"""
@@ -630,7 +633,7 @@ tokenmill: pipeline finished.
   token loss        {result["token_loss"]:.4f} nats/token ({beat} the unigram baseline {baseline:.4f})
   output folder     {result["run_dir"]}
   MLflow run id     {result["mlflow_run_id"]}
-  MLflow UI         {ui}"""
+  MLflow run        {ui}"""
 
 
 if __name__ == "__main__":

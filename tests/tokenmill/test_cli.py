@@ -71,12 +71,26 @@ def test_summary_says_whether_the_baseline_was_beaten_and_where_to_look():
         "tracking_uri": "sqlite:////r/mlflow.db",
         "family": "bert",
         "val_metrics": {"loss": 5.5, "mlm_accuracy": 0.25},
+        "mlflow_run_url": "http://127.0.0.1:5000/#/experiments/1/runs/abc",
     }
     text = summary(result)
     assert "beats the unigram baseline 7.0000" in text and "abc" in text and "sqlite:////r/mlflow.db" in text
     assert "mlm_accuracy 0.2500" in text and "bert" in text
     assert "does NOT beat" in summary({**result, "token_loss": 8.0})
-    assert "http://127.0.0.1:5000/#/experiments" in summary({**result, "tracking_uri": "http://127.0.0.1:5000"})
+    assert "then open http://127.0.0.1:5000/#/experiments/1/runs/abc" in text  # the run's page, not the list
+    served = summary({**result, "tracking_uri": "http://mlflow:5000", "mlflow_run_url": "http://mlflow:5000/#/x"})
+    assert "MLflow run        http://mlflow:5000/#/x" in served and "mlflow ui" not in served
+
+
+def test_run_url_is_the_page_of_the_run(tmp_path):
+    from tokenmill.core import tracking
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_id = tracking.open_run(uri, "exp", "r1")
+    url = tracking.run_url(uri, run_id)
+    assert url.startswith(tracking.LOCAL_UI + "/#/experiments/") and url.endswith(f"/runs/{run_id}")
+    assert tracking.ui_command(uri) == f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    assert tracking.ui_command("http://mlflow:5000") is None
 
 
 def test_models_lists_flavours_with_counts_from_the_code(capsys):
