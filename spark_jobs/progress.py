@@ -1,21 +1,33 @@
-"""Progress lines for a running Spark job, from the driver's public status API.
+"""Progress lines for a running Spark job, from the driver's public status API and monitoring REST API.
 
 ``SparkProgressReporter`` polls ``SparkContext.statusTracker()`` on a daemon thread and logs, through the
 ``tokenmill.data`` logger, one line per active stage every ``interval`` seconds and one when a stage ends::
 
-    spark: stage 20 (collect at clean.py:210) job 12: 7/19 tasks, 2 running, 15.0s
-    spark: stage 20 (collect at clean.py:210) job 12: 19/19 tasks done, 21.1s
+    spark: stage 20 (collect at clean.py:210) job 12: 7/19 tasks, 2 running, 1,234,567 rows read, 15.0s
+    spark: stage 20 (collect at clean.py:210) job 12: 19/19 tasks done, 3,400,512 rows read, 3,398,001 written, 21.1s
 
-A poll costs a few calls per active stage (nothing proportional to the data). The status API has no record
-counts, so the lines carry tasks only; the Spark UI (its URL is logged when the session starts) has the rest.
+The status tracker has task counts only; the row counts come from Spark's monitoring REST API on the driver's UI
+(``{uiWebUrl}/api/v1/applications/{appId}/stages/{stageId}?details=false``): rows read are the stage's input
+records plus its shuffle-read records, rows written its output records plus its shuffle-write records (a part is
+left out when it is zero). They count the stage's Spark rows: the data job's first stage reads the list of input
+files, so its count is files, not documents. Spark adds a task's records to its stage when the task finishes, so a
+running stage's counts cover its finished tasks only (a stage whose first tasks are still running shows no rows
+yet); the line for an ended stage has the stage's totals. A poll costs a few status calls per active stage and one
+HTTP request (2 s timeout) per line it logs, nothing proportional to the data. With the UI off
+(``spark.ui.enabled=false``, as in the tests) or the request failing, the line has no rows part (the failure is
+logged at debug level); after ``MAX_ROWS_FAILURES`` failures in a row the reporter stops asking. Progress never fails
+a job.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
+import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 log = logging.getLogger("tokenmill.data")
@@ -25,6 +37,15 @@ DEFAULT_INTERVAL_S = 15.0
 INTERVAL_ENV = "TOKENMILL_SPARK_PROGRESS_S"
 #: The longest a stage's completion waits before it is logged (the poll period when the interval is longer).
 MAX_POLL_S = 1.0
+#: Seconds one request to the Spark UI's REST API may take (the first one, which warms the API up, gets twice that).
+REST_TIMEOUT_S = 2.0
+#: Failed REST requests in a row after which a reporter stops asking for row counts.
+MAX_ROWS_FAILURES = 3
+#: The stage fields (Spark's monitoring REST API, ``StageData``) that make the rows read and the rows written.
+READ_FIELDS = ("inputRecords", "shuffleReadRecords")
+WRITE_FIELDS = ("outputRecords", "shuffleWriteRecords")
+#: The driver's UI is asked directly, never through an ``http_proxy`` from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def progress_interval() -> float:
@@ -38,9 +59,16 @@ def progress_interval() -> float:
     return value if value > 0 else DEFAULT_INTERVAL_S
 
 
-def format_stage(stage: Any, elapsed_s: float, job_id: int | None = None, ended: bool = False) -> str:
+def format_stage(
+    stage: Any,
+    elapsed_s: float,
+    job_id: int | None = None,
+    ended: bool = False,
+    rows: Mapping[str, Any] | None = None,
+) -> str:
     """One progress line from a ``SparkStageInfo``-like object (``stageId``, ``name``, ``numTasks``,
-    ``numCompletedTasks``, ``numActiveTasks``, ``numFailedTasks``); ``ended``: the stage left the active set."""
+    ``numCompletedTasks``, ``numActiveTasks``, ``numFailedTasks``); ``ended``: the stage left the active set;
+    ``rows``: the stage's record counts from the REST API (see ``rows_part``), None when there are none."""
     parts = [f"spark: stage {stage.stageId}"]
     name = short_name(stage.name)
     if name:
@@ -55,7 +83,41 @@ def format_stage(stage: Any, elapsed_s: float, job_id: int | None = None, ended:
         body += f", {stage.numActiveTasks} running"
     if stage.numFailedTasks:
         body += f", {stage.numFailedTasks} failed"
+    counted = rows_part(rows) if rows else ""
+    if counted:
+        body += f", {counted}"
     return f"{head}: {body}, {elapsed_s:.1f}s"
+
+
+def rows_part(rows: Mapping[str, Any]) -> str:
+    """``1,234,567 rows read, 1,200,000 written`` from a REST API stage (``inputRecords``, ``outputRecords``,
+    ``shuffleReadRecords``, ``shuffleWriteRecords``): read = input + shuffle read, written = output + shuffle
+    write; a zero side is left out (``1,200,000 rows written``), and both zero give ``""``."""
+    read = sum(int(rows.get(field) or 0) for field in READ_FIELDS)
+    written = sum(int(rows.get(field) or 0) for field in WRITE_FIELDS)
+    if read and written:
+        return f"{read:,} {_rows_noun(read)} read, {written:,} written"
+    if read:
+        return f"{read:,} {_rows_noun(read)} read"
+    if written:
+        return f"{written:,} {_rows_noun(written)} written"
+    return ""
+
+
+def _rows_noun(n: int) -> str:
+    return "row" if n == 1 else "rows"
+
+
+def stage_rows(ui_url: str, app_id: str, stage_id: int, timeout: float = REST_TIMEOUT_S) -> dict[str, int] | None:
+    """The record counts of ``stage_id``'s latest attempt, from one request to the driver UI's REST API
+    (``details=false``: the stage's totals, not its tasks); None when Spark does not know the stage yet."""
+    url = f"{ui_url.rstrip('/')}/api/v1/applications/{app_id}/stages/{int(stage_id)}?details=false"
+    with _OPENER.open(url, timeout=timeout) as response:
+        attempts = json.load(response)
+    if not attempts:
+        return None
+    latest = max(attempts, key=lambda a: a.get("attemptId", 0))
+    return {field: int(latest.get(field) or 0) for field in READ_FIELDS + WRITE_FIELDS}
 
 
 def short_name(name: str | None) -> str:
@@ -84,6 +146,10 @@ class SparkProgressReporter:
         self._thread: threading.Thread | None = None
         # stage id → [first seen (monotonic), last line logged (monotonic), job id]
         self._active: dict[int, list[Any]] = {}
+        # Row counts come from the UI's REST API: off when the UI is (uiWebUrl None) or after repeated failures.
+        ui_url = getattr(spark_context, "uiWebUrl", None)
+        self._ui_url: str | None = ui_url if isinstance(ui_url, str) and ui_url else None
+        self._rows_failures = 0
 
     def start(self) -> SparkProgressReporter:
         if self._thread is None:
@@ -112,6 +178,7 @@ class SparkProgressReporter:
         self.stop()
 
     def _run(self) -> None:
+        self._warm_up_rows()
         while not self._stop.wait(self._poll_s):
             if not self._safe_poll():
                 return
@@ -141,14 +208,42 @@ class SparkProgressReporter:
             first, _, job_id = self._active.pop(stage_id)
             info = tracker.getStageInfo(stage_id)
             if info is not None:
-                self._log.info(format_stage(info, now - first, job_id, ended=True))
+                self._log.info(format_stage(info, now - first, job_id, ended=True, rows=self._rows(stage_id)))
         for stage_id in sorted(active - new):
             entry = self._active[stage_id]
             if now - entry[1] >= self.interval:
                 info = tracker.getStageInfo(stage_id)
                 if info is not None:
                     entry[1] = now
-                    self._log.info(format_stage(info, now - entry[0], entry[2]))
+                    self._log.info(format_stage(info, now - entry[0], entry[2], rows=self._rows(stage_id)))
+
+    def _rows(self, stage_id: int) -> dict[str, int] | None:
+        """The stage's record counts, or None (UI off, REST API given up on, or this request failed)."""
+        if not self._ui_url or self._rows_failures >= MAX_ROWS_FAILURES:
+            return None
+        try:
+            rows = stage_rows(self._ui_url, self._sc.applicationId, stage_id)
+        except Exception as exc:  # a timeout, a refused connection, a proxy's HTML page: the line goes without rows
+            self._rows_failures += 1
+            self._log.debug("spark: no row counts for stage %s from %s: %s", stage_id, self._ui_url, exc)
+            if self._rows_failures >= MAX_ROWS_FAILURES:
+                self._log.debug(
+                    "spark: %d REST requests failed in a row; progress lines go without rows", MAX_ROWS_FAILURES
+                )
+            return None
+        self._rows_failures = 0
+        return rows
+
+    def _warm_up_rows(self) -> None:
+        """One small request before the first poll: the UI's REST API loads on its first call (a second or more on a
+        cold JVM), which would otherwise eat the first line's timeout."""
+        if not self._ui_url:
+            return
+        try:
+            with _OPENER.open(f"{self._ui_url.rstrip('/')}/api/v1/version", timeout=2 * REST_TIMEOUT_S):
+                pass
+        except Exception as exc:
+            self._log.debug("spark: the UI's REST API did not answer at %s: %s", self._ui_url, exc)
 
     @staticmethod
     def _jobs_of(tracker: Any, stage_ids: set[int]) -> dict[int, int]:
