@@ -34,13 +34,19 @@ def requirements() -> list[str]:
 
 def save_mlflow_model(folder: str | Path, spec: ModelSpec, path: str | Path) -> Path:
     """Write the Hugging Face folder ``folder`` (from ``export``) as an MLflow model at ``path``; returns ``path``."""
+    from huggingface_hub import ModelCard
+
     from tokenmill.training.hf import pipeline_tag
 
     folder, path = Path(folder), Path(path)
-    task = pipeline_tag(spec)
+    card = ModelCard.load(folder / "README.md")
     if spec.encoder_decoder:
-        return _save_seq2seq(folder, path)
-    return _save_pipeline(folder, task, path)
+        _save_seq2seq(folder, path)
+    else:
+        _save_pipeline(folder, pipeline_tag(spec), card, path)
+    # MLflow looks for a transformers model's licence on the Hub, under the folder's name; the card says what it is.
+    (path / "LICENSE.txt").write_text(licence_text(card.data.to_dict()))
+    return path
 
 
 def _signature(new_tokens: bool):
@@ -50,13 +56,11 @@ def _signature(new_tokens: bool):
     return infer_signature(["a prompt"], ["an answer"], params=params or None)
 
 
-def _save_pipeline(folder: Path, task: str, path: Path) -> Path:
+def _save_pipeline(folder: Path, task: str, card, path: Path) -> None:
     import mlflow.transformers
     import transformers
-    from huggingface_hub import ModelCard
 
     pipe = transformers.pipeline(task, model=str(folder), tokenizer=str(folder), device="cpu")
-    card = ModelCard.load(folder / "README.md")
     if task == "text-generation":
         config = {"handle_long_generation": "hole", "truncation": True, "max_new_tokens": DEFAULT_NEW_TOKENS}
     else:  # fill-mask: the input spells [MASK]; the export reads spelled specials as text, as training did
@@ -70,9 +74,6 @@ def _save_pipeline(folder: Path, task: str, path: Path) -> Path:
         pip_requirements=requirements(),
         model_config=config,
     )
-    # MLflow looks for the licence on the Hub, under the folder's name; the card says what it is.
-    (path / "LICENSE.txt").write_text(licence_text(card.data.to_dict()))
-    return path
 
 
 def licence_text(front: dict[str, Any]) -> str:
@@ -84,7 +85,7 @@ def licence_text(front: dict[str, Any]) -> str:
     return "\n".join(parts) + "\nSee the model card (model_card.md) for the training data and its sources.\n"
 
 
-def _save_seq2seq(folder: Path, path: Path) -> Path:
+def _save_seq2seq(folder: Path, path: Path) -> None:
     import mlflow.pyfunc
 
     mlflow.pyfunc.save_model(
@@ -95,4 +96,3 @@ def _save_seq2seq(folder: Path, path: Path) -> Path:
         pip_requirements=requirements(),
         model_config={"max_new_tokens": DEFAULT_NEW_TOKENS},
     )
-    return path

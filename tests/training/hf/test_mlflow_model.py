@@ -63,8 +63,9 @@ def test_every_family_has_an_mlmodel_with_a_pyfunc_flavour_and_pinned_requiremen
         assert ("transformers" in mlmodel["flavors"]) == (family in ("gpt", "bert")), family
         reqs = (path / "requirements.txt").read_text()
         assert "transformers==" in reqs and "torch==" in reqs, family
-    licence = (saved["gpt"] / "LICENSE.txt").read_text()  # the card's, not a pointer to the Hub
-    assert "License: other" in licence and "tokenmill-sample-sources" in licence and "huggingface.co" not in licence
+        licence = (path / "LICENSE.txt").read_text()  # the card's, not a pointer to the Hub
+        assert "License: other" in licence and "tokenmill-sample-sources" in licence, family
+        assert "huggingface.co" not in licence, family
 
 
 def test_gpt_generates_through_pyfunc_and_transformers(saved):
