@@ -545,8 +545,8 @@ def generate_command(args) -> int:
     import torch
     from tokenizers import Tokenizer
 
+    from tokenmill.core.tokenizer import special_ids
     from tokenmill.training.families import FAMILIES, spec_of
-    from tokenmill.training.tokenizer import special_ids
     from tokenmill.training.weights import load_model
 
     model, tok_path = load_model(args.model)
@@ -584,9 +584,9 @@ def generate_command(args) -> int:
 def attention_command(args) -> int:
     from tokenizers import Tokenizer
 
+    from tokenmill.core.tokenizer import special_ids
     from tokenmill.training.attention import attention_maps, head_entropy, save_attention_pngs, token_labels
     from tokenmill.training.families import spec_of
-    from tokenmill.training.tokenizer import special_ids
     from tokenmill.training.weights import load_model
 
     model, tok_path = load_model(args.model)

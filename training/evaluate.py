@@ -26,9 +26,10 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
     """Validation metrics of the model in ``model_dir`` under the run config ``cfg``: the objective's
     named losses, the token loss and the unigram baseline (nats/token), and perplexity for GPT."""
     from tokenmill.core.manifest import read_manifest
+    from tokenmill.core.tokenizer import load_pretrained
     from tokenmill.training.families import spec_of
     from tokenmill.training.objectives import accumulate, against_baseline, objective_for_run
-    from tokenmill.training.tokenizer import load_pretrained, load_tokens
+    from tokenmill.training.tokenizer import load_tokens
     from tokenmill.training.weights import load_model
 
     tokens = read_manifest(tokens_manifest, stage="tokenize")

@@ -645,7 +645,7 @@ def load_pairs(path, tokenizer, validation_fraction: float) -> tuple[list, list]
     import json
     from pathlib import Path
 
-    from tokenmill.training.tokenizer import split_of
+    from tokenmill.core.tokenizer import split_of
 
     splits: dict[str, list] = {"train": [], "validation": []}
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):

@@ -126,12 +126,13 @@ def setup(args: argparse.Namespace) -> Run:
     the DeepSpeed engine and the tracker; on rank 0 the DeepSpeed JSON and the resolved model go to MLflow."""
     from tokenmill.core.config import load_config
     from tokenmill.core.manifest import read_manifest
+    from tokenmill.core.tokenizer import load_pretrained
     from tokenmill.core.tracking import MetricsLogger, MlflowLogger
     from tokenmill.training import distributed
     from tokenmill.training.families import spec_of
     from tokenmill.training.flops import detect_device, flops_per_token, peak_flops
     from tokenmill.training.objectives import objective_for_run
-    from tokenmill.training.tokenizer import load_pretrained, load_tokens
+    from tokenmill.training.tokenizer import load_tokens
 
     cfg = load_config(args.run_config)  # the dump the CLI or flow resolved: no step registry needed here
     tcfg = cfg.train

@@ -13,16 +13,8 @@ from tokenizers import Tokenizer
 
 from tokenmill.core.config import TokenizerConfig
 from tokenmill.core.manifest import read_manifest, sha256_file, write_manifest
-from tokenmill.training.tokenizer import (
-    EOT,
-    SPECIAL_TOKENS,
-    load_pretrained,
-    load_tokens,
-    run_tokenize,
-    special_ids,
-    split_of,
-    train_bpe,
-)
+from tokenmill.core.tokenizer import EOT, SPECIAL_TOKENS, load_pretrained, special_ids, split_of, train_bpe
+from tokenmill.training.tokenizer import load_tokens, run_tokenize
 
 ENGLISH = [
     "The cat sat on the mat. The dog sat on the log.",

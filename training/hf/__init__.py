@@ -68,7 +68,7 @@ def export(
     refuses (``ValueError``) more new tokens than the context holds; see ``model_card``. ``facts`` are the
     run's figures for the card (``model_card`` lists the keys); absent ones read "not recorded".
     """
-    from tokenmill.training.tokenizer import load_pretrained, special_ids
+    from tokenmill.core.tokenizer import load_pretrained, special_ids
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,10 +9,10 @@ import pytest
 import torch
 import yaml
 
+from tokenmill.core.tokenizer import SPECIAL_TOKENS, load_pretrained, train_bpe
 from tokenmill.training.hf import export, model_card
 from tokenmill.training.models.bert import BERT, BERTConfig
 from tokenmill.training.models.gpt import GPT, GPTConfig
-from tokenmill.training.tokenizer import SPECIAL_TOKENS, load_pretrained, train_bpe
 
 TEXTS = [
     "The cat sat on the mat. The dog sat on the log.",

@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from tokenmill.core.tokenizer import load_pretrained, special_ids, train_bpe
 from tokenmill.training.families import spec_for
 from tokenmill.training.hf import export
 from tokenmill.training.hf.mlflow_model import DEFAULT_NEW_TOKENS, save_mlflow_model
@@ -14,7 +15,6 @@ from tokenmill.training.models.bert import BERT, BERTConfig
 from tokenmill.training.models.gpt import GPT, GPTConfig
 from tokenmill.training.models.t5 import T5, T5Config
 from tokenmill.training.models.transformer import Transformer, TransformerConfig
-from tokenmill.training.tokenizer import load_pretrained, special_ids, train_bpe
 
 TEXTS = [
     "The cat sat on the mat. The dog sat on the log.",

@@ -138,7 +138,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tokenmill.training.tokenizer import train_bpe
+    from tokenmill.core.tokenizer import train_bpe
 
     return train_bpe(iter(TEXTS), vocab_size=500, min_frequency=1)
 
@@ -151,11 +151,11 @@ def check_spec(spec, tok) -> None:
     import numpy as np
     import transformers
 
+    from tokenmill.core.tokenizer import special_ids
     from tokenmill.training import flops
     from tokenmill.training.attention import attention_maps
     from tokenmill.training.families import Framing, spec_of
     from tokenmill.training.objectives import Objective, build_objective
-    from tokenmill.training.tokenizer import special_ids
 
     for field in dataclasses.fields(spec):
         value = getattr(spec, field.name)

@@ -1,4 +1,4 @@
-"""The indexed token-shard format (training/indexed.py): round trip, megatron-core reads it, streaming windows,
+"""The indexed token-shard format (tokenmill/core/indexed.py): round trip, megatron-core reads it, streaming windows,
 the stateless epoch order, and a stream of more than 2**32 tokens on sparse files."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from tokenmill.training.indexed import (
+from tokenmill.core.indexed import (
     IndexedShard,
     IndexedShardWriter,
     TokenStream,
