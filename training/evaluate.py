@@ -27,9 +27,9 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
     named losses, the token loss and the unigram baseline (nats/token), and perplexity for GPT."""
     from tokenmill.core.manifest import read_manifest
     from tokenmill.core.tokenizer import load_pretrained
+    from tokenmill.training.data import open_split
     from tokenmill.training.families import spec_of
     from tokenmill.training.objectives import accumulate, against_baseline, objective_for_run
-    from tokenmill.training.tokenizer import load_tokens
     from tokenmill.training.weights import load_model
 
     tokens = read_manifest(tokens_manifest, stage="tokenize")
@@ -39,8 +39,7 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
     tokenizer = load_pretrained(tokenizer_path)  # as the tokenize stage encoded
     specials = tokens["tokenizer"]["special_tokens"]
     vocab_size = tokens["tokenizer"]["vocab_size"]
-    train_tokens = load_tokens(tokens["splits"]["train"]["path"])
-    val_tokens = load_tokens(tokens["splits"]["validation"]["path"])
+    train_tokens, val_tokens = open_split(tokens, "train"), open_split(tokens, "validation")
     objective, source = objective_for_run(
         cfg, family, model.cfg.block_size, specials, vocab_size, tokenizer, train_tokens, val_tokens
     )

@@ -13,9 +13,12 @@ The training loop only sees :class:`Objective`, so it is the same for every fami
 - ``tokens(batch)`` counts the real (non-pad) tokens a batch feeds the model, for tokens/s.
 
 Batches are dicts of CPU int64 tensors; ``-100`` in ``labels`` marks positions that are not scored.
-Token streams are int64 arrays of documents concatenated, each ending with the EOT id (``load_tokens``);
-``specials`` is the tokenizer's ``special_ids`` dict (``eot``, ``pad``, ``cls``, ``sep``, ``mask``,
-``sentinel_0`` ...). Models are called with keyword arguments named after the batch keys:
+Token streams are ``TokenStream``s (``tokenmill.training.data.open_split``: shards memory-mapped, read a window at
+a time), documents back to back, each ending with the EOT id; an in-memory int64 array is accepted too
+(``as_stream``). Objectives that read windows visit them without replacement within an epoch (``WindowOrder``) and
+say how many an epoch has (``windows_per_epoch``, ``tokens_per_epoch``). ``specials`` is the tokenizer's
+``special_ids`` dict (``eot``, ``pad``, ``cls``, ``sep``, ``mask``, ``sentinel_0`` ...). Models are called with
+keyword arguments named after the batch keys:
 
 - causal LM: ``model(input_ids=...) -> logits (B, T, V)``
 - masked LM: ``model(input_ids=, token_type_ids=, attention_mask=) -> (mlm_logits (B, T, V), nsp_logits (B, 2))``
@@ -31,7 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tokenmill.training.data import PackedBatches, eval_blocks, unigram_cross_entropy
+from tokenmill.core.indexed import WindowOrder
+from tokenmill.training.data import PackedBatches, as_stream, eval_blocks, token_counts, unigram_cross_entropy
 from tokenmill.training.families import spec_for
 
 IGNORE = -100  # label of positions that are not scored (torch's cross_entropy default ignore_index)
@@ -44,6 +48,8 @@ class Objective:
     """Builds the batches of one training objective and scores a model on them."""
 
     name: str = ""
+    windows_per_epoch: int | None = None  # examples one epoch of the stream holds (None: not epoch-based)
+    tokens_per_epoch: int | None = None  # stream tokens one epoch covers
 
     def batch(self, step: int, global_batch: int, rank: int = 0, world_size: int = 1) -> dict[str, torch.Tensor]:
         """This rank's slice of the global batch of ``step``: a pure function of (seed, step), so training
@@ -65,7 +71,7 @@ class Objective:
     @classmethod
     def from_stream(
         cls,
-        tokens: np.ndarray,
+        tokens,
         *,
         block_size: int,
         specials: dict[str, int],
@@ -133,13 +139,15 @@ def sentence_end_table(tokenizer) -> np.ndarray:
 
 
 class CausalLMObjective(Objective):
-    """Next-token prediction on random packed windows of the stream (documents separated by EOT)."""
+    """Next-token prediction on packed windows of the stream (documents separated by EOT), without replacement
+    within an epoch (``PackedBatches``)."""
 
     name = "causal_lm"
 
-    def __init__(self, tokens: np.ndarray, block_size: int, seed: int):
+    def __init__(self, tokens, block_size: int, seed: int):
         self.block_size = block_size
-        self._packed = PackedBatches(np.asarray(tokens, dtype=np.int64), block_size, seed)
+        self._packed = PackedBatches(tokens, block_size, seed)
+        self.windows_per_epoch, self.tokens_per_epoch = self._packed.windows_per_epoch, self._packed.tokens_per_epoch
 
     def batch(self, step, global_batch, rank=0, world_size=1):
         x, y = self._packed.batch(step, global_batch, rank, world_size)  # (B, T) each
@@ -147,7 +155,7 @@ class CausalLMObjective(Objective):
 
     def eval_batches(self, tokens, max_examples, batch_size):
         """Consecutive non-overlapping blocks from the start of ``tokens``."""
-        x, y = eval_blocks(np.asarray(tokens, dtype=np.int64), self.block_size, max_examples)
+        x, y = eval_blocks(tokens, self.block_size, max_examples)
         return [{"input_ids": x[r.start : r.stop], "labels": y[r.start : r.stop]} for r in _chunks(len(x), batch_size)]
 
     def loss(self, model, batch):
@@ -178,6 +186,11 @@ class MaskedLMObjective(Objective):
     A is a contiguous span of one document (never crossing EOT), B either its continuation (IsNext, label 0)
     or a span of another document (NotNext, label 1), half and half. A+B fill ``block_size - 3`` tokens
     when the documents are long enough, A's share drawn at random; short examples are padded.
+    Where A comes from: the stream is cut into windows of ``block_size - 3`` tokens, visited without replacement
+    within an epoch (``WindowOrder``); A is the span of up to ``block_size - 3`` tokens of the document holding the
+    window's first token that contains it (the full length when the document allows). A window on a document too
+    short for a pair (under 2 tokens) falls back to a random position of the stream (token-weighted). Document
+    bounds come from the shards' index (``TokenStream.document_bounds``), a document's trailing EOT excluded.
     Given ``sentence_end`` (bool per token id, see :func:`sentence_end_table`), segments start at sentence
     starts and A ends at a sentence end when one lies within ``sentence_window`` tokens of the drawn cut.
     Masking: ``round(mask_prob * len(A+B))`` (at least 1) positions, 80% -> [MASK], 10% -> a random
@@ -186,10 +199,11 @@ class MaskedLMObjective(Objective):
     """
 
     name = "mlm_nsp"
+    _TRIES = 64  # draws of a random position before giving up on finding a long enough document
 
     def __init__(
         self,
-        tokens: np.ndarray,
+        tokens,
         block_size: int,
         specials: dict[str, int],
         seed: int,
@@ -199,19 +213,19 @@ class MaskedLMObjective(Objective):
         sentence_end: np.ndarray | None = None,
         sentence_window: int | None = None,
     ):
-        tokens = np.asarray(tokens, dtype=np.int64)
         if block_size < 5:
             raise ValueError(f"block_size {block_size} is too small for [CLS] A [SEP] B [SEP]")
         if not 0.0 <= mask_prob <= 1.0:
             raise ValueError(f"mask_prob must be in [0, 1], got {mask_prob}")
-        self.stream, self.block_size, self.specials, self.seed = tokens, block_size, dict(specials), seed
-        self.mask_prob, self.nsp = mask_prob, nsp
         self.eot, self.pad = specials["eot"], specials["pad"]
+        self.stream = as_stream(tokens, self.eot)
+        self.block_size, self.specials, self.seed = block_size, dict(specials), seed
+        self.mask_prob, self.nsp = mask_prob, nsp
         self.cls, self.sep, self.mask = specials["cls"], specials["sep"], specials["mask"]
         special_values = np.array(sorted(set(specials.values())), dtype=np.int64)
         self.special_values = special_values
         if vocab_size is None:  # the ids we can see; build_objective always passes the tokenizer's size
-            vocab_size = int(max(tokens.max(initial=0), special_values.max())) + 1
+            vocab_size = max(len(self.stream.unigram_counts), int(special_values.max()) + 1)
         self.vocab_size = vocab_size
         self.regular_ids = np.setdiff1d(np.arange(vocab_size, dtype=np.int64), special_values)  # random replacements
         if len(self.regular_ids) == 0:
@@ -219,28 +233,19 @@ class MaskedLMObjective(Objective):
         self.sentence_end = None
         if sentence_end is not None:
             self.sentence_end = np.asarray(sentence_end, dtype=bool)
-            if len(tokens) and len(self.sentence_end) <= tokens.max():
-                raise ValueError(f"sentence_end has {len(self.sentence_end)} entries; token ids reach {tokens.max()}")
+            if len(self.sentence_end) < vocab_size:
+                raise ValueError(f"sentence_end has {len(self.sentence_end)} entries; the vocabulary {vocab_size}")
         self.target_len = block_size - 3  # A + B
         self.sentence_window = sentence_window or max(8, self.target_len // 4)
-
-        # Documents = maximal EOT-free runs; empty ones (EOT EOT) are dropped.
-        eots = np.flatnonzero(tokens == self.eot)
-        starts = np.concatenate([[0], eots + 1])
-        stops = np.concatenate([eots, [len(tokens)]])
-        lengths = stops - starts
-        nonempty = lengths > 0
-        self.doc_start, self.doc_len = starts[nonempty], lengths[nonempty]
-        self.doc_cum = np.cumsum(self.doc_len)  # token-weighted sampling of B's document (NotNext)
-        # A needs >= 2 tokens, so that an IsNext continuation exists; sampled in proportion to length.
-        self.a_docs = np.flatnonzero(self.doc_len >= 2)
-        if len(self.a_docs) == 0:
+        if len(self.stream) < 2:
             raise ValueError("no document has 2 or more tokens: cannot build sentence pairs")
-        self.a_cum = np.cumsum(self.doc_len[self.a_docs])
-        if nsp and len(self.doc_len) < 2:
+        if nsp and self.stream.num_documents < 2:
             raise ValueError("next sentence prediction needs at least two non-empty documents")
+        self.windows_per_epoch = max(1, len(self.stream) // self.target_len)
+        self.tokens_per_epoch = self.windows_per_epoch * self.target_len
+        self.order = WindowOrder(self.windows_per_epoch, seed)
 
-    def _with_tokens(self, tokens: np.ndarray) -> MaskedLMObjective:
+    def _with_tokens(self, tokens) -> MaskedLMObjective:
         return MaskedLMObjective(
             tokens,
             self.block_size,
@@ -255,21 +260,62 @@ class MaskedLMObjective(Objective):
 
     # ---- segments
 
+    def _content(self, doc: int) -> tuple[int, int]:
+        """``(start, stop)`` of document ``doc``'s tokens without its trailing EOT (one token read)."""
+        starts, stops = self.stream.document_bounds(doc)
+        start, stop = int(starts[0]), int(stops[0])
+        if stop > start and int(self.stream.window(stop - 1, 1)[0]) == self.eot:
+            stop -= 1
+        return start, stop
+
     def _sentence_start(self, pos: int, doc_start: int) -> int:
         """``pos`` moved back to the start of its sentence, if that start lies within ``sentence_window``."""
         if self.sentence_end is None or pos == doc_start:
             return pos
         lo = max(doc_start, pos - self.sentence_window)
-        ends = np.flatnonzero(self.sentence_end[self.stream[lo:pos]])
+        ends = np.flatnonzero(self.sentence_end[self.stream.window(lo, pos - lo)])
         if len(ends):
             return lo + int(ends[-1]) + 1
         return doc_start if lo == doc_start else pos  # a document start is a sentence start too
 
-    def _span(self, rng: np.random.Generator, doc: int, length: int) -> tuple[int, int]:
-        """``(start, stop)`` of up to ``length`` tokens of document ``doc``, full length if the document allows."""
-        d0, dlen = int(self.doc_start[doc]), int(self.doc_len[doc])
-        start = self._sentence_start(d0 + int(rng.integers(0, max(dlen - length, 0) + 1)), d0)
-        return start, min(start + length, d0 + dlen)
+    def _span(self, rng: np.random.Generator, bounds: tuple[int, int], length: int) -> tuple[int, int]:
+        """``(start, stop)`` of up to ``length`` tokens within ``bounds``, full length if the document allows."""
+        d0, d1 = bounds
+        start = self._sentence_start(d0 + int(rng.integers(0, max(d1 - d0 - length, 0) + 1)), d0)
+        return start, min(start + length, d1)
+
+    def _a_span(self, rng: np.random.Generator, window: int) -> tuple[int, int, int]:
+        """``(document, start, stop)`` of A's chunk (>= 2 tokens): around the window's first token, or (document
+        too short) around a random position."""
+        pos = window * self.target_len
+        for _ in range(self._TRIES):
+            doc = int(self.stream.document_of(pos)[0])
+            d0, d1 = self._content(doc)
+            if d1 - d0 >= 2:
+                start = self._sentence_start(max(d0, min(pos, d1 - self.target_len)), d0)
+                return doc, start, min(start + self.target_len, d1)
+            pos = int(rng.integers(len(self.stream)))
+        raise ValueError(f"no document of 2 or more tokens found in {self._TRIES} draws: cannot build sentence pairs")
+
+    def _pair(self, rng: np.random.Generator, is_next: bool, window: int) -> tuple[np.ndarray, np.ndarray]:
+        """Segments A and B (token arrays) of one example."""
+        a_doc, start, stop = self._a_span(rng, window)
+        chunk = self.stream.window(start, stop - start)  # >= 2 tokens
+        a_len = self._cut(rng, chunk)
+        if is_next:
+            return chunk[:a_len], chunk[a_len:]
+        # B from another document, drawn in proportion to length: skip A's document's range of token positions.
+        starts, stops = self.stream.document_bounds(a_doc)
+        a_lo, a_size = int(starts[0]), int(stops[0] - starts[0])
+        for _ in range(self._TRIES):
+            u = int(rng.integers(len(self.stream) - a_size))
+            if u >= a_lo:
+                u += a_size
+            b = self._content(int(self.stream.document_of(u)[0]))
+            if b[1] > b[0]:
+                b_start, b_stop = self._span(rng, b, self.target_len - a_len)
+                return chunk[:a_len], self.stream.window(b_start, b_stop - b_start)
+        raise ValueError(f"no other non-empty document found in {self._TRIES} draws: cannot build NotNext pairs")
 
     def _cut(self, rng: np.random.Generator, chunk: np.ndarray) -> int:
         """Length of A within ``chunk`` (1 .. len-1): random, snapped to a nearby sentence end if there is one."""
@@ -283,29 +329,15 @@ class MaskedLMObjective(Objective):
                     a_len = nearest
         return a_len
 
-    def _pair(self, rng: np.random.Generator, is_next: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Segments A and B (token arrays) of one example."""
-        a_doc = int(self.a_docs[np.searchsorted(self.a_cum, rng.integers(self.a_cum[-1]), side="right")])
-        start, stop = self._span(rng, a_doc, self.target_len)
-        chunk = self.stream[start:stop]  # >= 2 tokens: A's document has >= 2 and _span keeps what it can
-        a_len = self._cut(rng, chunk)
-        if is_next:
-            return chunk[:a_len], chunk[a_len:]
-        # B from another document, drawn in proportion to length: skip A's document's range of token positions.
-        a_lo = int(self.doc_cum[a_doc] - self.doc_len[a_doc])
-        u = int(rng.integers(self.doc_cum[-1] - self.doc_len[a_doc]))
-        if u >= a_lo:
-            u += int(self.doc_len[a_doc])
-        b_doc = int(np.searchsorted(self.doc_cum, u, side="right"))
-        b_start, b_stop = self._span(rng, b_doc, self.target_len - a_len)
-        return chunk[:a_len], self.stream[b_start:b_stop]
-
     # ---- examples
 
-    def _example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-        """One example: ``(input_ids, token_type_ids, attention_mask, labels)`` rows and the NSP label."""
+    def _example(
+        self, rng: np.random.Generator, window: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """One example (A from window ``window``): ``(input_ids, token_type_ids, attention_mask, labels)`` rows and
+        the NSP label."""
         is_next = (not self.nsp) or bool(rng.random() < 0.5)
-        a, b = self._pair(rng, is_next)
+        a, b = self._pair(rng, is_next, window)
         na, nb, T = len(a), len(b), self.block_size
         ids = np.full(T, self.pad, dtype=np.int64)
         ids[0], ids[1 : 1 + na], ids[1 + na] = self.cls, a, self.sep
@@ -343,12 +375,16 @@ class MaskedLMObjective(Objective):
 
     def batch(self, step, global_batch, rank=0, world_size=1):
         mine = _rank_range(global_batch, rank, world_size)
-        return self._collate([self._example(np.random.default_rng([self.seed, step, i])) for i in mine])
+        windows = self.order.windows_of_step(step, global_batch)
+        return self._collate([self._example(np.random.default_rng([self.seed, step, i]), windows[i]) for i in mine])
 
     def eval_batches(self, tokens, max_examples, batch_size):
-        """``max_examples`` examples of the validation stream, drawn from a fixed seed."""
+        """``max_examples`` examples of the validation stream, A from its first windows in order (wrapping
+        around), the rest drawn from a fixed seed."""
         val = self._with_tokens(tokens)
-        examples = [val._example(np.random.default_rng([_EVAL_SEED, i])) for i in range(max_examples)]
+        examples = [
+            val._example(np.random.default_rng([_EVAL_SEED, i]), i % val.windows_per_epoch) for i in range(max_examples)
+        ]
         return [self._collate(examples[r.start : r.stop]) for r in _chunks(len(examples), batch_size)]
 
     def loss(self, model, batch):
@@ -480,6 +516,9 @@ def _segment_lengths(keys: np.ndarray, num_items: int, num_segments: int) -> np.
 class SpanCorruptionObjective(_EncoderDecoderObjective):
     """T5 span corruption on packed raw windows of the stream (windows may cross documents, as T5 packs).
 
+    The stream is cut into consecutive windows of ``raw_len`` tokens, visited without replacement within an epoch
+    (``WindowOrder``); example ``i`` of step ``s`` draws its noise from ``default_rng([seed, s, i])``.
+
     ``round(raw_len * noise_density)`` tokens in ``round(noise / mean_span_length)`` spans are dropped from the
     window; inputs keep the rest with each span replaced by the next sentinel (``sentinel_0``, ``sentinel_1``,
     ...), targets are each sentinel followed by its span; both end with EOT as EOS. ``raw_len`` is the longest
@@ -492,7 +531,7 @@ class SpanCorruptionObjective(_EncoderDecoderObjective):
 
     def __init__(
         self,
-        tokens: np.ndarray,
+        tokens,
         input_length: int,
         target_length: int | None = None,
         *,
@@ -511,7 +550,7 @@ class SpanCorruptionObjective(_EncoderDecoderObjective):
         elif target_length < needed:
             raise ValueError(f"target_length {target_length} is shorter than the {needed} tokens the targets need")
         super().__init__(input_length, target_length, specials)
-        self.stream = np.asarray(tokens, dtype=np.int64)
+        self.stream = as_stream(tokens)
         self.seed, self.noise_density, self.mean_span_length = seed, noise_density, mean_span_length
         self.raw_length = raw_len
         self.num_noise, self.num_spans = _noise_counts(raw_len, noise_density, mean_span_length)
@@ -523,6 +562,9 @@ class SpanCorruptionObjective(_EncoderDecoderObjective):
             )
         if len(self.stream) < raw_len:
             raise ValueError(f"only {len(self.stream)} tokens: a span-corruption window needs {raw_len}")
+        self.windows_per_epoch = len(self.stream) // raw_len
+        self.tokens_per_epoch = self.windows_per_epoch * raw_len
+        self.order = WindowOrder(self.windows_per_epoch, seed)
 
     @classmethod
     def from_stream(cls, tokens, *, block_size, specials, seed, vocab_size, sentence_end=None, **options):
@@ -562,13 +604,14 @@ class SpanCorruptionObjective(_EncoderDecoderObjective):
         return inputs, targets
 
     def _batch_of(self, starts: np.ndarray, rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
-        windows = self.stream[starts[:, None] + np.arange(self.raw_length)]  # (B, raw_len)
+        windows = self.stream.windows(starts, self.raw_length)  # (B, raw_len)
         inputs, targets = self.corrupt(windows, rngs)
         return self._collate(list(inputs), list(targets))
 
     def batch(self, step, global_batch, rank=0, world_size=1):
-        rngs = [np.random.default_rng([self.seed, step, i]) for i in _rank_range(global_batch, rank, world_size)]
-        starts = np.array([rng.integers(0, len(self.stream) - self.raw_length + 1) for rng in rngs], dtype=np.int64)
+        mine = _rank_range(global_batch, rank, world_size)
+        rngs = [np.random.default_rng([self.seed, step, i]) for i in mine]
+        starts = self.order.windows_of_step(step, global_batch)[mine.start : mine.stop] * self.raw_length
         return self._batch_of(starts, rngs)
 
     def eval_batches(self, tokens, max_examples, batch_size):
@@ -667,7 +710,7 @@ def load_pairs(path, tokenizer, validation_fraction: float) -> tuple[list, list]
 # --------------------------------------------------------------------------- per family
 
 
-def build_objective(family: str, tokens: np.ndarray, **stream_options) -> Objective:
+def build_objective(family: str, tokens, **stream_options) -> Objective:
     """The pre-training objective of a family (its ``ModelSpec.objective``): gpt -> causal LM, bert -> MLM + NSP,
     t5/transformer -> span corruption.
 
@@ -686,8 +729,8 @@ def objective_for_run(
     specials: dict[str, int],
     vocab_size: int,
     tokenizer,
-    train_tokens: np.ndarray,
-    val_tokens: np.ndarray,
+    train_tokens,
+    val_tokens,
 ) -> tuple[Objective, Any]:
     """``(objective, evaluation source)`` for a run's config: paired text when ``train.pairs`` is set (an
     encoder-decoder only), the family's pre-training objective on the token stream otherwise.
@@ -731,14 +774,16 @@ def accumulate(into: dict[str, list[float]], metrics: dict[str, tuple[float, flo
         acc[1] += float(count)
 
 
-def label_stream(objective: Objective, family: str, train_tokens, batches: int = 64, batch_size: int = 32):
-    """Training tokens as the objective asks to predict them, for the unigram baseline: the stream itself
-    for a family that predicts it (GPT); for the others labels of training batches (T5's targets are full of
-    sentinels and EOS)."""
+def label_counts(
+    objective: Objective, family: str, train_tokens, vocab_size: int, batches: int = 64, batch_size: int = 32
+) -> np.ndarray:
+    """Token counts of the training tokens as the objective asks to predict them, for the unigram baseline: the
+    split's unigram counts for a family that predicts the stream (GPT; from the tokenize manifest, no pass over
+    the tokens); for the others the labels of training batches (T5's targets are full of sentinels and EOS)."""
     if spec_for(family).predicts_stream:
-        return train_tokens
+        return as_stream(train_tokens).unigram_counts
     labels = torch.cat([objective.batch(step, batch_size)["labels"].reshape(-1) for step in range(batches)])
-    return labels[labels != IGNORE].numpy()
+    return token_counts(labels[labels != IGNORE].numpy(), vocab_size)
 
 
 def against_baseline(
@@ -755,7 +800,7 @@ def against_baseline(
     ``perplexity`` for a family that predicts the stream itself (else None)."""
     labels = torch.cat([b["labels"].reshape(-1) for b in eval_batches])
     targets = labels[labels != IGNORE]
-    baseline = unigram_cross_entropy(label_stream(objective, family, train_tokens), targets, vocab_size)
+    baseline = unigram_cross_entropy(label_counts(objective, family, train_tokens, vocab_size), targets, vocab_size)
     stream = spec_for(family).predicts_stream
     return {
         "token_loss": metrics[token_loss_name(family, pairs)],

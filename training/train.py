@@ -53,8 +53,8 @@ class Run:
     out_dir: Path
     tokens: dict  # the tokenize manifest
     tokenizer: Any
-    train_tokens: Any
-    val_tokens: Any
+    train_tokens: Any  # the train split (tokenmill.training.data.Split): shards memory-mapped
+    val_tokens: Any  # the validation split
     arch: Any  # the family's config dataclass
     spec: Any  # the family's ModelSpec
     objective: Any
@@ -129,10 +129,10 @@ def setup(args: argparse.Namespace) -> Run:
     from tokenmill.core.tokenizer import load_pretrained
     from tokenmill.core.tracking import MetricsLogger, MlflowLogger
     from tokenmill.training import distributed
+    from tokenmill.training.data import open_split
     from tokenmill.training.families import spec_of
     from tokenmill.training.flops import detect_device, flops_per_token, peak_flops
     from tokenmill.training.objectives import objective_for_run
-    from tokenmill.training.tokenizer import load_tokens
 
     cfg = load_config(args.run_config)  # the dump the CLI or flow resolved: no step registry needed here
     tcfg = cfg.train
@@ -150,8 +150,7 @@ def setup(args: argparse.Namespace) -> Run:
     tokens = read_manifest(args.tokens_manifest, stage="tokenize")
     tokenizer = load_pretrained(tokens["tokenizer"]["path"])  # as the tokenize stage encoded
     specials, vocab_size = tokens["tokenizer"]["special_tokens"], tokens["tokenizer"]["vocab_size"]
-    train_tokens = load_tokens(tokens["splits"]["train"]["path"])
-    val_tokens = load_tokens(tokens["splits"]["validation"]["path"])
+    train_tokens, val_tokens = open_split(tokens, "train"), open_split(tokens, "validation")
     model, arch = _model(cfg, vocab_size, specials)
     spec = spec_of(arch)
     objective, eval_source = objective_for_run(
@@ -187,6 +186,14 @@ def setup(args: argparse.Namespace) -> Run:
             world,
             tcfg.zero_stage,
         )
+        if objective.windows_per_epoch:
+            log.info(
+                "train: an epoch is %d examples, %d tokens (%d shard(s), %d documents), drawn without replacement",
+                objective.windows_per_epoch,
+                objective.tokens_per_epoch,
+                len(train_tokens.shards),
+                train_tokens.num_documents,
+            )
 
     micro, accum, _ = distributed.batch_sizes(tcfg, world)
     device_name, _ = detect_device()
@@ -285,6 +292,18 @@ def log_window(run: Run, progress: Progress, done: int) -> None:
     metrics = {f"train/{n}": sums[2 * i] / max(sums[2 * i + 1], 1) for i, n in enumerate(names)}
     if run.spec.predicts_stream:
         metrics["train/perplexity"] = math.exp(min(metrics["train/loss"], 50.0))
+    epoch = _epoch(run, done)
+    if epoch is not None:  # train/epoch, and a line for each epoch completed since the last log
+        metrics["train/epoch"] = epoch
+        previous = progress.history[-1]["step"] if progress.history else progress.start
+        for e in range(int(_epoch(run, previous)), int(epoch)):
+            log.info(
+                "train: epoch %d complete by step %d (%d tokens per epoch, %d examples)",
+                e + 1,
+                done,
+                run.objective.tokens_per_epoch,
+                run.objective.windows_per_epoch,
+            )
     metrics.update(
         {
             "train/lr": engine.get_lr()[0],
@@ -313,6 +332,14 @@ def log_window(run: Run, progress: Progress, done: int) -> None:
         eta,
     )
     progress.window_start, progress.window, progress.window_tokens = time.time(), {}, 0
+
+
+def _epoch(run: Run, done: int) -> float | None:
+    """Epochs of the stream completed after ``done`` steps (fractional), for an objective that has epochs."""
+    per_epoch = run.objective.windows_per_epoch
+    if not per_epoch:
+        return None
+    return done * run.accum * run.micro * run.world / per_epoch
 
 
 def evaluate_now(run: Run, done: int) -> None:
@@ -521,7 +548,8 @@ def _log_model(tracker, cfg, spec, out_dir: Path, state, arch, facts: dict) -> d
 def _attention_ids(val_tokens, specials: dict[str, int], framing, n: int = 24) -> list[int]:
     """A short validation snippet to draw attention maps for, framed as the family frames its inputs
     (BERT's start with [CLS])."""
-    ids = [int(t) for t in val_tokens[: n * 4] if int(t) not in specials.values()][:n]
+    head = val_tokens.window(0, min(len(val_tokens), n * 4))  # reads only these tokens
+    ids = [int(t) for t in head if int(t) not in specials.values()][:n]
     return framing.frame(ids[: n - framing.overhead], specials)
 
 

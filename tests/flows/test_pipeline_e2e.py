@@ -152,15 +152,15 @@ def test_the_registered_model_loads_through_mlflow_and_generates(pipeline_run, m
 def test_saved_weights_reproduce_the_reported_validation_loss(pipeline_run):
     """The model folder holds the model that was evaluated: a fresh single-process load scores the same."""
     from tokenmill.core.config import load_config
+    from tokenmill.training.data import open_split
     from tokenmill.training.objectives import build_objective
-    from tokenmill.training.tokenizer import load_tokens
     from tokenmill.training.weights import load_model
 
     result = read_manifest(pipeline_run["train_manifest"], stage="train")
     tokens = read_manifest(pipeline_run["tokens_manifest"], stage="tokenize")
     model, _ = load_model(result["model"]["folder"])
     assert result["weights"]["sha256"] == sha256_file(Path(result["model"]["folder"]) / "weights.safetensors")
-    val = load_tokens(tokens["splits"]["validation"]["path"])
+    val = open_split(tokens, "validation")
     objective = build_objective(
         "gpt",
         val,

@@ -130,6 +130,39 @@ def test_token_stream_windows_cross_shard_boundaries(tmp_path):
         stream.windows([len(flat) - 16], 17)
 
 
+def test_token_stream_document_bounds_and_document_of_come_from_the_index(tmp_path):
+    """Global document numbers across shards; empty documents and empty shards; Megatron's several sequences a
+    document; an in-memory shard reads alike."""
+    import torch
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    docs = [[1, 2, 3], [], [4], [5, 6]]
+    _write(tmp_path / "a", docs, np.uint16)
+    _write(tmp_path / "empty", [], np.uint16)
+    builder = IndexedDatasetBuilder(str(tmp_path / "m.bin"), dtype=np.uint16)
+    builder.add_document(torch.tensor([7, 8, 9, 10, 11]), [2, 3])  # one document of two sequences
+    builder.add_document(torch.tensor([12]), [1])
+    builder.finalize(str(tmp_path / "m.idx"))
+    _write(tmp_path / "b", [[13, 14], []], np.int32)
+    memory = IndexedShard.in_memory(np.array([15, 16, 17], dtype=np.uint16), [1, 0, 2])
+    stream = TokenStream([tmp_path / "a", tmp_path / "empty", tmp_path / "m", tmp_path / "b", memory])
+
+    lengths = [3, 0, 1, 2, 5, 1, 2, 0, 1, 0, 2]
+    assert stream.num_documents == len(lengths) and len(stream) == sum(lengths) == 17
+    starts, stops = stream.document_bounds(np.arange(len(lengths)))
+    np.testing.assert_array_equal(stops - starts, lengths)
+    np.testing.assert_array_equal(starts, np.cumsum(lengths) - lengths)
+    flat = stream.window(0, len(stream))
+    np.testing.assert_array_equal(flat, np.arange(1, 18))
+    np.testing.assert_array_equal(flat[starts[4] : stops[4]], [7, 8, 9, 10, 11])
+    owner = np.repeat(np.arange(len(lengths)), lengths)  # empty documents hold no position
+    np.testing.assert_array_equal(stream.document_of(np.arange(len(stream))), owner)
+    with pytest.raises(IndexError):
+        stream.document_bounds([len(lengths)])
+    with pytest.raises(IndexError):
+        stream.document_of([len(stream)])
+
+
 def test_num_windows():
     # Window w covers tokens [w L, w L + L + 1): the last one must end inside the stream.
     assert num_windows(1025, 1024) == 1 and num_windows(1024, 1024) == 0 and num_windows(2049, 1024) == 2

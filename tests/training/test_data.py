@@ -1,4 +1,5 @@
-"""tokenmill.training.data: deterministic packed batches, evaluation blocks and the unigram baseline."""
+"""tokenmill.training.data: deterministic packed batches, evaluation blocks and the unigram baseline (in-memory
+streams; the shard-backed loader is tests/training/test_streams.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokenmill.training.data import PackedBatches, eval_blocks, unigram_cross_entropy
+from tokenmill.training.data import PackedBatches, eval_blocks, token_counts, unigram_cross_entropy
 
 
 @pytest.fixture
@@ -57,13 +58,15 @@ def test_too_few_tokens_is_an_error(n):
         PackedBatches(np.arange(n, dtype=np.int64), block_size=8, seed=0)
 
 
-def test_every_window_start_is_reachable():
-    """With N tokens, windows of block_size + 1 can start at 0 .. N - block_size - 1; all must be sampled."""
+def test_windows_tile_the_stream_at_stride_block_size():
+    """Window w is tokens [w * block, w * block + block + 1): one epoch of 3 windows covers every target once."""
     block = 8
-    tokens = np.arange(block + 4, dtype=np.int64)  # valid starts: 0, 1, 2, 3
+    tokens = np.arange(3 * block + 4, dtype=np.int64)  # 3 windows; the 3 tokens after the last one are never read
     data = PackedBatches(tokens, block_size=block, seed=0)
-    starts = {int(data.batch(s, global_batch=16)[0][i, 0]) for s in range(20) for i in range(16)}
-    assert starts == {0, 1, 2, 3}
+    assert data.windows_per_epoch == 3 and data.tokens_per_epoch == 3 * block
+    x, y = data.batch(0, global_batch=3)
+    assert sorted(int(v) for v in x[:, 0]) == [0, 8, 16]
+    assert sorted(int(v) for row in y for v in row) == list(range(1, 3 * block + 1))
 
 
 def test_eval_blocks_are_consecutive_and_capped():
@@ -89,10 +92,11 @@ def test_eval_blocks_needs_one_full_block():
 
 
 def test_unigram_cross_entropy_matches_hand_computation():
-    train = np.array([0, 0, 1], dtype=np.int64)  # counts + 1 over vocab 3: [3, 2, 1] / 6
+    counts = token_counts(np.array([0, 0, 1], dtype=np.int64), 3)  # counts + 1 over vocab 3: [3, 2, 1] / 6
     targets = torch.tensor([[0, 2]])
     expected = -(math.log(3 / 6) + math.log(1 / 6)) / 2
-    assert unigram_cross_entropy(train, targets, vocab_size=3) == pytest.approx(expected)
+    assert unigram_cross_entropy(counts, targets, vocab_size=3) == pytest.approx(expected)
+    assert unigram_cross_entropy(np.array([2, 1]), targets, vocab_size=3) == pytest.approx(expected)  # padded
 
 
 def test_unigram_cross_entropy_prefers_matching_distribution():
@@ -100,12 +104,12 @@ def test_unigram_cross_entropy_prefers_matching_distribution():
     train = rng.choice(4, size=2000, p=[0.7, 0.1, 0.1, 0.1])
     matching = torch.from_numpy(rng.choice(4, size=500, p=[0.7, 0.1, 0.1, 0.1]))
     mismatched = torch.from_numpy(rng.choice(4, size=500, p=[0.1, 0.1, 0.1, 0.7]))
-    ce_match = unigram_cross_entropy(train, matching, vocab_size=4)
-    ce_mismatch = unigram_cross_entropy(train, mismatched, vocab_size=4)
+    ce_match = unigram_cross_entropy(token_counts(train, 4), matching, vocab_size=4)
+    ce_mismatch = unigram_cross_entropy(token_counts(train, 4), mismatched, vocab_size=4)
     assert ce_match < math.log(4) < ce_mismatch
 
 
 def test_unigram_cross_entropy_smooths_unseen_tokens():
-    ce = unigram_cross_entropy(np.array([0, 0, 0], dtype=np.int64), torch.tensor([5]), vocab_size=8)
+    ce = unigram_cross_entropy(token_counts([0, 0, 0], 8), torch.tensor([5]), vocab_size=8)
     assert math.isfinite(ce)
     assert ce == pytest.approx(-math.log(1 / 11))

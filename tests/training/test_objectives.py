@@ -238,8 +238,9 @@ def test_mlm_short_documents_and_errors():
         assert len(a) >= 1 and len(bb) >= 1 and len(a) + len(bb) <= 13
         if label == 0:
             assert np.array_equal(np.concatenate([pa, pb]), pa[0] + np.arange(len(a) + len(bb)))
+    # Document lengths are not scanned up front (a stream may hold billions): the batch finds out.
     with pytest.raises(ValueError, match="2 or more tokens"):
-        MaskedLMObjective(make_stream([1, 1, 1]), 16, SPECIALS, seed=0, vocab_size=VOCAB)
+        MaskedLMObjective(make_stream([1, 1, 1]), 16, SPECIALS, seed=0, vocab_size=VOCAB).batch(0, 2)
     with pytest.raises(ValueError, match="two non-empty documents"):
         MaskedLMObjective(make_stream([30]), 16, SPECIALS, seed=0, vocab_size=VOCAB)
     assert MaskedLMObjective(make_stream([30]), 16, SPECIALS, seed=0, nsp=False, vocab_size=VOCAB).batch(0, 2)

@@ -13,8 +13,8 @@ import torch
 
 from tokenmill import cli
 from tokenmill.core.manifest import read_manifest
+from tokenmill.training.data import open_split
 from tokenmill.training.objectives import build_objective
-from tokenmill.training.tokenizer import load_tokens
 from tokenmill.training.weights import load_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def test_each_family_trains_on_its_objective_and_logs_its_metrics(trained, famil
 def _eval_batch(family: str, folder: Path, tokens_manifest: str) -> dict[str, torch.Tensor]:
     """Validation examples of the family's objective, padded (the parity must hold with padding)."""
     tokens = read_manifest(tokens_manifest, stage="tokenize")
-    val = load_tokens(tokens["splits"]["validation"]["path"])
+    val = open_split(tokens, "validation")
     model, _ = load_model(folder)
     objective = build_objective(
         family,

@@ -230,6 +230,21 @@ class IndexedShard:
         # np.memmap cannot map an empty file.
         self.tokens = np.memmap(bin_path(prefix), dtype=self.dtype, mode="r") if size else np.empty(0, self.dtype)
 
+    @classmethod
+    def in_memory(cls, tokens: np.ndarray, document_lengths: Sequence[int] | np.ndarray) -> IndexedShard:
+        """A shard held in memory (small streams and tests): ``tokens`` split into documents of these lengths, one
+        sequence each, with the index arrays a file would have; it reads like a memory-mapped one."""
+        tokens = np.asarray(tokens)
+        lengths = np.asarray(document_lengths, dtype=np.int64)
+        if lengths.sum() != len(tokens):
+            raise ValueError(f"document lengths sum to {lengths.sum()}, the tokens are {len(tokens)}")
+        shard = cls.__new__(cls)
+        shard.prefix, shard.dtype, shard.tokens = "<memory>", tokens.dtype, tokens
+        shard.sequence_lengths = lengths.astype(np.int32)
+        shard.sequence_pointers = (np.cumsum(lengths) - lengths) * tokens.dtype.itemsize
+        shard.document_indices = np.arange(len(lengths) + 1, dtype=np.int64)
+        return shard
+
     @property
     def num_tokens(self) -> int:
         return len(self.tokens)
@@ -257,7 +272,8 @@ class IndexedShard:
 class TokenStream:
     """Many shards' tokens as one stream, in the order given, without loading them.
 
-    Keeps the shards' memory maps and their cumulative token offsets (O(shards)); a window copies only its tokens.
+    Keeps the shards' memory maps and their cumulative token and document offsets (O(shards)); a window copies
+    only its tokens, a document's bounds come from its shard's memory-mapped index (never from scanning tokens).
     Windows are int64 (what torch indexes embeddings and targets with: ``torch.from_numpy(w)`` needs no conversion),
     whatever the shards' dtype, so shards of uint16 and int32 mix.
     """
@@ -267,9 +283,66 @@ class TokenStream:
         # offsets[k] is the stream position of shard k's first token; offsets[-1] the stream's length.
         self.offsets = np.zeros(len(self.shards) + 1, dtype=np.int64)
         np.cumsum([s.num_tokens for s in self.shards], out=self.offsets[1:])
+        # doc_offsets[k] is the global number of shard k's first document; doc_offsets[-1] the document count.
+        self.doc_offsets = np.zeros(len(self.shards) + 1, dtype=np.int64)
+        np.cumsum([s.num_documents for s in self.shards], out=self.doc_offsets[1:])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
+
+    @property
+    def num_documents(self) -> int:
+        return int(self.doc_offsets[-1])
+
+    def document_bounds(self, docs: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(starts, stops)`` int64: global document ``d`` is stream tokens ``[start, stop)``.
+
+        Documents are numbered across shards in stream order; the bounds come from each shard's memory-mapped
+        sequence pointers and lengths (a binary search over the shards, a few index entries read per document).
+        """
+        d = np.atleast_1d(np.asarray(docs, dtype=np.int64))
+        if d.size and (d.min() < 0 or d.max() >= self.num_documents):
+            raise IndexError(f"documents must be in [0, {self.num_documents})")
+        starts, stops = np.empty(d.shape, np.int64), np.empty(d.shape, np.int64)
+        shard = np.searchsorted(self.doc_offsets, d, side="right") - 1
+        for k in np.unique(shard):
+            rows = shard == k
+            s = self.shards[k]
+            local = d[rows] - self.doc_offsets[k]
+            first = np.asarray(s.document_indices[local], dtype=np.int64)
+            last = np.asarray(s.document_indices[local + 1], dtype=np.int64) - 1
+            size = s.dtype.itemsize
+            # An empty document (no sequences) sits where the next one starts: at its first sequence, or the end.
+            at = np.where(
+                first < s.num_sequences,
+                np.asarray(s.sequence_pointers[np.minimum(first, max(s.num_sequences - 1, 0))]) // size,
+                s.num_tokens,
+            )
+            end = np.where(
+                last >= first,
+                np.asarray(s.sequence_pointers[np.maximum(last, 0)]) // size
+                + np.asarray(s.sequence_lengths[np.maximum(last, 0)], dtype=np.int64),
+                at,
+            )
+            starts[rows], stops[rows] = at + self.offsets[k], end + self.offsets[k]
+        return starts, stops
+
+    def document_of(self, positions: int | np.ndarray) -> np.ndarray:
+        """The global document (int64 array) holding each stream position: binary searches in the shards' indexes."""
+        p = np.atleast_1d(np.asarray(positions, dtype=np.int64))
+        if p.size and (p.min() < 0 or p.max() >= len(self)):
+            raise IndexError(f"positions must be in [0, {len(self)})")
+        out = np.empty(p.shape, np.int64)
+        shard = np.searchsorted(self.offsets, p, side="right") - 1
+        for k in np.unique(shard):
+            rows = shard == k
+            s = self.shards[k]
+            byte = (p[rows] - self.offsets[k]) * s.dtype.itemsize
+            seq = np.searchsorted(s.sequence_pointers, byte, side="right") - 1
+            # The last sequence starting at or before the byte; empty sequences share a pointer with the next one.
+            doc = np.searchsorted(s.document_indices, seq, side="right") - 1
+            out[rows] = doc + self.doc_offsets[k]
+        return out
 
     def _check(self, starts: np.ndarray, length: int) -> None:
         if length < 0:
