@@ -109,10 +109,11 @@ def _tokenize_inputs(args: dict[str, Any]) -> list[str]:
 
 @stage_task("tokenize-corpus", hours=6, retry_delay=5)
 def tokenize_corpus(cfg: Config, data_manifest: str, out_dir: str) -> str:
-    """Byte-level BPE on the kept shards, then train/validation token shards. Returns the tokens manifest path."""
-    from tokenmill.training.tokenizer import run_tokenize
+    """Spark job: byte-level BPE on a sample of the kept shards, then train/validation token shards in the Megatron
+    indexed format. Returns the tokens manifest path."""
+    from tokenmill.spark_jobs.tokenize import run_tokenize_job
 
-    run_tokenize(data_manifest, out_dir, cfg.tokenizer)
+    run_tokenize_job(data_manifest, out_dir, cfg)
     return str(Path(out_dir).resolve() / "manifest.json")
 
 
@@ -128,16 +129,26 @@ def publish_tokens(manifest_path: str) -> None:
     tok, splits = m["tokenizer"], m["splits"]
     named = [k for k in tok["special_tokens"] if not k.startswith("sentinel_")]
     sentinels = len(tok["special_tokens"]) - len(named)
+    sample = tok.get("sample") or {}
+    trained_on = (
+        f"{sample['documents']:,} documents, {sample['bytes']:,} bytes (fraction {sample['fraction']:.4g})"
+        if sample.get("documents")
+        else "not trained here"
+    )
     rows = [
         {"item": "tokenizer", "value": f"{tok['kind']}, {tok['vocab_size']:,} tokens"},
+        {"item": "trained on", "value": trained_on},
         {"item": "special tokens", "value": ", ".join(named) + (f", {sentinels} sentinels" if sentinels else "")},
     ]
+    if "format" in m:
+        rows.append({"item": "format", "value": f"{m['format']['name']}, {m['format']['dtype']} token ids"})
     for name, split in splits.items():
+        shards = f", {len(split['shards']):,} shard(s)" if "shards" in split else ""
         rows.append(
             {
                 "item": f"{name} split",
                 "value": f"{split['documents']:,} documents, {split['tokens']:,} tokens "
-                f"({split['tokens'] / max(split['documents'], 1):,.0f}/doc)",
+                f"({split['tokens'] / max(split['documents'], 1):,.0f}/doc){shards}",
             }
         )
     rows.append({"item": "manifest", "value": manifest_path})

@@ -307,6 +307,7 @@ BAD_VALUES = [
     ("tokenizer.min_frequency=-1", "tokenizer.min_frequency must be >= 0"),
     ("tokenizer.validation_fraction=0", "tokenizer.validation_fraction must be in (0, 1), got 0.0"),
     ("tokenizer.validation_fraction=1", "tokenizer.validation_fraction must be in (0, 1), got 1.0"),
+    ("tokenizer.sample_bytes=0", "tokenizer.sample_bytes must be > 0, got 0"),
     ("model.n_layer=0", "model.n_layer must be > 0"),
     ("model.n_decoder_layer=0", "model.n_decoder_layer must be > 0"),
     ("model.n_head=0", "model.n_head must be > 0"),

@@ -63,6 +63,9 @@ class TokenizerConfig:
     min_frequency: int = 2
     validation_fraction: float = 0.05  # share of documents (by id hash) held out
     from_pretrained: str | None = None  # a tokenizer.json (or a folder holding one) to use instead of training
+    # Text the tokenizer is trained on, at most (UTF-8 bytes): documents whose sha1(id) falls below
+    # sample_bytes / kept bytes, so the sample is deterministic and about this big; all of it when smaller.
+    sample_bytes: int = 1_000_000_000
 
 
 @dataclass
@@ -193,6 +196,7 @@ RANGES: dict[str, str] = {
     "tokenizer.vocab_size": "> 0",
     "tokenizer.min_frequency": ">= 0",
     "tokenizer.validation_fraction": "(0, 1)",
+    "tokenizer.sample_bytes": "> 0",
     "model.n_layer": "> 0",
     "model.n_decoder_layer": "> 0",
     "model.n_head": "> 0",

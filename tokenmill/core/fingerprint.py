@@ -25,7 +25,7 @@ _EXECUTION_ONLY = {
 # The code each stage runs, as globs under the repository root.
 STAGE_CODE = {
     "data": ["spark_jobs/**/*.py"],
-    "tokenize": ["training/tokenizer.py"],
+    "tokenize": ["spark_jobs/tokenize.py", "tokenmill/core/tokenizer.py", "tokenmill/core/indexed.py"],
     "train": ["training/**/*.py", "tokenmill/core/tracking.py", "conf/deepspeed/*.json"],
     "evaluate": ["training/**/*.py"],
 }
