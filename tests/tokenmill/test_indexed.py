@@ -189,6 +189,17 @@ def test_window_order_is_a_permutation_per_epoch(n, seed):
     assert again.index(0, n - 1) == epochs[0][n - 1]
 
 
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 6_291_455, 2**40 + 3])
+def test_window_order_python_and_numpy_paths_agree(n):
+    """A few positions go through Python ints, many through numpy: the same permutation, bit for bit."""
+    order = WindowOrder(n, 5)
+    pos = np.random.default_rng(n).integers(0, n, size=4 * WindowOrder._SMALL)
+    many = order.index(3, pos)
+    few = np.concatenate([order.index(3, part) for part in np.split(pos, 8)])
+    np.testing.assert_array_equal(many, few)
+    assert order.index(3, int(pos[-1])) == many[-1]
+
+
 def test_windows_of_step_runs_epochs_back_to_back():
     order = WindowOrder(10, seed=3)
     steps = np.concatenate([order.windows_of_step(step, 4) for step in range(5)])  # 20 positions: 2 epochs

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import array
 import hashlib
+import mmap
 import os
 import struct
 from collections.abc import Iterable, Sequence
@@ -229,6 +230,10 @@ class IndexedShard:
             raise ValueError(f"{bin_path(prefix)}: {size} bytes, the index says {expected}")
         # np.memmap cannot map an empty file.
         self.tokens = np.memmap(bin_path(prefix), dtype=self.dtype, mode="r") if size else np.empty(0, self.dtype)
+        if size and hasattr(mmap, "MADV_RANDOM"):
+            # Training reads scattered windows: no read-around of neighbouring pages on a fault, which would read
+            # (and map) up to hundreds of KB from disk for a 2 KB window.
+            self.tokens._mmap.madvise(mmap.MADV_RANDOM)
 
     @classmethod
     def in_memory(cls, tokens: np.ndarray, document_lengths: Sequence[int] | np.ndarray) -> IndexedShard:
@@ -369,20 +374,20 @@ class TokenStream:
     def windows(self, starts: np.ndarray | Sequence[int], length: int) -> np.ndarray:
         """``(len(starts), length)`` int64: row r is ``window(starts[r], length)``.
 
-        One gather per shard for the windows inside it; the few that straddle a boundary go through ``window``.
+        One slice per window inside a shard; the few that straddle a boundary go through ``window``.
         """
         starts = np.asarray(starts, dtype=np.int64).reshape(-1)
         self._check(starts, length)
         out = np.empty((len(starts), length), dtype=np.int64)
-        shard = np.searchsorted(self.offsets, starts, side="right") - 1
-        inside = starts + length <= self.offsets[np.minimum(shard + 1, len(self.shards))]
-        steps = np.arange(length, dtype=np.int64)
-        for k in np.unique(shard[inside]):
-            rows = np.nonzero(inside & (shard == k))[0]
-            local = starts[rows] - self.offsets[k]
-            out[rows] = self.shards[k].tokens[local[:, None] + steps]
-        for r in np.nonzero(~inside)[0]:
-            out[r] = self.window(starts[r], length)
+        shard = (np.searchsorted(self.offsets, starts, side="right") - 1).tolist()
+        offsets = self.offsets.tolist()
+        # A slice copy per row: contiguous reads, cheaper than a fancy-index gather at training batch sizes.
+        for r, (start, k) in enumerate(zip(starts.tolist(), shard)):
+            local = start - offsets[k]
+            if start + length <= offsets[k + 1]:
+                out[r] = self.shards[k].tokens[local : local + length]
+            else:
+                out[r] = self.window(start, length)
         return out
 
 
@@ -400,8 +405,12 @@ _M64 = (1 << 64) - 1
 
 
 def _mix_int(x: int) -> int:
-    """splitmix64's finaliser on a Python int: derives the round keys."""
-    x = (x + 0x9E3779B97F4A7C15) & _M64
+    """splitmix64's step on a Python int: derives the round keys."""
+    return _finalise_int((x + 0x9E3779B97F4A7C15) & _M64)
+
+
+def _finalise_int(x: int) -> int:
+    """splitmix64's finaliser on a Python int in [0, 2**64): ``_mix`` on one value."""
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
     return x ^ (x >> 31)
@@ -450,6 +459,18 @@ class WindowOrder:
             high, low = low, high
         return x
 
+    def _feistel_int(self, x: int, keys: list[np.uint64]) -> int:
+        """``_feistel`` on one Python int, bit for bit (cheaper than numpy's per-call overhead for a few values)."""
+        high, low = self.bits - self.bits // 2, self.bits // 2
+        for key in keys:
+            r, l_ = x & ((1 << low) - 1), x >> low
+            f = _finalise_int(r ^ int(key)) & ((1 << high) - 1)
+            x = (r << high) | (l_ ^ f)
+            high, low = low, high
+        return x
+
+    _SMALL = 64  # at most this many positions go through the Python-int path
+
     def index(self, epoch: int, i: int | np.ndarray) -> int | np.ndarray:
         """The window at position ``i`` (int or int array) of epoch ``epoch``."""
         if epoch < 0:
@@ -459,6 +480,14 @@ class WindowOrder:
         if pos.size and (pos.min() < 0 or pos.max() >= self.n_windows):
             raise IndexError(f"positions must be in [0, {self.n_windows})")
         keys = self._keys(int(epoch))
+        if pos.size <= self._SMALL:
+            out = []
+            for v in pos.reshape(-1).tolist():
+                v = self._feistel_int(v, keys)
+                while v >= self.n_windows:  # cycle-walking
+                    v = self._feistel_int(v, keys)
+                out.append(v)
+            return out[0] if scalar else np.array(out, dtype=np.int64).reshape(np.shape(i))
         x = self._feistel(pos.astype(np.uint64), keys)
         outside = np.nonzero(x >= self.n_windows)[0]
         while outside.size:  # cycle-walking
