@@ -1,9 +1,8 @@
-"""The tokenizer conventions (tokenmill.core.tokenizer: split by id, byte-level BPE, specials, load_pretrained),
-the Parquet token loader of older runs, and the saved copies of the tokenize job's tokenizer encoding alike."""
+"""The tokenizer conventions (tokenmill.core.tokenizer: split by id, byte-level BPE, specials, load_pretrained)
+and the saved copies of the tokenize job's tokenizer encoding alike."""
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -14,7 +13,6 @@ from tokenmill.core.indexed import IndexedShard
 from tokenmill.core.manifest import write_manifest
 from tokenmill.core.tokenizer import EOT, SPECIAL_TOKENS, load_pretrained, special_ids, split_of, train_bpe
 from tokenmill.spark_jobs.tokenize import run_tokenize_job
-from tokenmill.training.tokenizer import load_tokens
 
 ENGLISH = [
     "The cat sat on the mat. The dog sat on the log.",
@@ -94,32 +92,6 @@ def test_saved_tokenizer_round_trips(tokenizer, tmp_path):
     loaded = Tokenizer.from_file(str(path))
     assert loaded.encode(ENGLISH[1]).ids == tokenizer.encode(ENGLISH[1]).ids
     assert loaded.decode(loaded.encode(ENGLISH[2]).ids) == ENGLISH[2]
-
-
-# --- the Parquet token shards of runs made before the indexed format -------------------------
-
-
-def test_load_tokens_concatenates_documents_in_file_order(tmp_path):
-    path = tmp_path / "train.parquet"
-    pq.write_table(pa.table({"id": ["a", "b"], "input_ids": [[5, 6, 0], [7, 0]]}), path)
-    stream = load_tokens(path)
-    assert stream.dtype == np.int64
-    assert stream.tolist() == [5, 6, 0, 7, 0]
-
-
-def test_load_tokens_across_row_groups(tmp_path):
-    schema = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.int32()))])
-    path = tmp_path / "t.parquet"
-    with pq.ParquetWriter(path, schema) as w:
-        w.write_table(pa.table({"id": ["a"], "input_ids": [[1, 2, 0]]}, schema=schema))
-        w.write_table(pa.table({"id": ["b", "c"], "input_ids": [[3, 0], [4, 5, 6, 0]]}, schema=schema))
-    assert load_tokens(path).tolist() == [1, 2, 0, 3, 0, 4, 5, 6, 0]
-
-
-def test_load_tokens_reads_shards_written_before_the_column_was_input_ids(tmp_path):
-    path = tmp_path / "old.parquet"
-    pq.write_table(pa.table({"id": ["a", "b"], "tokens": [[1, 0], [2, 3, 0]]}), path)
-    assert load_tokens(path).tolist() == [1, 0, 2, 3, 0]
 
 
 def test_every_saved_copy_encodes_spelled_specials_as_training_did(spark, tmp_path):
