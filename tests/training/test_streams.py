@@ -204,3 +204,33 @@ def test_more_than_2_to_the_32_tokens_in_flat_memory(tmp_path):
     assert np.array_equal(train.document_bounds([0, 5])[0], [0, 5 * doc])
     assert int(train.document_of(len(train) - 1)[0]) == 5
     assert _rss() - before < 100 * 2**20
+
+
+def test_training_logs_the_epoch_and_a_line_for_each_epoch_it_completes(caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from tokenmill.training import train
+
+    logged = []
+    run = SimpleNamespace(
+        cfg=SimpleNamespace(train=SimpleNamespace(max_steps=20)),
+        engine=SimpleNamespace(get_lr=lambda: [0.1], get_global_grad_norm=lambda: None),
+        objective=SimpleNamespace(windows_per_epoch=10, tokens_per_epoch=160),
+        accum=2,
+        micro=2,
+        world=1,  # 4 examples a step: epochs end during steps 3, 5, 8
+        spec=SimpleNamespace(predicts_stream=False),
+        per_token=1.0,
+        peak=None,
+        tracker=SimpleNamespace(log_metrics=lambda metrics, step: logged.append((step, metrics))),
+    )
+    progress = train.Progress()
+    caplog.set_level(logging.INFO)
+    for done in (3, 6, 9):
+        progress.window, progress.window_tokens = {"loss": [1.0, 1.0]}, 10
+        train.log_window(run, progress, done)
+    assert [m["train/epoch"] for _, m in logged] == [pytest.approx(1.2), pytest.approx(2.4), pytest.approx(3.6)]
+    completed = [r.getMessage() for r in caplog.records if "complete" in r.getMessage()]
+    assert [line.split(" complete")[0] for line in completed] == ["train: epoch 1", "train: epoch 2", "train: epoch 3"]
+    assert "160 tokens per epoch" in completed[0]
