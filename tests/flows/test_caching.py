@@ -55,11 +55,15 @@ def test_code_fingerprint_follows_the_stage_sources(tmp_path):
     (tmp_path / "spark_jobs").mkdir()
     (tmp_path / "training").mkdir()
     (tmp_path / "spark_jobs" / "clean.py").write_text("x = 1\n")
-    (tmp_path / "training" / "tokenizer.py").write_text("y = 1\n")
+    (tmp_path / "spark_jobs" / "tokenize.py").write_text("y = 1\n")
     data, tok = code_fingerprint("data", tmp_path), code_fingerprint("tokenize", tmp_path)
     (tmp_path / "spark_jobs" / "clean.py").write_text("x = 2\n")
     assert code_fingerprint("data", tmp_path) != data
     assert code_fingerprint("tokenize", tmp_path) == tok
+    data = code_fingerprint("data", tmp_path)
+    (tmp_path / "spark_jobs" / "tokenize.py").write_text("y = 2\n")  # the tokenize job is not the data job's code
+    assert code_fingerprint("tokenize", tmp_path) != tok
+    assert code_fingerprint("data", tmp_path) == data
 
 
 def test_config_parts_are_plain_data():

@@ -63,14 +63,16 @@ def test_rejected_rows_carry_reasons_and_duplicates_point_at_kept_copies(pipelin
 
 
 def test_token_shards_split_every_kept_document(pipeline_run):
+    from tokenmill.core.indexed import IndexedShard
+
     data = read_manifest(pipeline_run["data_manifest"], stage="data")
     tokens = read_manifest(pipeline_run["tokens_manifest"], stage="tokenize")
-    splits = {s: pq.read_table(v["path"]) for s, v in tokens["splits"].items()}
-    ids = [set(t.column("id").to_pylist()) for t in splits.values()]
-    assert ids[0].isdisjoint(ids[1])
-    assert len(ids[0] | ids[1]) == data["counts"]["kept"]
-    for name, table in splits.items():
-        assert tokens["splits"][name]["tokens"] == sum(len(t) for t in table.column("input_ids").to_pylist())
+    assert sum(split["documents"] for split in tokens["splits"].values()) == data["counts"]["kept"]
+    for split in tokens["splits"].values():
+        shards = [IndexedShard(s["prefix"]) for s in split["shards"]]
+        assert sum(s.num_sequences for s in shards) == split["documents"]
+        assert sum(s.num_tokens for s in shards) == split["tokens"]
+        assert all(s.document(i)[-1] == tokens["tokenizer"]["eot_id"] for s in shards for i in range(s.num_sequences))
 
 
 def test_mlflow_run_finished_with_metrics_and_artifacts(pipeline_run):

@@ -29,6 +29,8 @@ STAGE_CODE = {
     "train": ["training/**/*.py", "tokenmill/core/tracking.py", "conf/deepspeed/*.json"],
     "evaluate": ["training/**/*.py"],
 }
+# Files a stage's globs match that are another stage's code.
+STAGE_CODE_EXCLUDE = {"data": ["spark_jobs/tokenize.py"]}
 
 
 def config_part(cfg, stage: str) -> dict[str, Any]:
@@ -66,8 +68,9 @@ def manifest_fingerprint(path: str | Path) -> str:
 
 def code_fingerprint(stage: str, root: Path = REPO_ROOT) -> str:
     h = hashlib.sha256()
+    excluded = {root / name for name in STAGE_CODE_EXCLUDE.get(stage, [])}
     for pattern in STAGE_CODE[stage]:
-        for path in sorted(root.glob(pattern)):
+        for path in sorted(set(root.glob(pattern)) - excluded):
             h.update(str(path.relative_to(root)).encode())
             h.update(path.read_bytes())
     return h.hexdigest()
