@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from tokenmill import services
+from tokenmill.core import tracking
 from tokenmill.core.manifest import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -322,7 +323,7 @@ def test_the_run_is_in_the_mlflow_server_with_its_lineage(stack):
     assert mlrun.data.metrics["eval/loss"] == pytest.approx(train["val_loss"], abs=1e-4)
     # the server stores artifacts in the project home, not in the run folder
     stored = stack["home"] / "services" / "mlflow" / "artifacts"
-    assert list(stored.rglob("weights.safetensors"))
+    assert list(stored.rglob("MLmodel")) and list(stored.rglob("*.safetensors"))  # the logged MLflow model
     stack["mlflow_run"] = mlrun
 
 
@@ -399,24 +400,69 @@ def _render(url: str, screenshot: Path, budget_ms: int, tmp: Path) -> str:
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", text)).split())
 
 
+def _tab(url: str, tab: str, wait_for: str, screenshot: Path) -> str:
+    """The text of page ``url`` after clicking its tab ``tab`` (the UIs keep tabs out of the URL) and waiting for
+    ``wait_for`` to show; a screenshot of it too."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.get_by_text(tab, exact=True).first.click()
+            try:
+                page.get_by_text(wait_for).first.wait_for(timeout=30_000)
+            except PlaywrightTimeoutError:
+                pass  # the caller's assertion says what the page showed instead
+            page.wait_for_timeout(2000)  # charts and cards finish drawing
+            page.screenshot(path=str(screenshot), full_page=True)
+            return " ".join(page.inner_text("body").split())
+        finally:
+            browser.close()
+
+
 def test_both_uis_show_the_run_in_a_browser(stack, tmp_path):
     run, mlrun = _needs(stack, "flow_run"), _needs(stack, "mlflow_run")
     shots = stack["shots"]
 
-    prefect_page = _render(
-        f"{stack['urls']['prefect_ui']}/runs/flow-run/{run.id}", shots / "prefect-flow-run.png", 20000, tmp_path / "p"
-    )
+    prefect_run = f"{stack['urls']['prefect_ui']}/runs/flow-run/{run.id}"
+    prefect_page = _render(prefect_run, shots / "prefect-flow-run.png", 20000, tmp_path / "p")
     assert run.name in prefect_page, prefect_page[:2000]
     assert "Completed" in prefect_page and "pipeline" in prefect_page
+    # the root run carries its own summary, not only its subflows
+    artifacts = _tab(prefect_run, "Artifacts", "pipeline-summary", shots / "prefect-root-artifacts.png")
+    assert "pipeline-summary" in artifacts, artifacts[:2000]
+    assert "did not produce any artifacts" not in artifacts
 
-    url = f"{stack['urls']['mlflow']}/#/experiments/{mlrun.info.experiment_id}/runs/{mlrun.info.run_id}"
+    mlflow_ui, exp = stack["urls"]["mlflow"], mlrun.info.experiment_id
+    url = tracking.run_url(stack["urls"]["mlflow"], mlrun.info.run_id)  # the link tokenmill prints
+    assert url == f"{mlflow_ui}/#/experiments/{exp}/runs/{mlrun.info.run_id}?workflowType=machine_learning"
     mlflow_page = _render(url, shots / "mlflow-run.png", 30000, tmp_path / "m")
     assert mlrun.info.run_name in mlflow_page, mlflow_page[:2000]
     val = mlrun.data.metrics["val/loss"]
     assert re.search(rf"val/loss\s+{re.escape(repr(val)[:6])}", mlflow_page), mlflow_page[:3000]
+    assert "corpus.documents_kept" in mlflow_page  # counts are params, not charts
+    charts = _tab(url, "Model metrics", "train", shots / "mlflow-run-metrics.png")
+    # the curves come first: no section of single-value data/* or tokens/* bars (before: 16 of them ahead of train/)
+    assert re.search(r"\btrain\s*\(\d+\)", charts), charts[:3000]
+    assert not re.search(r"\b(data|tokens)\s*\(\d+\)", charts), charts[:3000]
+    # in the model-training view, the experiment opens on its runs (MLflow 3's default GenAI view lists none)
+    experiment_url = f"{mlflow_ui}/#/experiments/{exp}{tracking.TRAINING_VIEW}"
+    experiment = _render(experiment_url, shots / "mlflow-experiment.png", 30000, tmp_path / "e")
+    assert mlrun.info.run_name in experiment, experiment[:3000]
 
     CI_ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for shot in ("prefect-custom-run.png", "prefect-flow-run.png", "mlflow-run.png"):
+    for shot in (
+        "prefect-custom-run.png",
+        "prefect-flow-run.png",
+        "prefect-root-artifacts.png",
+        "mlflow-run.png",
+        "mlflow-run-metrics.png",
+        "mlflow-experiment.png",
+    ):
         assert (shots / shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (shots / shot).stat().st_size > 20_000  # a rendered page, not a blank one
         shutil.copyfile(shots / shot, CI_ARTIFACTS / shot)

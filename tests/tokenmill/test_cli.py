@@ -88,7 +88,8 @@ def test_run_url_is_the_page_of_the_run(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     run_id = tracking.open_run(uri, "exp", "r1")
     url = tracking.run_url(uri, run_id)
-    assert url.startswith(tracking.LOCAL_UI + "/#/experiments/") and url.endswith(f"/runs/{run_id}")
+    assert url.startswith(tracking.LOCAL_UI + "/#/experiments/")
+    assert url.endswith(f"/runs/{run_id}?workflowType=machine_learning")  # MLflow 3's model-training view
     assert tracking.ui_command(uri) == f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
     assert tracking.ui_command("http://mlflow:5000") is None
 

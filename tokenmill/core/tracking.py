@@ -129,7 +129,8 @@ def open_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, 
     return client.create_run(exp_id, run_name=run_name, tags=tags or {}).info.run_id
 
 
-# MLflow 3 opens an experiment by its kind: model training shows the runs first (not the GenAI view).
+# MLflow 3 reads an experiment's kind where its UI has no view switch; with the switch (3.17) the URL decides
+# (``TRAINING_VIEW``).
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
@@ -143,16 +144,19 @@ def _artifact_location(tracking_uri: str) -> str | None:
 
 #: Where ``mlflow ui`` serves a local store (its default port).
 LOCAL_UI = "http://127.0.0.1:5000"
+#: MLflow 3's UI opens in its GenAI view (traces, no runs) unless a page's URL asks for the model-training one;
+#: the choice is then remembered by the browser.
+TRAINING_VIEW = "?workflowType=machine_learning"
 
 
 def run_url(tracking_uri: str, run_id: str) -> str:
-    """The page of run ``run_id``: on the tracking server, or on ``mlflow ui`` (:func:`ui_command`) for a local
-    store."""
+    """The page of run ``run_id``, in the model-training view: on the tracking server, or on ``mlflow ui``
+    (:func:`ui_command`) for a local store."""
     from mlflow.tracking import MlflowClient
 
     experiment = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
     base = tracking_uri.rstrip("/") if is_server(tracking_uri) else LOCAL_UI
-    return f"{base}/#/experiments/{experiment}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}{TRAINING_VIEW}"
 
 
 def ui_command(tracking_uri: str) -> str | None:
