@@ -27,7 +27,7 @@
 #   training imports no Spark, so pyspark need not be there.
 # data: no Spark, no crawl: a byte-level BPE tokenizer.json of exactly VOCAB ids (the project's
 #   special tokens first, then the 256 byte symbols, then two-symbol merges) and train/validation
-#   Parquet token shards of random ids, with the tokenize manifest tokenmill.training.train reads.
+#   indexed (Megatron .bin/.idx) token shards of random ids, with the tokenize manifest training reads.
 # train: `python -m torch.distributed.run --standalone --nproc-per-node=1 -m tokenmill.training.train ...`,
 #   the command `tokenmill train` launches, on a config resolved by tokenmill.core.config from the
 #   --set overrides --dry-run prints (no MLflow run: tracking is off for the check).
@@ -125,7 +125,7 @@ gpu_check --dry-run: nothing is installed, written or run.
          require $need and the modules: ${modules% };
          install missing ones: pip install --no-index --find-links $WHEELHOUSE <distributions>
 2. data  (limit ${TIMEOUT_DATA}s): tokenizer.json with $VOCAB ids, $TRAIN_TOKENS random train tokens and
-         validation tokens as Parquet shards, tokenize manifest $TOKENS_MANIFEST
+         validation tokens as indexed shards, tokenize manifest $TOKENS_MANIFEST
 3. train (limit ${TIMEOUT_TRAIN}s): resolve the config with tokenmill.core.config into $RUN_CONFIG:
 $(printf '           --set %s\n' "${OVERRIDES[@]}")
          then run (cwd $REPO, PYTHONPATH=$REPO):
@@ -254,18 +254,17 @@ finish
 begin data "$TIMEOUT_DATA"
 rm -rf "$TOKENS_DIR"
 timeout "$TIMEOUT_DATA" "$PY" - "$TOKENS_DIR" "$VOCAB" "$TRAIN_TOKENS" "$BLOCK" <<'PYEOF' || die "synthetic tokens were not written (exit $?)"
-"""Synthetic tokenize output in the format tokenmill.training.tokenizer.run_tokenize writes."""
+"""Synthetic tokenize output in the format the tokenize job (spark_jobs/tokenize.py) writes."""
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from tokenmill.core.indexed import IndexedShardWriter, dtype_for
 from tokenmill.core.manifest import sha256_file, write_manifest
-from tokenmill.training.tokenizer import SPECIAL_TOKENS, special_ids
+from tokenmill.core.tokenizer import SPECIAL_TOKENS, special_ids
 
 started = time.time()
 out, vocab_size, train_tokens, block = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -294,30 +293,42 @@ specials = special_ids(tok)
 tok_path = out / "tokenizer.json"
 tok.save(str(tok_path))
 
-# Documents of 4 blocks of random ordinary ids, each ended by <|endoftext|>, like run_tokenize's rows.
+# Documents of 4 blocks of random ordinary ids, each ended by <|endoftext|>, one indexed shard per split.
 rng = np.random.default_rng(1234)
-schema = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.int32()))])
+dtype = dtype_for(vocab_size)
 doc_len = 4 * block
 splits = {}
 for split, n_tokens in (("train", train_tokens), ("validation", max(64 * (block + 1), 50_000))):
     n_docs = max(1, -(-n_tokens // doc_len))
-    values = rng.integers(len(SPECIAL_TOKENS), vocab_size, size=n_docs * doc_len, dtype=np.int32)
-    values[doc_len - 1::doc_len] = specials["eot"]
-    offsets = np.arange(0, n_docs * doc_len + 1, doc_len, dtype=np.int32)
-    table = pa.table({"id": [f"synthetic-{split}-{i}" for i in range(n_docs)],
-                      "input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))}, schema=schema)
-    path = out / f"{split}.parquet"
-    pq.write_table(table, path)
-    splits[split] = {"path": str(path), "sha256": sha256_file(path), "documents": n_docs, "tokens": int(values.size)}
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    (out / split).mkdir(exist_ok=True)
+    with IndexedShardWriter(out / split / "part-00000", dtype) as writer:
+        for _ in range(n_docs):
+            doc = rng.integers(len(SPECIAL_TOKENS), vocab_size, size=doc_len, dtype=np.int64)
+            doc[-1] = specials["eot"]
+            writer.add_document(doc)
+            counts += np.bincount(doc, minlength=vocab_size)
+    shard = writer.finish()
+    np.save(out / split / "unigram_counts.npy", counts)
+    splits[split] = {
+        "documents": shard["documents"],
+        "tokens": shard["tokens"],
+        "unigram_counts": str(out / split / "unigram_counts.npy"),
+        "shards": [{"prefix": str(out / split / "part-00000"), **{k: shard[k] for k in
+                    ("documents", "tokens", "sha256", "idx_sha256")}}],
+    }
 
 write_manifest(out / "manifest.json", {
     "stage": "tokenize",
     "data_manifest": None,
     "synthetic": {"writer": "bench/gpu_check.sh", "ids": "uniform random over the non-special ids", "seed": 1234},
     "tokenizer": {"path": str(tok_path), "sha256": sha256_file(tok_path), "vocab_size": tok.get_vocab_size(),
-                  "eot_id": specials["eot"], "kind": "synthetic byte-level BPE", "special_tokens": specials},
+                  "eot_id": specials["eot"], "kind": "synthetic byte-level BPE", "special_tokens": specials,
+                  "sample": {"fraction": 0.0, "documents": 0, "bytes": 0}},
+    "format": {"name": "megatron-indexed", "dtype": dtype.name},
     "splits": splits,
-    "config": {"vocab_size": vocab_size, "min_frequency": None, "validation_fraction": None, "from_pretrained": None},
+    "config": {"vocab_size": vocab_size, "min_frequency": None, "validation_fraction": None, "from_pretrained": None,
+               "sample_bytes": None},
     "timings": {"total_s": round(time.time() - started, 2)},
 })
 print(f"gpu_check: {splits['train']['tokens']} train / {splits['validation']['tokens']} validation tokens, "
