@@ -17,6 +17,9 @@ of each side, the side going first alternating (fair under a drifting load; whol
 a real run never interleaves two models' allocations). Figures are medians over repeats, per
 wall-clock second and per CPU-second (all threads of this process). Run it on an idle machine:
 other jobs on the same cores slow both sides and pull the ratio towards 1.
+
+Goal (docs/benchmarks.md): tokenmill's tokens/s >= 1.2x the peer's. The last line says ``met`` or ``not met``, or
+``undecided`` when the per-repeat ratios straddle 1.2 (spread too wide to decide).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+GOAL_RATIO = 1.2  # tokenmill's tokens/s over the HF peer's
 
 
 def free_port() -> int:
@@ -245,6 +249,22 @@ def main() -> None:
         f"{args.steps} steps); per CPU-second: {ours_cpu / hf_cpu:.2f}x"
     )
     torch.distributed.destroy_process_group()
+    above = [x >= GOAL_RATIO for x in per_repeat]
+    if all(above):
+        verdict = "met"
+    elif not any(above):
+        verdict = "not met"
+    else:
+        verdict = (
+            f"undecided (spread too wide: per-repeat ratios {min(per_repeat):.2f}-{max(per_repeat):.2f} "
+            f"straddle {GOAL_RATIO})"
+        )
+    print(
+        f"bench train_throughput: {ours_rate / hf_rate:.2f}x the HF peer's tokens/s [{min(per_repeat):.2f}-"
+        f"{max(per_repeat):.2f}] ({ours_rate:,.0f} vs {hf_rate:,.0f}, medians of {args.repeats} repeats x "
+        f"{args.steps} steps), {ours_cpu / hf_cpu:.2f}x per CPU-second, {args.layers} layers x {args.width}, "
+        f"batch {args.batch} x {args.seq} | goal >= {GOAL_RATIO}x the peer's tokens/s: {verdict}"
+    )
 
 
 if __name__ == "__main__":
