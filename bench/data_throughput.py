@@ -1,12 +1,16 @@
 """Documents per CPU-second of tokenmill's data job versus DataTrove's local executor, same corpus, same run.
 
-    .venv/bin/python bench/data_throughput.py [--docs 20000] [--work /tmp/tm-bench]
+    .venv/bin/python bench/data_throughput.py [--docs 20000] [--repeats 3] [--work /tmp/tm-bench]
 
 Both run Gopher quality, Gopher repetition, C4 (terminal-punctuation rule off, as FineWeb
 runs it), FineWeb quality, then MinHash dedup (14 bands × 8 rows, word 5-grams) on one corpus
 of multi-paragraph documents built from the real prose in data/sample. CPU seconds count every
 process of each side (tokenmill: the driver, Spark's JVM and its Python workers), sampled
 from /proc. Needs the bench extra: pip install -e '.[bench]'.
+
+Each repeat runs both sides on fresh output folders, the side going first alternating; figures are medians over
+repeats with their range, and each side must keep the same count in every repeat. Goal: tokenmill's documents per
+CPU-second >= DataTrove's (ratio >= 1.0); the last line says ``undecided`` when the per-repeat ratios straddle 1.0.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import gzip
 import json
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -24,6 +29,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+GOAL_RATIO = 1.0  # tokenmill's documents per CPU-second over DataTrove's
 
 
 def real_paragraphs() -> list[str]:
@@ -180,9 +186,14 @@ def run_datatrove(corpus: Path, work: Path) -> tuple[float, float, int]:
     return cpu, wall, kept
 
 
+def spread(values: list[float], fmt: str = ".1f") -> str:
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=int, default=20000)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--work", default="/tmp/tokenmill-bench-throughput")
     args = p.parse_args()
     from tokenmill.core.env import prepare_environment
@@ -194,17 +205,56 @@ def main() -> None:
     build_corpus(corpus, args.docs)
     print(f"corpus: {args.docs:,} documents, {corpus.stat().st_size / 2**20:.1f} MiB gzipped", flush=True)
 
-    tm_cpu, tm_wall, tm_kept = run_tokenmill(corpus, work / "tokenmill")
-    print(f"tokenmill: {tm_cpu:.1f} CPU s, {tm_wall:.1f} s wall, {tm_kept:,} kept; now DataTrove...", flush=True)
-    dt_cpu, dt_wall, dt_kept = run_datatrove(corpus, work / "datatrove")
-    rows = [
-        ("tokenmill (Spark local[2])", tm_cpu, tm_wall, tm_kept),
-        ("DataTrove (local, 1 worker)", dt_cpu, dt_wall, dt_kept),
-    ]
-    print(f"\n{'':30}{'CPU s':>9}{'wall s':>9}{'docs/CPU-s':>12}{'kept':>9}")
-    for name, cpu, wall, kept in rows:
-        print(f"{name:30}{cpu:9.1f}{wall:9.1f}{args.docs / cpu:12.1f}{kept:9,}")
-    print(f"\nratio tokenmill / DataTrove, documents per CPU-second: {dt_cpu / tm_cpu:.2f}x")
+    names = ["tokenmill (Spark local[2])", "DataTrove (local, 1 worker)"]
+    runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in names}
+    for r in range(args.repeats):
+        for name in names if r % 2 == 0 else names[::-1]:  # who goes first alternates: fair under drifting load
+            out = work / f"{name.split()[0]}-{r}"
+            if name.startswith("tokenmill"):
+                result = run_tokenmill(corpus, out)
+            else:
+                result = run_datatrove(corpus, out)
+            shutil.rmtree(out, ignore_errors=True)
+            runs[name].append(result)
+            cpu, wall, kept = result
+            print(
+                f"repeat {r + 1}/{args.repeats} {name}: {cpu:.1f} CPU s, {wall:.1f} s wall, {kept:,} kept",
+                flush=True,
+            )
+    for name, results in runs.items():
+        if len({kept for _, _, kept in results}) != 1:
+            raise SystemExit(f"{name} kept different counts on repeated runs: {[kept for _, _, kept in results]}")
+    tm_kept, dt_kept = (runs[name][0][2] for name in names)
+
+    print(f"\nmedians over {args.repeats} repeats (range)")
+    print(f"{'':30}{'CPU s':>22}{'wall s':>22}{'docs/CPU-s':>22}{'kept':>9}")
+    for name, results in runs.items():
+        cpu, wall = [c for c, _, _ in results], [w for _, w, _ in results]
+        rate = [args.docs / c for c in cpu]
+        print(f"{name:30}{spread(cpu):>22}{spread(wall):>22}{spread(rate):>22}{results[0][2]:9,}")
+    per_repeat = [dt[0] / tm[0] for tm, dt in zip(*runs.values())]
+    ours, peer = (statistics.median(args.docs / c for c, _, _ in runs[name]) for name in names)
+    ratio = ours / peer
+    print(
+        f"\nratio tokenmill / DataTrove, documents per CPU-second: {ratio:.2f}x "
+        f"(per repeat: {', '.join(f'{x:.2f}' for x in per_repeat)})"
+    )
+    above = [x >= GOAL_RATIO for x in per_repeat]
+    if all(above):
+        verdict = "met"
+    elif not any(above):
+        verdict = "not met"
+    else:
+        verdict = (
+            f"undecided (spread too wide: per-repeat ratios {min(per_repeat):.2f}-{max(per_repeat):.2f} "
+            f"straddle {GOAL_RATIO})"
+        )
+    print(
+        f"bench data_throughput: {ratio:.2f}x DataTrove's documents per CPU-second [{min(per_repeat):.2f}-"
+        f"{max(per_repeat):.2f}] ({ours:,.1f} vs {peer:,.1f}, medians of {args.repeats} repeats), kept "
+        f"{tm_kept:,} vs {dt_kept:,} of {args.docs:,} docs | goal >= {GOAL_RATIO}x DataTrove's documents per "
+        f"CPU-second: {verdict}"
+    )
 
 
 if __name__ == "__main__":
