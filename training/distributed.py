@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from tokenmill.core.config import TrainConfig
+from tokenmill.core.config import TrainConfig, check_offload
 from tokenmill.training.schedule import learning_rate
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -52,16 +52,7 @@ def deepspeed_config(train: TrainConfig, world_size: int, base_path: str | Path 
         raise ValueError(f"train.zero_stage must be 0, 1, 2 or 3, got {train.zero_stage}")
     if train.precision not in PRECISIONS:
         raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
-    if train.offload_optimizer and train.zero_stage == 0:
-        raise ValueError(
-            "train.offload_optimizer needs ZeRO stage 1, 2 or 3 (train.zero_stage=0 keeps the "
-            "optimizer whole on every device)"
-        )
-    if train.offload_params and train.zero_stage != 3:
-        raise ValueError(
-            f"train.offload_params needs train.zero_stage=3 (got {train.zero_stage}): only ZeRO-3 "
-            "partitions the parameters themselves"
-        )
+    check_offload(train)  # a ConfigError, which is a ValueError
     if train.grad_clip < 0:
         raise ValueError(f"train.grad_clip must be >= 0 (0 disables clipping), got {train.grad_clip}")
     micro, accum, global_batch = batch_sizes(train, world_size)

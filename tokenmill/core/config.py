@@ -254,16 +254,7 @@ def check_config(cfg: Config) -> Config:
     t = cfg.train
     if t.min_lr > t.lr:
         raise ConfigError(f"train.min_lr {t.min_lr} is above train.lr {t.lr}: the schedule decays from lr to min_lr")
-    if t.offload_optimizer and t.zero_stage == 0:
-        raise ConfigError(
-            "train.offload_optimizer needs ZeRO stage 1, 2 or 3 (train.zero_stage=0 keeps the "
-            "optimizer whole on every device)"
-        )
-    if t.offload_params and t.zero_stage != 3:
-        raise ConfigError(
-            f"train.offload_params needs train.zero_stage=3 (got {t.zero_stage}): only ZeRO-3 "
-            "partitions the parameters themselves"
-        )
+    check_offload(t)
     if t.global_batch_size is not None:  # the rule of training.distributed.batch_sizes, with nproc x nnodes
         world = t.nproc * t.nnodes
         per_step = t.micro_batch_size * world
@@ -280,6 +271,20 @@ def check_config(cfg: Config) -> Config:
                 f"{t.global_batch_size} = {t.micro_batch_size} x {world} x {accum}; set only one of them"
             )
     return cfg
+
+
+def check_offload(t: TrainConfig) -> None:
+    """ZeRO offload needs the stage that partitions what it moves: a ConfigError otherwise."""
+    if t.offload_optimizer and t.zero_stage == 0:
+        raise ConfigError(
+            "train.offload_optimizer needs ZeRO stage 1, 2 or 3 (train.zero_stage=0 keeps the "
+            "optimizer whole on every device)"
+        )
+    if t.offload_params and t.zero_stage != 3:
+        raise ConfigError(
+            f"train.offload_params needs train.zero_stage=3 (got {t.zero_stage}): only ZeRO-3 "
+            "partitions the parameters themselves"
+        )
 
 
 def _get(cfg: Config, key: str) -> Any:
