@@ -27,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 
+from verdict import ratio_verdict  # bench/verdict.py: the script's folder is on sys.path
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 GOAL_RATIO = 1.0  # tokenmill's documents per CPU-second over DataTrove's
@@ -239,16 +241,7 @@ def main() -> None:
         f"\nratio tokenmill / DataTrove, documents per CPU-second: {ratio:.2f}x "
         f"(per repeat: {', '.join(f'{x:.2f}' for x in per_repeat)})"
     )
-    above = [x >= GOAL_RATIO for x in per_repeat]
-    if all(above):
-        verdict = "met"
-    elif not any(above):
-        verdict = "not met"
-    else:
-        verdict = (
-            f"undecided (spread too wide: per-repeat ratios {min(per_repeat):.2f}-{max(per_repeat):.2f} "
-            f"straddle {GOAL_RATIO})"
-        )
+    verdict = ratio_verdict(per_repeat, GOAL_RATIO)
     print(
         f"bench data_throughput: {ratio:.2f}x DataTrove's documents per CPU-second [{min(per_repeat):.2f}-"
         f"{max(per_repeat):.2f}] ({ours:,.1f} vs {peer:,.1f}, medians of {args.repeats} repeats), kept "

@@ -33,6 +33,8 @@ import time
 import warnings
 from pathlib import Path
 
+from verdict import ratio_verdict  # bench/verdict.py: the script's folder is on sys.path
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 GOAL_RATIO = 1.2  # tokenmill's tokens/s over the HF peer's
@@ -249,16 +251,7 @@ def main() -> None:
         f"{args.steps} steps); per CPU-second: {ours_cpu / hf_cpu:.2f}x"
     )
     torch.distributed.destroy_process_group()
-    above = [x >= GOAL_RATIO for x in per_repeat]
-    if all(above):
-        verdict = "met"
-    elif not any(above):
-        verdict = "not met"
-    else:
-        verdict = (
-            f"undecided (spread too wide: per-repeat ratios {min(per_repeat):.2f}-{max(per_repeat):.2f} "
-            f"straddle {GOAL_RATIO})"
-        )
+    verdict = ratio_verdict(per_repeat, GOAL_RATIO)
     print(
         f"bench train_throughput: {ours_rate / hf_rate:.2f}x the HF peer's tokens/s [{min(per_repeat):.2f}-"
         f"{max(per_repeat):.2f}] ({ours_rate:,.0f} vs {hf_rate:,.0f}, medians of {args.repeats} repeats x "
