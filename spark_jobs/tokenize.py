@@ -7,12 +7,14 @@ Two Spark passes over the kept text, nothing of it held on the driver:
    ``min(1, tokenizer.sample_bytes / total) * 2**64`` (``in_sample``): the sample depends on the ids alone, never on
    partitioning or order, and is about ``sample_bytes`` big. It streams to the driver (``toLocalIterator``, a
    partition at a time) into ``train_bpe``. ``tokenizer.from_pretrained`` skips it.
-2. **Encoding on the executors.** ``mapInArrow`` over the kept documents: each task loads the tokenizer once (its JSON
-   string is broadcast), encodes its Arrow batches with ``encode_batch``, appends ``<|endoftext|>`` to every
-   document, splits documents by ``split_of(id)`` and writes one shard per split, ``<split>/part-<partition:05d>``
-   (``.bin`` + ``.idx``, ``IndexedShardWriter``; a split with no document in the task writes none). It returns one
-   small row per (task, split): the shard's counts and hashes, and its unigram counts as bytes. The driver collects
-   the small rows (one per shard) and sums the unigram counts with a ``treeAggregate``.
+2. **Encoding on the executors.** ``mapInArrow`` over the kept documents: each task loads the tokenizer once (its
+   JSON string is broadcast), encodes its Arrow batches with a ``DocumentEncoder`` (tiktoken's BPE where it gives the
+   ids ``tokenizers`` gives, checked on each task's first documents; ``tokenizer.encoder``), appends
+   ``<|endoftext|>`` to every document, splits documents by ``split_of(id)`` and writes one shard per split,
+   ``<split>/part-<partition:05d>`` (``.bin`` + ``.idx``, ``IndexedShardWriter``; a split with no document in the
+   task writes none). It returns one small row per (task, split): the shard's counts and hashes, and its unigram
+   counts as bytes. The driver collects the small rows (one per shard) and sums the unigram counts with a
+   ``treeAggregate``.
 
 Shards are written into a temporary folder under ``out_dir`` and moved into place when every task has finished, so
 a failed run leaves no partial split and a rerun no stale shard; a retried or speculative task rewrites its shard
@@ -37,12 +39,14 @@ import pyarrow as pa
 from tokenmill.core.config import Config
 from tokenmill.core.indexed import IndexedShardWriter, dtype_for
 from tokenmill.core.manifest import read_manifest, sha256_file, write_manifest
-from tokenmill.core.tokenizer import SPLITS, load_pretrained, special_ids, split_of, train_bpe
+from tokenmill.core.tokenizer import SPLITS, DocumentEncoder, load_pretrained, special_ids, split_of, train_bpe
 
 log = logging.getLogger("tokenmill.tokenize")
 
 #: Documents per Arrow batch handed to a task (``spark.sql.execution.arrow.maxRecordsPerBatch``).
 BATCH_DOCS = 1024
+#: A task's first documents, encoded by both encoders and compared (``DocumentEncoder.verify``).
+VERIFY_DOCS = 16
 
 SHARD_SCHEMA = pa.schema(
     [
@@ -92,20 +96,42 @@ def prepare(tok):
 
 class EncodeShards:
     """``mapInArrow`` body: one task's documents → one indexed shard per split under ``root/<split>/`` and one
-    ``SHARD_SCHEMA`` row per written shard. The tokenizer JSON comes as a broadcast (or a plain string)."""
+    ``SHARD_SCHEMA`` row per written shard. The tokenizer JSON comes as a broadcast (or a plain string);
+    ``encoder`` is ``tokenizer.encoder`` and ``kind`` the ``DocumentEncoder.kind`` the driver got with it."""
 
-    def __init__(self, tokenizer_json, root: str, validation_fraction: float, vocab_size: int, eot_id: int):
+    def __init__(
+        self,
+        tokenizer_json,
+        root: str,
+        validation_fraction: float,
+        vocab_size: int,
+        eot_id: int,
+        encoder: str = "auto",
+        kind: str | None = None,
+    ):
         self.tokenizer_json = tokenizer_json
         self.root = root
         self.validation_fraction = validation_fraction
         self.vocab_size = vocab_size
         self.eot_id = eot_id
+        self.encoder = encoder
+        self.kind = kind
 
-    def _tokenizer(self):
+    def _encoder(self) -> DocumentEncoder:
         from tokenizers import Tokenizer
 
         text = self.tokenizer_json if isinstance(self.tokenizer_json, str) else self.tokenizer_json.value
-        return prepare(Tokenizer.from_str(text))
+        key = (hashlib.sha1(text.encode()).hexdigest(), self.encoder)
+        if key not in _ENCODERS:  # Spark reuses a Python worker for many tasks: build the encoder once in each
+            _ENCODERS.clear()
+            _ENCODERS[key] = DocumentEncoder(prepare(Tokenizer.from_str(text)), self.encoder)
+        encoder = _ENCODERS[key]
+        if self.kind is not None and encoder.kind != self.kind:
+            raise RuntimeError(
+                f"this executor encodes with {encoder.kind}, the driver with {self.kind}: install the same "
+                "packages (tiktoken, tokenizers) on the driver and the executors"
+            )
+        return encoder
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
@@ -114,7 +140,8 @@ class EncodeShards:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         context = TaskContext.get()
         partition = context.partitionId() if context is not None else 0
-        tok = self._tokenizer()
+        encoder = self._encoder()
+        verified = False
         dtype = dtype_for(self.vocab_size)
         name = f"part-{partition:05d}"
         writers: dict[str, IndexedShardWriter] = {}
@@ -124,13 +151,17 @@ class EncodeShards:
             for batch in batches:
                 ids = batch.column("id").to_pylist()
                 texts = batch.column("text").to_pylist()
-                encoded = tok.encode_batch([t or "" for t in texts])
+                texts = [t or "" for t in texts]
+                if not verified:
+                    encoder.verify(texts[:VERIFY_DOCS], ids[:VERIFY_DOCS])
+                    verified = True
+                encoded = encoder.encode(texts)
                 per_split: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
                 for doc_id, enc in zip(ids, encoded):
                     split = split_of(doc_id, self.validation_fraction)
                     if split not in writers:
                         writers[split] = IndexedShardWriter(os.path.join(self.root, split, name), dtype)
-                    doc = np.concatenate([np.asarray(enc.ids, dtype=np.int64), eot])  # documents end in EOT
+                    doc = np.concatenate([np.asarray(enc, dtype=np.int64), eot])  # documents end in EOT
                     writers[split].add_document(doc)
                     per_split[split].append(doc)
                 for split, docs in per_split.items():
@@ -161,6 +192,9 @@ class EncodeShards:
                     writer.abort()
             raise
         yield pa.RecordBatch.from_pylist(rows, schema=SHARD_SCHEMA)
+
+
+_ENCODERS: dict[tuple[str, str], DocumentEncoder] = {}
 
 
 def _add_counts(acc: dict[str, np.ndarray], row) -> dict[str, np.ndarray]:
@@ -241,15 +275,18 @@ def run_tokenize_job(data_manifest_path: str | Path, out_dir: str | Path, cfg: C
         tok.save(str(tok_path))
         vocab_size = tok.get_vocab_size()
         dtype = dtype_for(vocab_size)
+        encoder_kind = DocumentEncoder(tok, tcfg.encoder).kind
         timings["tokenizer_s"] = round(time.time() - started - sum(timings.values()), 2)
-        log.info("tokenize: %s tokenizer with %d tokens", kind, vocab_size)
+        log.info("tokenize: %s tokenizer with %d tokens, encoded with %s", kind, vocab_size, encoder_kind)
 
         # 2. the shards
         for split in SPLITS:
             (tmp / split).mkdir(parents=True, exist_ok=True)
         broadcast = spark.sparkContext.broadcast(tok.to_str())
         try:
-            encode = EncodeShards(broadcast, str(tmp), tcfg.validation_fraction, vocab_size, eot_id)
+            encode = EncodeShards(
+                broadcast, str(tmp), tcfg.validation_fraction, vocab_size, eot_id, tcfg.encoder, encoder_kind
+            )
             written = docs.mapInArrow(encode, _SHARD_DDL).persist(StorageLevel.MEMORY_AND_DISK)
             rows = written.select("partition", "split", "name", "documents", "tokens", "sha256", "idx_sha256")
             rows = [r.asDict() for r in rows.collect()]  # one small row per shard
@@ -274,6 +311,7 @@ def run_tokenize_job(data_manifest_path: str | Path, out_dir: str | Path, cfg: C
             "vocab_size": vocab_size,
             "eot_id": eot_id,
             "kind": kind,
+            "encoder": encoder_kind,
             "special_tokens": specials,
             "sample": sample,
         },
@@ -285,6 +323,7 @@ def run_tokenize_job(data_manifest_path: str | Path, out_dir: str | Path, cfg: C
             "validation_fraction": tcfg.validation_fraction,
             "from_pretrained": tcfg.from_pretrained,
             "sample_bytes": tcfg.sample_bytes,
+            "encoder": tcfg.encoder,
         },
         "timings": timings,
     }

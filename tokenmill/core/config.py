@@ -66,6 +66,10 @@ class TokenizerConfig:
     # Text the tokenizer is trained on, at most (UTF-8 bytes): documents whose sha1(id) falls below
     # sample_bytes / kept bytes, so the sample is deterministic and about this big; all of it when smaller.
     sample_bytes: int = 1_000_000_000
+    # How the tokenize stage encodes documents: auto = tiktoken's BPE when it gives the same ids as the tokenizers
+    # library (a byte-level BPE such as the trained one or GPT-2's; checked on each Spark task's first documents),
+    # else the tokenizers library; tokenizers = always the tokenizers library (about 8x slower).
+    encoder: str = "auto"
 
 
 @dataclass
@@ -182,6 +186,7 @@ CHOICES: dict[str, tuple] = {
     "model.position": ("learned", "sinusoidal", "rope", "alibi", "relative"),  # training.models.layers
     "model.activation": ("gelu", "gelu_tanh", "relu", "gated-gelu", "gated-silu"),  # training.models.layers
     "train.launcher": ("torchrun", "deepspeed"),  # training.launch
+    "tokenizer.encoder": ("auto", "tokenizers"),  # core.tokenizer.ENCODERS
     "train.zero_stage": (0, 1, 2, 3),
     "train.precision": ("fp32", "bf16", "fp16"),  # training.distributed.PRECISIONS
     "train.schedule": ("cosine", "linear", "constant"),  # training.schedule.SCHEDULES
