@@ -61,7 +61,8 @@ def _data_inputs(args: dict[str, Any]) -> list[str]:
     from tokenmill.spark_jobs.readers import expand_inputs
 
     cfg = args["cfg"]
-    return [file_fingerprint(path) for path, _ in expand_inputs(cfg.data.input, cfg.data.format)]
+    # Size and mtime as the listing gives them (local files and object stores alike): no input is read.
+    return [item.fingerprint() for item in expand_inputs(cfg.data.input, cfg.data.format)]
 
 
 @stage_task("clean-corpus", hours=12, retry_delay=10)

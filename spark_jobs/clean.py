@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from tokenmill.core.config import DataConfig
 from tokenmill.core.manifest import sha256_file, write_manifest
-from tokenmill.spark_jobs.readers import RAW_SCHEMA, AnyReader, expand_inputs, object_frame
+from tokenmill.spark_jobs.readers import RAW_SCHEMA, AnyReader, expand_inputs, input_identity, object_frame
 from tokenmill.spark_jobs.registry import build_step, complete_step_options
 from tokenmill.spark_jobs.steps import DatasetStep, DocumentStep
 
@@ -155,7 +155,7 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
 
     manifest = {
         "stage": "data",
-        "inputs": [{"path": p, "format": f, "bytes": os.path.getsize(p), "sha256": sha256_file(p)} for p, f in inputs],
+        "inputs": [input_identity(item) for item in inputs],  # path, format, bytes, mtime: from the listing
         "outputs": outputs,
         "counts": {"read": n_read, **counts},
         "funnel": _funnel(n_read, cfg.steps, outcome),

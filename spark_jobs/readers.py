@@ -20,20 +20,28 @@ Ids are deterministic (sha1 of the record's location or of its own id, namespace
 rerun gives the same ids. ``source`` is the file's name, or its path relative to ``root`` when a
 reader is given one (use that when several input folders hold files of the same name: the derived
 ids include ``source``).
+
+Inputs are local paths or URIs (``s3://``, ``gs://``, ``hdfs://``...): ``expand_inputs`` lists them on the
+driver, and the readers open each one in the executor through a ``pyarrow.fs`` filesystem built from the URI
+and the executor's environment (``filesystem``, ``open_input``).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import gzip
 import hashlib
+import io
 import json
-import mmap
 import os
+import re
 import zlib
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+from urllib.parse import unquote
 
 import pandas as pd
 
@@ -78,39 +86,124 @@ def detect_format(path: str) -> str:
     return "unknown"
 
 
-def expand_inputs(spec: str, fmt: str = "auto") -> list[tuple[str, str]]:
+class InputFile(tuple):
+    """One input file: unpacks and compares as the ``(path, format)`` pair, and carries what its listing said
+    about it, read from no byte of the file: ``size`` in bytes and ``mtime_ns`` (nanoseconds since the epoch,
+    ``None`` where the store gives none). Object stores give no content hash in a listing that pyarrow exposes
+    (S3's ETag is not in ``pyarrow.fs.FileInfo``), so size and mtime are the input's identity."""
+
+    def __new__(cls, path: str, format: str, size: int | None = None, mtime_ns: int | None = None):
+        self = super().__new__(cls, (path, format))
+        self.size = size
+        self.mtime_ns = mtime_ns
+        return self
+
+    def __reduce__(self):
+        return (InputFile, (self[0], self[1], self.size, self.mtime_ns))
+
+    def __repr__(self) -> str:
+        return f"InputFile({self[0]!r}, {self[1]!r}, size={self.size}, mtime_ns={self.mtime_ns})"
+
+    @property
+    def path(self) -> str:
+        return self[0]
+
+    @property
+    def format(self) -> str:
+        return self[1]
+
+    def manifest_entry(self) -> dict[str, Any]:
+        """The input as the data manifest records it: path, format, bytes and mtime (ISO 8601, UTC)."""
+        mtime = None
+        if self.mtime_ns is not None:
+            seconds, ns = divmod(self.mtime_ns, 1_000_000_000)
+            mtime = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=ns // 1000).isoformat()
+        return {"path": self[0], "format": self[1], "bytes": self.size, "mtime": mtime}
+
+    def fingerprint(self) -> str:
+        """``path:size:mtime_ns``: what the stage cache keys an input by (a replaced file changes it)."""
+        return f"{self[0]}:{self.size}:{self.mtime_ns}"
+
+
+def input_identity(item: tuple[str, str]) -> dict[str, Any]:
+    """``InputFile.manifest_entry`` for an item of ``expand_inputs``; a bare ``(path, format)`` pair is looked up
+    (its metadata only: one ``stat`` or one request to the store, never a read of the file)."""
+    if not isinstance(item, InputFile):
+        path, fmt = item
+        item = _identified([path], lambda _: fmt)[0]
+    return item.manifest_entry()
+
+
+def expand_inputs(spec: str, fmt: str = "auto") -> list[InputFile]:
     """Resolve a file, a folder (searched recursively) or a glob to sorted ``(absolute path, format)`` pairs.
+
+    ``spec`` is a local path or a URI: ``s3://bucket/prefix/``, ``gs://``, ``hdfs://host:port/path``, any scheme
+    ``pyarrow.fs.FileSystem.from_uri`` knows (``file://`` is a local path). A URI is listed through ``pyarrow.fs``
+    (credentials and endpoint from the environment, see ``filesystem``); a folder or prefix is listed recursively,
+    and a glob lists the prefix before its first wildcard and matches each name with ``fnmatch``, one path
+    segment at a time (``*`` stays within a segment, ``**`` spans any number of them). The pairs of a URI
+    input are URIs with the same scheme, so the executors open them the same way.
 
     With ``fmt="auto"`` the format comes from each file's extension (see ``EXTENSIONS``); a file in a
     folder whose extension is not recognised is returned with format ``"unknown"`` (the job
     quarantines it with a reason) rather than skipped. Any other ``fmt`` applies to every file.
     Files and folders whose names start with ``.`` or ``_`` (``.crc`` checksums, ``_SUCCESS``
     markers: the Hadoop convention) are not inputs and are left out of folder and glob expansion.
+
+    Each pair is an ``InputFile``, which also carries the file's size and mtime from the listing.
     """
     if fmt != "auto" and fmt not in READERS:
         raise ValueError(f"data.format {fmt!r} is not supported: use 'auto' or one of {sorted(READERS)}")
-    path = Path(spec)
-    if path.is_file():
-        files = [str(path)]
-    elif path.is_dir():
-        files = _walk(str(path))
-    elif any(ch in spec for ch in "*?["):
-        files = []
-        for match in glob.glob(spec, recursive=True):
-            if _hidden(os.path.basename(match)):
-                continue
-            files.extend(_walk(match) if os.path.isdir(match) else [match])
+
+    def format_of(path: str) -> str:
+        return detect_format(path) if fmt == "auto" else fmt
+
+    local = _local_path(spec)
+    if local is None:
+        found = _expand_uri(spec)
+        items = [InputFile(uri, format_of(uri), size, mtime) for uri, (size, mtime) in sorted(found.items())]
     else:
-        raise FileNotFoundError(
-            f"data.input {spec!r} does not exist: give an input file, a folder or a glob "
-            f"(relative paths are resolved from {os.getcwd()!r})"
-        )
-    if not files:
+        items = _identified(sorted({os.path.abspath(f) for f in _expand_local(spec, local)}), format_of)
+    if not items:
         raise FileNotFoundError(
             f"data.input {spec!r} matches no input files: expected files ending in {', '.join(sorted(EXTENSIONS))}"
         )
-    files = sorted({os.path.abspath(f) for f in files})
-    return [(f, detect_format(f) if fmt == "auto" else fmt) for f in files]
+    return items
+
+
+def _expand_local(spec: str, local: str) -> list[str]:
+    """``expand_inputs`` for a local path: the files it names (``spec`` as given, for the error message)."""
+    path = Path(local)
+    if path.is_file():
+        return [str(path)]
+    if path.is_dir():
+        return _walk(str(path))
+    if any(ch in local for ch in "*?["):
+        files = []
+        for match in glob.glob(local, recursive=True):
+            if _hidden(os.path.basename(match)):
+                continue
+            files.extend(_walk(match) if os.path.isdir(match) else [match])
+        return files
+    raise FileNotFoundError(
+        f"data.input {spec!r} does not exist: give an input file, a folder or a glob "
+        f"(relative paths are resolved from {os.getcwd()!r})"
+    )
+
+
+def _identified(paths: list[str], format_of) -> list[InputFile]:
+    """``InputFile``s of files known to exist: local ones ``stat``-ed, URIs asked of their store (metadata only)."""
+    items = []
+    for path in paths:
+        local = _local_path(path)
+        if local is not None:
+            st = os.stat(local)
+            items.append(InputFile(path, format_of(path), st.st_size, st.st_mtime_ns))
+        else:
+            fs, fs_path = filesystem(path)
+            info = fs.get_file_info(fs_path)
+            items.append(InputFile(path, format_of(path), info.size, info.mtime_ns))
+    return items
 
 
 def _hidden(name: str) -> bool:
@@ -123,6 +216,225 @@ def _walk(folder: str) -> list[str]:
         dirnames[:] = [d for d in dirnames if not _hidden(d)]
         found.extend(os.path.join(dirpath, f) for f in filenames if not _hidden(f))
     return found
+
+
+# --- URIs: object stores and other filesystems through pyarrow.fs -------------------------------
+
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+_MAGIC = re.compile(r"[*?[]")
+# Schemes whose first segment is a bucket, part of the path inside pyarrow's filesystem ("bucket/key").
+_BUCKET_SCHEMES = frozenset({"s3", "s3a", "s3n", "gs", "gcs"})
+_S3_SCHEMES = frozenset({"s3", "s3a", "s3n"})
+# Environment variables a filesystem may be built from: a change makes a new one (tests set them per test).
+_ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCS_", "HADOOP_", "ARROW_")
+_FILESYSTEMS: dict[tuple, Any] = {}
+_REMOTE_BUFFER = 8 << 20  # one ranged request per 8 MiB read from an object store
+
+
+def is_uri(spec: str) -> bool:
+    """Whether ``spec`` is a URI (``scheme://...``) rather than a local path."""
+    return bool(_URI.match(spec))
+
+
+def _local_path(spec: str) -> str | None:
+    """The local path ``spec`` names (a plain path, or a ``file://`` URI), or ``None`` for another URI."""
+    m = _URI.match(spec)
+    if m is None:
+        return spec
+    if m.group(1).lower() == "file":
+        return unquote(spec[len("file://") :]) or "/"
+    return None
+
+
+def _split_uri(uri: str) -> tuple[str, str, str]:
+    """``(scheme, authority, path)`` taken literally: no query or fragment (``?`` is a glob wildcard here)."""
+    scheme, rest = uri.split("://", 1)
+    authority, _, path = rest.partition("/")
+    return scheme.lower(), authority, "/" + path
+
+
+def filesystem(uri: str):
+    """``(pyarrow filesystem, path inside it)`` for a URI, built from the URI and the environment alone.
+
+    That is what makes a URI openable on any executor: nothing is pickled from the driver. S3 (``s3://``, also
+    spelled ``s3a://``) takes the AWS SDK's usual settings: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
+    (``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, an instance role...), ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``
+    for an S3-compatible store (MinIO, Ceph, moto) with ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` (default
+    ``us-east-1`` there; without an endpoint the bucket's own region is looked up). ``gs://`` uses Google's
+    application default credentials; ``hdfs://`` needs ``libhdfs`` and the Hadoop classpath (``CLASSPATH``,
+    ``HADOOP_HOME``, ``JAVA_HOME``). Filesystems are cached per process, scheme, authority and environment.
+    """
+    from pyarrow import fs as pafs
+
+    scheme, authority, path = _split_uri(uri)
+    if not authority and scheme in _BUCKET_SCHEMES:
+        raise ValueError(f"{uri!r} names no bucket: write {scheme}://<bucket>/<key or prefix>")
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
+    key = (scheme, authority, env)
+    fs = _FILESYSTEMS.get(key)
+    if fs is None:
+        if scheme in _S3_SCHEMES:
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            if endpoint:
+                region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+                fs = pafs.S3FileSystem(endpoint_override=endpoint, region=region)
+            else:
+                fs = pafs.FileSystem.from_uri(f"s3://{authority}")[0]  # finds the bucket's region
+        else:
+            fs = pafs.FileSystem.from_uri(f"{scheme}://{authority}/")[0]
+        _FILESYSTEMS[key] = fs
+    if scheme in _BUCKET_SCHEMES:
+        path = authority + path
+    return fs, path.rstrip("/") or "/"
+
+
+def _uri(scheme: str, authority: str, fs_path: str) -> str:
+    """The URI of a path inside the filesystem of ``scheme://authority``."""
+    if scheme in _BUCKET_SCHEMES:
+        return f"{scheme}://{fs_path}"
+    return f"{scheme}://{authority}{fs_path}"
+
+
+def _expand_uri(spec: str) -> dict[str, tuple[int | None, int | None]]:
+    """``expand_inputs`` for a URI: ``{file URI: (size, mtime_ns)}`` from one listing (empty when nothing matched).
+
+    As for a local path: an existing file (even one with glob characters in its name) first, then a folder, then
+    a glob."""
+    from pyarrow import fs as pafs
+
+    scheme, authority, path = _split_uri(spec)
+    if _MAGIC.search(authority):
+        raise ValueError(f"data.input {spec!r}: a glob cannot match bucket or host names, only paths inside them")
+    try:
+        fs, fs_path = filesystem(spec)
+        info = fs.get_file_info(fs_path)
+        if info.type == pafs.FileType.File:
+            return {spec: (info.size, info.mtime_ns)}
+        if info.type == pafs.FileType.Directory:
+            return _listed(fs, scheme, authority, fs_path)
+        if _MAGIC.search(path):
+            return _globbed(fs, scheme, authority, path)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # no credentials, access denied, an endpoint that does not answer
+        raise OSError(f"data.input {spec!r}: cannot list it: {_describe(e)}") from e
+    raise FileNotFoundError(f"data.input {spec!r} does not exist: give an input file, a folder (prefix) or a glob")
+
+
+def _listed(fs, scheme: str, authority: str, folder: str) -> dict[str, tuple[int | None, int | None]]:
+    """Every file under ``folder`` (recursively), hidden files and folders left out, by URI."""
+    from pyarrow import fs as pafs
+
+    found = {}
+    selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
+    for info in fs.get_file_info(selector):
+        rel = info.path[len(folder) :].lstrip("/").split("/")
+        if info.type == pafs.FileType.File and not any(_hidden(part) for part in rel):
+            found[_uri(scheme, authority, info.path)] = (info.size, info.mtime_ns)
+    return found
+
+
+def _globbed(fs, scheme: str, authority: str, path: str) -> dict[str, tuple[int | None, int | None]]:
+    """The files a glob (``path`` in ``scheme://authority``) matches: the prefix before its first wildcard is listed
+    once, recursively, and a file is kept when its path, or the path of a folder above it, matches the pattern
+    segment by segment. As for a local glob, a match whose name is hidden is left out, and a matched folder is
+    taken whole, as a folder input is (hidden files and folders in it left out)."""
+    from pyarrow import fs as pafs
+
+    segments = path.strip("/").split("/")
+    first = next(i for i, s in enumerate(segments) if _MAGIC.search(s))
+    base_path = "/" + "/".join(segments[:first])
+    pattern = segments[first:]
+    base = filesystem(f"{scheme}://{authority}{base_path}")[1]
+    found = {}
+    selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+    for info in fs.get_file_info(selector):
+        if info.type != pafs.FileType.File:
+            continue
+        rel = info.path[len(base) :].lstrip("/").split("/")
+        for k in range(1, len(rel) + 1):
+            # rel[:k] matched: the file itself (k == len(rel)) or a folder above it, walked like a folder input
+            if _glob_match(pattern, rel[:k]) and not any(_hidden(part) for part in rel[k - 1 :]):
+                found[_uri(scheme, authority, info.path)] = (info.size, info.mtime_ns)
+                break
+    return found
+
+
+def _glob_match(pattern: list[str], parts: list[str]) -> bool:
+    """Whether path segments ``parts`` match glob segments ``pattern`` as ``glob.glob(recursive=True)`` matches
+    local paths: ``fnmatch`` per segment, ``**`` for any number of segments, and a wildcard never matches a name
+    starting with ``.`` unless the pattern's segment starts with one too."""
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        for k in range(len(parts) + 1):
+            if _glob_match(rest, parts[k:]):
+                return True
+            if k < len(parts) and parts[k].startswith("."):
+                return False
+        return False
+    if not parts or not fnmatch.fnmatchcase(parts[0], head):
+        return False
+    if parts[0].startswith(".") and _MAGIC.search(head) and not head.startswith("."):
+        return False
+    return _glob_match(rest, parts[1:])
+
+
+def open_input(path: str) -> BinaryIO:
+    """A seekable binary file object for a local path or a URI (opened through ``filesystem``, read through an
+    8 MiB buffer: each buffer fill is one ranged request to an object store)."""
+    local = _local_path(path)
+    if local is not None:
+        return open(local, "rb")
+    fs, fs_path = filesystem(path)
+    return io.BufferedReader(_RawInput(fs.open_input_file(fs_path)), buffer_size=_REMOTE_BUFFER)
+
+
+class _RawInput(io.RawIOBase):
+    """A pyarrow random-access file as a raw Python stream (what ``io.BufferedReader`` wraps)."""
+
+    def __init__(self, native):
+        self._native = native
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._native.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readall(self) -> bytes:
+        return self._native.read()  # the rest in one request (RawIOBase's own reads 8 KiB at a time)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._native.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._native.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._native.close()
+        super().close()
+
+
+def _folder_files(folder: str) -> list[str] | None:
+    """The files under a folder (hidden ones left out), or ``None`` when ``folder`` is no folder."""
+    local = _local_path(folder)
+    if local is not None:
+        return _walk(local) if os.path.isdir(local) else None
+    from pyarrow import fs as pafs
+
+    fs, fs_path = filesystem(folder)
+    if fs.get_file_info(fs_path).type != pafs.FileType.Directory:
+        return None
+    scheme, authority, _ = _split_uri(folder)
+    return list(_listed(fs, scheme, authority, fs_path))
 
 
 # --- rows and ids -------------------------------------------------------------------------------
@@ -220,6 +532,9 @@ class Reader:
 
     def source_name(self, path: str) -> str:
         if self.root:
+            if is_uri(path) or is_uri(self.root):
+                top = self.root.rstrip("/") + "/"
+                return path[len(top) :] if path.startswith(top) else os.path.basename(path)
             return os.path.relpath(path, self.root)
         return os.path.basename(path)
 
@@ -308,8 +623,8 @@ class WarcReader(Reader):
 
     def read_file(self, path: str) -> Iterator[dict]:
         source = self.source_name(path)
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
+        with open_input(path) as fh:
+            size = fh.seek(0, os.SEEK_END)
             start: int | None = 0
             while start is not None:
                 gz = _is_gzip_at(fh, start)
@@ -475,25 +790,40 @@ def _all_zero(fh, start: int) -> bool:
 
 def _next_warc_record(fh, start: int, gzip_only: bool = False) -> int | None:
     """Offset of the first WARC record at or after ``start``: a gzip member that decompresses to
-    ``WARC/``, or (unless ``gzip_only``) an uncompressed line starting ``WARC/1.``; ``None`` when there is none."""
-    fh.seek(0, os.SEEK_END)
-    if start >= fh.tell():
+    ``WARC/``, or (unless ``gzip_only``) an uncompressed line starting ``WARC/1.``; ``None`` when there is none.
+
+    The file is scanned forward a chunk at a time (any seekable file: a local one or an object-store one), and
+    the scan stops at the first record found."""
+    size = fh.seek(0, os.SEEK_END)
+    if start >= size:
         return None
-    with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        plain = -1 if gzip_only else mm.find(b"\nWARC/1.", start - 1)
-        plain = plain + 1 if plain >= 0 else None
-        pos = start
-        while True:
-            pos = mm.find(_GZIP_MAGIC + b"\x08", pos)
-            if pos < 0 or (plain is not None and pos > plain):
-                return plain
-            try:
-                head = zlib.decompressobj(31).decompress(mm[pos : pos + 65536], 5)
-            except zlib.error:
-                head = b""
-            if head == b"WARC/":
+    plain_mark, gzip_mark = b"\nWARC/1.", _GZIP_MAGIC + b"\x08"
+    low = start if gzip_only else max(start - 1, 0)  # the newline before a line at ``start`` counts
+    while low < size:
+        fh.seek(low)
+        window = fh.read(_CHUNK + len(plain_mark))  # overlaps the next window: a mark across the border is seen here
+        hits = []  # (offset, is a gzip member candidate), marks starting in this window's first _CHUNK bytes
+        if not gzip_only and 0 <= (i := window.find(plain_mark)) < _CHUNK:
+            hits.append((low + i + 1, False))
+        i = window.find(gzip_mark, max(0, start - low))
+        while 0 <= i < _CHUNK:
+            hits.append((low + i, True))
+            i = window.find(gzip_mark, i + 1)
+        for pos, member in sorted(hits):
+            if not member or _warc_member_at(fh, pos):
                 return pos
-            pos += 1
+        low += _CHUNK
+    return None
+
+
+def _warc_member_at(fh, pos: int) -> bool:
+    """Whether a gzip member that decompresses to ``WARC/`` starts at ``pos``."""
+    fh.seek(pos)
+    try:
+        head = zlib.decompressobj(31).decompress(fh.read(65536), 5)
+    except zlib.error:
+        head = b""
+    return head == b"WARC/"
 
 
 def _decompressed_chunks(fh) -> tuple[str, Iterator[bytes]]:
@@ -579,7 +909,7 @@ class JsonlReader(Reader):
     def read_file(self, path: str) -> Iterator[dict]:
         source = self.source_name(path)
         lineno = 0
-        with open(path, "rb") as fh:
+        with open_input(path) as fh:
             compression, chunks = _decompressed_chunks(fh)
             try:
                 for raw in _lines(chunks):
@@ -662,7 +992,11 @@ class ParquetReader(Reader):
 
         source = self.source_name(path)
         try:
-            pf = pq.ParquetFile(path)
+            if _local_path(path) is not None:
+                pf = pq.ParquetFile(path)
+            else:
+                fs, fs_path = filesystem(path)
+                pf = pq.ParquetFile(fs_path, filesystem=fs)
             schema = pf.schema_arrow
         except Exception as e:
             yield _error_row(source, 0, f"{source}: unreadable Parquet file: {_describe(e)}")
@@ -719,12 +1053,13 @@ class TextReader(Reader):
     format = "text"
 
     def read_file(self, path: str) -> Iterator[dict]:
-        if os.path.isdir(path):
-            for file in sorted(f for f in _walk(path) if f.lower().endswith(".txt")):
+        files = _folder_files(path)
+        if files is not None:
+            for file in sorted(f for f in files if f.lower().endswith(".txt")):
                 yield from self.read_file(file)
             return
         source = self.source_name(path)
-        with open(path, "rb") as fh:
+        with open_input(path) as fh:
             data = fh.read()
         if data.startswith(_BOM):
             data = data[len(_BOM) :]

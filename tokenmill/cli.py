@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             check_data_config(cfg)
         if args.command in ("run", "train"):
             check_model_config(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, OSError, ValueError) as e:  # OSError: FileNotFoundError, an input store that cannot be listed
         print(f"tokenmill: {'config error: ' if isinstance(e, ConfigError) else ''}{e}", file=sys.stderr)
         return 2
     if only_show:
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             try:
                 check_data_config(cfg)
-            except (FileNotFoundError, ValueError) as e:
+            except (OSError, ValueError) as e:
                 warnings.append(str(e))
         for warning in warnings:
             print(f"tokenmill: warning: {warning}", file=sys.stderr)

@@ -51,6 +51,21 @@ def test_a_replaced_input_file_changes_its_fingerprint(tmp_path):
     assert file_fingerprint(f) != touched
 
 
+def test_the_data_stage_keys_its_inputs_by_the_listing_without_reading_them(tmp_path, monkeypatch):
+    """Size and mtime from ``expand_inputs`` (local files here; an object store's listing the same way)."""
+    from tokenmill.flows.tasks import _data_inputs
+    from tokenmill.spark_jobs import readers
+
+    f = tmp_path / "crawl.warc.gz"
+    f.write_bytes(b"one")
+    monkeypatch.setattr(readers, "open_input", None)  # no input is opened
+    args = {"cfg": _cfg(f"data.input={tmp_path}")}
+    before = _data_inputs(args)
+    assert before == [f"{f}:3:{f.stat().st_mtime_ns}"]
+    f.write_bytes(b"two!")
+    assert _data_inputs(args) != before
+
+
 def test_code_fingerprint_follows_the_stage_sources(tmp_path):
     (tmp_path / "spark_jobs").mkdir()
     (tmp_path / "training").mkdir()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pickle
 import random
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -18,11 +21,13 @@ from tokenmill.spark_jobs.readers import (
     RAW_SCHEMA,
     READERS,
     AnyReader,
+    InputFile,
     JsonlReader,
     ParquetReader,
     TextReader,
     WarcReader,
     expand_inputs,
+    input_identity,
     object_frame,
     read_any,
     record_id,
@@ -284,6 +289,26 @@ def test_expand_missing_path_is_a_helpful_error(tmp_path):
     assert "data.input" in str(e.value) and "does not exist" in str(e.value)
 
 
+def test_expand_gives_each_file_its_size_and_mtime_without_reading_it(corpus, monkeypatch):
+    (corpus / "a.warc.gz").write_bytes(b"12345")
+    os.utime(corpus / "a.warc.gz", ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
+    monkeypatch.setattr(readers, "open_input", None)  # listing never opens an input
+    item = expand_inputs(str(corpus))[0]
+    assert isinstance(item, InputFile) and (item.path, item.format) == (str(corpus / "a.warc.gz"), "warc")
+    assert (item.size, item.mtime_ns) == (5, 1_700_000_000_123_456_789)
+    entry = {"path": item.path, "format": "warc", "bytes": 5, "mtime": "2023-11-14T22:13:20.123456+00:00"}
+    assert input_identity(item) == entry
+    assert input_identity((item.path, "warc")) == entry  # a bare pair: one stat
+    assert item.fingerprint() == f"{corpus / 'a.warc.gz'}:5:1700000000123456789"
+    assert pickle.loads(pickle.dumps(item)).mtime_ns == item.mtime_ns
+    (corpus / "a.warc.gz").write_bytes(b"123456")
+    assert expand_inputs(str(corpus))[0].fingerprint() != item.fingerprint()  # a replaced input is noticed
+
+
+def test_expand_file_uri_is_a_local_path(corpus):
+    assert expand_inputs(f"file://{corpus}/b*.warc.gz") == [(str(corpus / "b.warc.gz"), "warc")]
+
+
 def test_expand_empty_folder_and_unmatched_glob(tmp_path):
     with pytest.raises(FileNotFoundError, match="matches no input files"):
         expand_inputs(str(tmp_path))
@@ -393,6 +418,48 @@ def test_any_reader_maps_the_expanded_pairs_to_frames(hostile, monkeypatch):
 
 
 # --- reader specifics ---------------------------------------------------------------------------
+
+
+def _next_record_reference(data: bytes, start: int, gzip_only: bool) -> int | None:
+    """``_next_warc_record`` as it was written for an mmap of the whole file: the scan by chunks must agree."""
+    if start >= len(data):
+        return None
+    plain = -1 if gzip_only else data.find(b"\nWARC/1.", start - 1)
+    plain = plain + 1 if plain >= 0 else None
+    pos = start
+    while True:
+        pos = data.find(b"\x1f\x8b\x08", pos)
+        if pos < 0 or (plain is not None and pos > plain):
+            return plain
+        try:
+            head = zlib.decompressobj(31).decompress(data[pos : pos + 65536], 5)
+        except zlib.error:
+            head = b""
+        if head == b"WARC/":
+            return pos
+        pos += 1
+
+
+@pytest.mark.parametrize("chunk", [3, 8, 61, 1 << 20])
+def test_next_warc_record_scans_by_chunks_like_a_whole_file_search(monkeypatch, chunk):
+    """Marks across chunk borders, false gzip magic, plain and gzipped records after garbage."""
+    monkeypatch.setattr(readers, "_CHUNK", chunk)
+    data = (
+        warc_member("http://n/0", b"<p>zero</p>")
+        + b"junk \x1f\x8b\x08 not gzip\n"
+        + random_bytes(300, seed=5)
+        + warc_member("http://n/1", b"<p>one</p>", gz=False)
+        + b"\nWARC/0.9 not a record\n"
+        + warc_member("http://n/2", b"<p>two</p>")
+        + random_bytes(100, seed=6)
+        + warc_member("http://n/3", b"<p>three</p>", gz=False)
+    )
+    fh = io.BytesIO(data)
+    starts = sorted({*range(1, len(data), 37), *range(1, 40), *range(len(data) - 40, len(data) + 2)})
+    for gzip_only in (False, True):
+        for start in starts:
+            want = _next_record_reference(data, start, gzip_only)
+            assert readers._next_warc_record(fh, start, gzip_only) == want, (start, gzip_only)
 
 
 def test_readers_registry_and_unknown_format(tmp_path):

@@ -268,6 +268,13 @@ def test_missing_relative_input_resolves_against_working_directory(tmp_path, mon
     assert Path(cfg.data.input) == tmp_path.resolve() / "nowhere" / "x.warc.gz"
 
 
+@pytest.mark.parametrize("uri", ["s3://crawl-bucket/2026-10/", "gs://b/x/*.warc.gz", "hdfs://nn:8020/crawl"])
+def test_resolve_paths_keeps_uris_as_they_are(tmp_path, monkeypatch, uri):
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve_paths(load_config(overrides=[f"data.input={uri}"]), REPO_ROOT)
+    assert cfg.data.input == uri
+
+
 def test_flat_has_one_dotted_key_per_field():
     cfg = load_config(overrides=["train.lr=0.25"])
     flat = cfg.flat()

@@ -36,7 +36,7 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    input: str = "data/sample/*.warc.gz"  # a file, a folder (searched recursively) or a glob
+    input: str = "data/sample/*.warc.gz"  # a file, a folder (searched recursively) or a glob; local or a URI
     format: str = "auto"  # auto (by extension), warc (also WET), jsonl, parquet, text
     spark_master: str = "local[*]"
     spark_driver_memory: str = "4g"
@@ -408,10 +408,13 @@ def resolve_paths(cfg: Config, repo_root: Path) -> Config:
 
     ``run.output_dir`` is taken from the working directory. Input files (``data.input``,
     ``train.deepspeed_config``) are looked up in the working directory first and then in the
-    repository, so the shipped sample corpus and DeepSpeed configs are found from anywhere.
+    repository, so the shipped sample corpus and DeepSpeed configs are found from anywhere. URIs
+    (``data.input: s3://bucket/crawl/``) are kept as they are.
     """
 
     def find(p: str) -> str:
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]+://", p):  # a URI (s3://bucket/crawl/, hdfs://...): as it is
+            return p
         path = Path(p).expanduser()
         if path.is_absolute():
             return str(path)
