@@ -24,9 +24,16 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from tokenmill.core.config import DataConfig
+from tokenmill.core.config import ConfigError, DataConfig
 from tokenmill.core.manifest import sha256_file, write_manifest
-from tokenmill.spark_jobs.readers import RAW_SCHEMA, AnyReader, expand_inputs, input_identity, object_frame
+from tokenmill.spark_jobs.readers import (
+    RAW_SCHEMA,
+    AnyReader,
+    WarcReader,
+    expand_inputs,
+    input_identity,
+    object_frame,
+)
 from tokenmill.spark_jobs.registry import build_step, complete_step_options
 from tokenmill.spark_jobs.steps import DatasetStep, DocumentStep
 
@@ -54,6 +61,7 @@ REJECTED_COLUMNS = [
     "cluster_size",
 ]
 QUARANTINE_COLUMNS = ["id", "url", "source", "metadata", "stage", "reason", "error"]
+NO_TEXT = "no_text"  # kept documents must have text: what still has none after the last document step
 
 
 def _value(v: Any) -> Any:
@@ -65,12 +73,17 @@ class DocumentPipeline:
     """``mapInPandas`` body: runs per-document steps in order; the first step that drops a document stops it.
 
     With ``from_raw`` the input rows are reader records (``RAW_SCHEMA``), otherwise documents
-    (``DOC_SCHEMA``). A step that raises quarantines the document with the error.
+    (``DOC_SCHEMA``). A step that raises quarantines the document with the error. With ``require_text``
+    (the job's last per-document pass: no later step can make text) a document still kept without
+    text (null, or only whitespace: e.g. a WARC page when ``extract`` is not among the steps) is dropped
+    with reason ``no_text`` at the stage of the pass's last step (``read`` when the pass has none).
     """
 
-    def __init__(self, steps: list[DocumentStep], from_raw: bool):
+    def __init__(self, steps: list[DocumentStep], from_raw: bool, require_text: bool = True):
         self.steps = steps
         self.from_raw = from_raw
+        self.require_text = require_text
+        self.last_stage = steps[-1].name if steps else "read"
 
     def run(self, row: dict[str, Any]) -> dict[str, Any]:
         row = {k: _value(v) for k, v in row.items()}
@@ -99,6 +112,9 @@ class DocumentPipeline:
             if reason:
                 work.update(status="dropped", stage=step.name, reason=reason)
                 break
+        text = work.get("text")
+        if self.require_text and work["status"] == "kept" and (not text or text.isspace()):
+            work.update(status="dropped", stage=self.last_stage, reason=NO_TEXT)
         work["stats"] = json.dumps(work["stats"], sort_keys=True)
         return {k: work.get(k) for k in DOC_COLUMNS}
 
@@ -115,6 +131,28 @@ def build_steps(cfg: DataConfig) -> list[DocumentStep | DatasetStep]:
     return [build_step(name, cfg.step_options[name]) for name in cfg.steps]
 
 
+def check_extract_for_html(inputs: list[tuple[str, str]], step_names: list[str]) -> None:
+    """ConfigError when ``extract`` is not among the steps and the first WARC input's first readable
+    document is an HTML page (a ``response`` record, not a WET ``conversion``): those pages would all be
+    dropped as ``no_text``. Reads that one file up to that document; other files are the pipeline's
+    ``no_text`` drop to catch (a WARC file may hold either kind of record, whatever its name)."""
+    if "extract" in step_names:
+        return
+    first = next((path for path, fmt in inputs if fmt == "warc"), None)
+    if first is None:
+        return
+    for row in WarcReader().read(first):
+        if row["error"] is not None:
+            continue
+        if row["payload"] is not None:
+            raise ConfigError(
+                f"data.steps has no 'extract' but {first} holds HTML pages (WARC response records): they "
+                f"have no text until extract makes it, and would all be dropped as '{NO_TEXT}'; add extract "
+                f"to data.steps (before the steps that read text)"
+            )
+        return
+
+
 def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
     """Run the job on ``cfg.input`` and write shards and ``manifest.json`` under ``out_dir``; returns the manifest."""
     from pyspark import StorageLevel
@@ -126,6 +164,7 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
     out_dir = Path(out_dir).resolve()
     inputs = expand_inputs(cfg.input, cfg.format)
     steps = build_steps(cfg)  # fails fast on bad options before Spark starts
+    check_extract_for_html(inputs, cfg.steps)
     log.info("data: %d input file(s) from %s; steps: %s", len(inputs), cfg.input, " → ".join(cfg.steps))
     spark = spark_session(
         cfg.spark_master,
@@ -183,16 +222,18 @@ def _apply_steps(raw, steps: list[DocumentStep | DatasetStep]):
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    # Dataset steps never write text, so the pass holding the last document step (or the first pass,
+    # when there is none) is where a kept document without text is known to stay without it.
+    last_document_step = max((i for i, s in enumerate(steps) if isinstance(s, DocumentStep)), default=-1)
     docs, pending, from_raw = raw, [], True
-    for step in steps + [None]:
+    for i, step in enumerate(steps + [None]):
         if isinstance(step, DocumentStep):
             pending.append(step)
             continue
         if pending or from_raw:
             # Persisted: dataset steps read their input several times, and the Python steps must run once.
-            docs = docs.mapInPandas(DocumentPipeline(pending, from_raw), DOC_SCHEMA).persist(
-                StorageLevel.MEMORY_AND_DISK
-            )
+            body = DocumentPipeline(pending, from_raw, require_text=i > last_document_step)
+            docs = docs.mapInPandas(body, DOC_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
             pending, from_raw = [], False
         if step is not None:
             docs = step.apply(docs)

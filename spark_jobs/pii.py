@@ -9,8 +9,10 @@ a missed phone number in a public web page is a small harm. What is and isn't ca
 E-mail
     ``local@domain.tld``: ASCII local part of ``A-Z a-z 0-9 . _ % + -``, dot-separated domain
     labels and an alphabetic TLD of 2-63 letters (or ``xn--`` punycode). Misses quoted or
-    non-ASCII local parts and ``user [at] example [dot] com`` obfuscations. Retina image names
-    such as ``logo@2x.png`` are left alone.
+    non-ASCII local parts and ``user [at] example [dot] com`` obfuscations. The address ends at
+    its TLD: in ``jane@example.com_`` or ``jane@example.org_foo`` the ``_`` and what follows stay
+    as text. Retina image names such as ``logo@2x.png`` are left alone, and so is an address
+    glued to another ``@`` (``a@b.com@c``, ``a@b.com_x@c``).
 IPv4
     Dotted quads with no leading zeros (``ipaddress`` rejects them), not part of a longer dotted
     or alphanumeric run, whose address is global: private (10/8, 172.16/12, 192.168/16),
@@ -48,12 +50,16 @@ from tokenmill.spark_jobs.steps import DocumentStep
 # Every pattern but the e-mail one starts with a literal or a small character set, so that
 # re's scanner skips ordinary text in C; the "not glued to what comes before" checks are
 # lookbehinds placed after that first character. E-mail matching only runs on the
-# whitespace-delimited tokens that contain an '@'.
+# whitespace-delimited tokens that contain an '@'. The e-mail pattern ends at a letter or digit that
+# no other letter or digit follows (not ``\b``, for which '_' is a letter: ``jane@example.com_`` is an
+# address and its '_' plain text), nor an '@', directly or after '_' and address characters
+# (``a@b.com@c`` and ``a@b.com_x@c`` are not addresses). Punycode is tried first, or ``.xn--p1ai`` would
+# end at ``xn``.
 _EMAIL = re.compile(
     r"(?<![\w.%+-])[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*"
-    r"@(?!\d+x\.(?:png|jpe?g|gif|webp|svg|avif)\b)"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})\b"
-    r"(?!@)"
+    r"@(?!\d+x\.(?:png|jpe?g|gif|webp|svg|avif)(?![^\W_]))"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?:xn--[A-Za-z0-9-]{0,58}[A-Za-z0-9]|[A-Za-z]{2,63})"
+    r"(?![^\W_]|@|_[\w.%+-]*@)"
 )
 _TOKEN_END = (" ", "\n", "\t", "\r")  # e-mails contain none of these
 _TOKEN_REST = re.compile(r"[^ \n\t\r]*")

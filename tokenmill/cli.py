@@ -364,15 +364,17 @@ def bakeoff_command(args) -> int:
 
 
 def check_data_config(cfg) -> None:
-    """Fail before any service starts: the inputs exist and every data step accepts its options."""
-    from tokenmill.spark_jobs.clean import build_steps
+    """Fail before any service starts: the inputs exist, every data step accepts its options, and HTML
+    inputs have the ``extract`` step (``check_extract_for_html``)."""
+    from tokenmill.spark_jobs.clean import build_steps, check_extract_for_html
     from tokenmill.spark_jobs.readers import expand_inputs
 
-    expand_inputs(cfg.data.input, cfg.data.format)
+    inputs = expand_inputs(cfg.data.input, cfg.data.format)
     try:
         build_steps(cfg.data)
     except TypeError as e:
         raise ValueError(f"data step options: {e}") from e
+    check_extract_for_html(inputs, cfg.data.steps)
 
 
 def check_model_config(cfg) -> None:

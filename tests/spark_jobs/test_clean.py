@@ -112,3 +112,25 @@ def test_funnel_chains_each_stage_into_the_next():
     assert [r["stage"] for r in funnel] == ["read", "extract", "langid", "minhash"]
     assert [(r["in"], r["out"]) for r in funnel] == [(11, 10), (10, 8), (8, 8), (8, 5)]
     assert funnel[0]["quarantined"] == 1
+
+
+def test_a_page_left_without_text_is_dropped_as_no_text_not_kept():
+    # extract left out of the steps: the WARC page still has only its payload after the last step
+    doc = DocumentPipeline([PIIRedactor()], from_raw=True).run(record())
+    assert (doc["status"], doc["stage"], doc["reason"]) == ("dropped", "pii", "no_text")
+    doc = DocumentPipeline([], from_raw=True).run(record())
+    assert (doc["status"], doc["stage"], doc["reason"]) == ("dropped", "read", "no_text")
+
+
+@pytest.mark.parametrize("text", ["", "  \n\t "])
+def test_an_empty_text_is_dropped_as_no_text(text):
+    doc = DocumentPipeline([PIIRedactor()], from_raw=True).run(record(payload=None, text=text))
+    assert (doc["status"], doc["stage"], doc["reason"]) == ("dropped", "pii", "no_text")
+
+
+def test_a_pass_before_a_later_extract_does_not_require_text():
+    # e.g. data.steps [url_dedup, extract, ...]: the first pass runs before the text exists
+    doc = DocumentPipeline([], from_raw=True, require_text=False).run(record())
+    assert doc["status"] == "kept" and doc["text"] is None and doc["payload"] is not None
+    doc = DocumentPipeline([HtmlExtractor()], from_raw=False).run(doc)
+    assert doc["status"] == "kept" and "quick brown fox" in doc["text"]

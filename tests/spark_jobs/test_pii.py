@@ -35,6 +35,7 @@ def test_is_a_document_step_named_pii():
         "first.last+news@mail.example.co.uk",
         "x-y%z@example-site.io",
         "info@xn--bcher-kva.example",
+        "info@example.xn--p1ai",
         "a1@b2.museum",
     ],
 )
@@ -44,9 +45,26 @@ def test_emails_are_redacted(pii, address):
 
 
 @pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("write to jane.doe@example.com_", "write to <EMAIL>_"),
+        ("jane@example.org_foo", "<EMAIL>_foo"),
+        ("(jane@example.org__) and x@xn--bcher-kva.example_", "(<EMAIL>__) and <EMAIL>_"),
+        ("mailto:a@example.com_,b@example.org_;", "mailto:<EMAIL>_,<EMAIL>_;"),
+    ],
+)
+def test_an_underscore_after_the_tld_ends_the_address(pii, text, redacted):
+    assert redact(pii, text) == redacted
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "logo@2x.png and icon@3x.jpg",
+        "logo@2x.png_small and icon@3x.jpg_",
+        "a@b.com@c",
+        "a@b.com_x@c",
+        "a@b.com1 and a@b.com_1@c",
         "follow @tokenmill on social media",
         "user@localhost",
         "a@b.c",
@@ -266,6 +284,8 @@ def test_e_mails_in_long_tokens_and_several_per_token(pii):
         "1." * 50_000,
         "(415) " * 20_000,
         "a@b.cc " * 20_000,
+        "a@b.cc_" * 20_000,
+        "a@b.cc_" + "x" * 100_000 + "@b.cc",
         "x\t" * 50_000 + "@" * 50_000,
     ],
 )
