@@ -145,6 +145,7 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
         app_name="tokenmill-clean",
         shuffle_partitions=cfg.spark_shuffle_partitions,
     )
+    _use_checkpoint_dir(spark, cfg.checkpoint_dir)
     timings = {"spark_start_s": round(time.time() - started, 2)}
 
     with SparkProgressReporter(spark.sparkContext):  # a line per Spark stage while the job runs
@@ -164,6 +165,8 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
         docs.unpersist()
         timings["write_s"] = round(time.time() - started - sum(timings.values()), 2)
     shutil.rmtree(reads_dir, ignore_errors=True)
+    if cfg.checkpoint_dir:
+        _remove_checkpoints(spark)
     timings["total_s"] = round(time.time() - started, 2)
 
     manifest = {
@@ -404,6 +407,23 @@ def _funnel(n_read: int, step_names: list[str], outcome) -> list[dict[str, Any]]
         )
         remaining -= dropped + quarantined
     return rows
+
+
+def _use_checkpoint_dir(spark, folder: str | None) -> None:
+    """Reliable checkpoints under ``folder`` for this job's lineage cuts (``minhash._materialize``), or local ones."""
+    from tokenmill.spark_jobs.minhash import CHECKPOINT_CONF
+
+    if folder:
+        spark.sparkContext.setCheckpointDir(folder)  # Spark adds a fresh sub-folder for this context
+    spark.conf.set(CHECKPOINT_CONF, folder or "")
+
+
+def _remove_checkpoints(spark) -> None:
+    """Remove the job's reliable checkpoints when they are on a local or shared mount (the job no longer needs
+    them); on HDFS or an object store ``spark.cleaner.referenceTracking.cleanCheckpoints`` removes them."""
+    where = spark.sparkContext.getCheckpointDir() or ""
+    if where.startswith("file:"):
+        shutil.rmtree(where[len("file:") :], ignore_errors=True)
 
 
 def _current_version(out_dir: Path) -> str | None:

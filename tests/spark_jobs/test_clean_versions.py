@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import tokenmill.spark_jobs.clean as clean
+import tokenmill.spark_jobs.minhash as clean_minhash
 from tokenmill.core.config import load_config
 from tokenmill.core.manifest import read_manifest, sha256_file
 from tokenmill.spark_jobs.clean import ParquetShardWriter, ReadCounter, _read_count, run_clean_job
@@ -133,3 +134,23 @@ def test_the_shard_writer_cuts_row_groups_by_size_and_hashes_what_it_wrote(tmp_p
     assert pq.read_table(path).column("id").to_pylist()[:2] == ["0-0", "0-1"]
     assert list(ParquetShardWriter(str(tmp_path / "none"), 1)(iter([]))) == []  # no rows: no file, no record
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00000.parquet"]
+
+
+def test_a_checkpoint_dir_gets_reliable_checkpoints_and_they_are_removed(spark, tmp_path, monkeypatch):
+    corpus(tmp_path / "in")
+    kinds = []
+    real = clean_minhash._materialize
+
+    def spy(df):
+        kinds.append(df.sparkSession.conf.get(clean_minhash.CHECKPOINT_CONF, ""))
+        return real(df)
+
+    monkeypatch.setattr(clean_minhash, "_materialize", spy)
+    folder = tmp_path / "checkpoints"
+    reliable = run_clean_job(job(tmp_path, "data.steps=[minhash]", f"data.checkpoint_dir={folder}"), tmp_path / "a")
+    assert kinds and set(kinds) == {str(folder)}  # every lineage cut of the run went to the folder
+    assert folder.is_dir() and not [p for p in folder.rglob("*") if p.is_file()]  # and the job removed them
+    kinds.clear()
+    local = run_clean_job(job(tmp_path, "data.steps=[minhash]"), tmp_path / "b")
+    assert kinds and set(kinds) == {""}  # the same session, no folder: local checkpoints again
+    assert [s["sha256"] for s in reliable["outputs"]["kept"]] == [s["sha256"] for s in local["outputs"]["kept"]]
