@@ -6,6 +6,13 @@ processed, with the error). The manifest's counts must add up, or the job fails.
 
 Consecutive per-document steps run fused in one ``mapInPandas`` pass over Arrow batches;
 dataset steps (dedup) are Spark DataFrame operations between them.
+
+Nothing proportional to the data runs on the driver: the reading tasks count their records into small side files
+(``ReadCounter``), the writing tasks write the shards and hash them (``ParquetShardWriter``), and the driver sums
+small per-task records. Each run writes a new version folder, ``<out_dir>/v-<time>-<id>/``, and ``manifest.json``,
+written last and atomically, is the pointer to it: a reader never sees a half-replaced result, and a failed run
+leaves the previous version and its manifest as they were. A successful run then removes every version but its own
+and the one the previous manifest named (which a reader may still be reading).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tokenmill.core.config import ConfigError, DataConfig
@@ -154,9 +162,8 @@ def check_extract_for_html(inputs: list[tuple[str, str]], step_names: list[str])
 
 
 def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Run the job on ``cfg.input`` and write shards and ``manifest.json`` under ``out_dir``; returns the manifest."""
-    from pyspark import StorageLevel
-
+    """Run the job on ``cfg.input``, write a new version folder of shards under ``out_dir`` and then
+    ``out_dir/manifest.json`` pointing at it; returns the manifest."""
     from tokenmill.spark_jobs.progress import SparkProgressReporter
     from tokenmill.spark_jobs.session import spark_session
 
@@ -166,34 +173,44 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
     steps = build_steps(cfg)  # fails fast on bad options before Spark starts
     check_extract_for_html(inputs, cfg.steps)
     log.info("data: %d input file(s) from %s; steps: %s", len(inputs), cfg.input, " → ".join(cfg.steps))
+    previous = _current_version(out_dir)
+    version = f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    version_dir = out_dir / version
+    reads_dir = version_dir / "_reads"
+    reads_dir.mkdir(parents=True)
     spark = spark_session(
         cfg.spark_master,
         cfg.spark_driver_memory,
         app_name="tokenmill-clean",
         shuffle_partitions=cfg.spark_shuffle_partitions,
     )
+    _use_checkpoint_dir(spark, cfg.checkpoint_dir)
     timings = {"spark_start_s": round(time.time() - started, 2)}
 
     with SparkProgressReporter(spark.sparkContext):  # a line per Spark stage while the job runs
         files = spark.createDataFrame(inputs, "path string, format string").repartition(max(1, len(inputs)))
-        raw = files.mapInPandas(AnyReader(), RAW_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
-        n_read = raw.count()
-        timings["read_s"] = round(time.time() - started - timings["spark_start_s"], 2)
-        log.info("data: read %d records", n_read)
+        # Not persisted: the raw rows (HTML included) are read once, into the first persisted document pass.
+        raw = files.mapInPandas(ReadCounter(AnyReader(), str(reads_dir)), RAW_SCHEMA)
 
         docs = _apply_steps(raw, steps)
 
-        outcome, counts, stats, languages, kept_bytes = _account(docs, n_read)
+        outcome, counts, stats, languages, kept_bytes = _account(docs)
+        n_read = _read_count(spark, reads_dir, files.rdd.getNumPartitions())
+        _check_accounting(n_read, counts)
+        log.info("data: read %d records", n_read)
         timings["process_s"] = round(time.time() - started - sum(timings.values()), 2)
 
-        outputs = _write_outputs(docs, out_dir, cfg, kept_bytes)
+        outputs = _write_outputs(docs, version_dir, cfg, kept_bytes)
         docs.unpersist()
-        raw.unpersist()
         timings["write_s"] = round(time.time() - started - sum(timings.values()), 2)
+    shutil.rmtree(reads_dir, ignore_errors=True)
+    if cfg.checkpoint_dir:
+        _remove_checkpoints(spark)
     timings["total_s"] = round(time.time() - started, 2)
 
     manifest = {
         "stage": "data",
+        "version": version,
         "inputs": [input_identity(item) for item in inputs],  # path, format, bytes, mtime: from the listing
         "outputs": outputs,
         "counts": {"read": n_read, **counts},
@@ -204,7 +221,8 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
         "spark": {"master": spark.sparkContext.master, "version": spark.version},
         "timings": timings,
     }
-    write_manifest(out_dir / "manifest.json", manifest)
+    write_manifest(out_dir / "manifest.json", manifest)  # the pointer flips: readers now see this version
+    _remove_old_versions(out_dir, keep={version, previous})
     log.info(
         "data: kept %d of %d (dropped %d, quarantined %d) in %.1fs",
         counts["kept"],
@@ -243,16 +261,12 @@ def _apply_steps(raw, steps: list[DocumentStep | DatasetStep]):
     return docs.persist(StorageLevel.MEMORY_AND_DISK)
 
 
-def _account(docs, n_read: int):
-    """(outcome rows, counts, summed stats, kept documents per language, kept text bytes); raises when
-    kept + dropped + quarantined is not every record read."""
+def _account(docs):
+    """(outcome rows, counts, summed stats, kept documents per language, kept text bytes)."""
     from pyspark.sql import functions as F
 
     outcome = docs.groupBy("status", "stage", "reason").count().collect()
     counts = _counts(outcome)
-    accounted = counts["kept"] + sum(counts["dropped"].values()) + sum(counts["quarantined"].values())
-    if accounted != n_read:
-        raise RuntimeError(f"accounting broken: read {n_read} records but kept+dropped+quarantined = {accounted}")
     stats = {
         r["key"]: r["n"]
         for r in docs.select(F.explode(F.from_json("stats", "map<string,long>")))
@@ -267,34 +281,136 @@ def _account(docs, n_read: int):
     return outcome, counts, stats, languages, kept_bytes
 
 
-def _write_outputs(docs, out_dir: Path, cfg: DataConfig, kept_bytes: int) -> dict[str, Any]:
-    """Kept, rejected and quarantined rows as Parquet shards (kept cut to ``data.shard_target_mb``)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _check_accounting(n_read: int, counts: dict[str, Any]) -> None:
+    """Raise when kept + dropped + quarantined is not every record read."""
+    accounted = counts["kept"] + sum(counts["dropped"].values()) + sum(counts["quarantined"].values())
+    if accounted != n_read:
+        raise RuntimeError(f"accounting broken: read {n_read} records but kept+dropped+quarantined = {accounted}")
+
+
+class ReadCounter:
+    """``mapInPandas`` body around a reader: passes its rows through and, when the task's input is exhausted,
+    writes the number of records it read to ``<folder>/part-<partition:05d>.json``. A retried or recomputed
+    task rewrites its own file with the same count, so the sum over the files is exact."""
+
+    def __init__(self, reader, folder: str):
+        self.reader = reader
+        self.folder = folder
+
+    def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        partition = context.partitionId() if context is not None else 0
+        records = 0
+        for batch in self.reader(batches):
+            records += len(batch)
+            yield batch
+        path = os.path.join(self.folder, f"part-{partition:05d}.json")
+        tmp = os.path.join(self.folder, f".part-{partition:05d}.json.tmp-{uuid.uuid4().hex[:8]}")  # hidden from Spark
+        with open(tmp, "w") as fh:
+            json.dump({"partition": partition, "records": records}, fh)
+        os.replace(tmp, path)
+
+
+def _read_count(spark, folder: Path, partitions: int) -> int:
+    """The records every reading task counted (``ReadCounter``); raises unless every task reported."""
+    from pyspark.sql import functions as F
+
+    row = (
+        spark.read.schema("partition int, records long")
+        .json(str(folder))
+        .agg(F.countDistinct("partition").alias("tasks"), F.sum("records").alias("records"))
+        .first()
+    )
+    if row["tasks"] != partitions:
+        raise RuntimeError(f"accounting broken: {row['tasks']} of {partitions} reading tasks reported their counts")
+    return int(row["records"] or 0)
+
+
+def _write_outputs(docs, version_dir: Path, cfg: DataConfig, kept_bytes: int) -> dict[str, Any]:
+    """Kept, rejected and quarantined rows as Parquet shards under ``version_dir`` (kept cut to
+    ``data.shard_target_mb``), each written and hashed by the task that holds its rows."""
     n_shards = max(1, math.ceil(kept_bytes / (cfg.shard_target_mb * 2**20)))
     row_group = cfg.row_group_mb * 2**20
-    return {
-        "kept": _write_atomically(
-            docs.filter("status = 'kept'")
-            .select(*KEPT_COLUMNS)
-            .repartitionByRange(n_shards, "id")
-            .sortWithinPartitions("id"),
-            out_dir / "kept",
-            row_group,
-        ),
-        "rejected": _write_atomically(
-            docs.filter("status = 'dropped'")
-            .select(*REJECTED_COLUMNS)
-            .repartitionByRange(n_shards, "id")
-            .sortWithinPartitions("id"),
-            out_dir / "rejected",
-            row_group,
-        ),
-        "quarantine": _write_atomically(
-            docs.filter("status = 'quarantined'").select(*QUARANTINE_COLUMNS).coalesce(1).sortWithinPartitions("id"),
-            out_dir / "quarantine",
-            row_group,
-        ),
+    frames = {
+        "kept": docs.filter("status = 'kept'")
+        .select(*KEPT_COLUMNS)
+        .repartitionByRange(n_shards, "id")
+        .sortWithinPartitions("id"),
+        "rejected": docs.filter("status = 'dropped'")
+        .select(*REJECTED_COLUMNS)
+        .repartitionByRange(n_shards, "id")
+        .sortWithinPartitions("id"),
+        # Quarantined rows are few: written where they are, with no shuffle and no single-task scan.
+        "quarantine": docs.filter("status = 'quarantined'").select(*QUARANTINE_COLUMNS).sortWithinPartitions("id"),
     }
+    return {name: _write_shards(frame, version_dir / name, row_group) for name, frame in frames.items()}
+
+
+SHARD_ROW_SCHEMA = "name string, rows long, bytes long, sha256 string"
+
+
+class ParquetShardWriter:
+    """``mapInArrow`` body: a task's rows → ``<folder>/part-<partition:05d>.parquet`` (zstd, row groups of about
+    ``row_group_bytes`` in memory), written under a temporary name and renamed, then hashed where it was written;
+    yields one ``SHARD_ROW_SCHEMA`` row per file (none for a task without rows)."""
+
+    def __init__(self, folder: str, row_group_bytes: int):
+        self.folder = folder
+        self.row_group_bytes = row_group_bytes
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        partition = context.partitionId() if context is not None else 0
+        name = f"part-{partition:05d}.parquet"
+        path = os.path.join(self.folder, name)
+        tmp = os.path.join(self.folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+        writer, pending, pending_bytes, rows = None, [], 0, 0
+        try:
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, batch.schema, compression="zstd")
+                pending.append(batch)
+                pending_bytes += batch.nbytes
+                rows += batch.num_rows
+                if pending_bytes >= self.row_group_bytes:
+                    group = pa.Table.from_batches(pending)
+                    writer.write_table(group, row_group_size=group.num_rows)  # one row group
+                    pending, pending_bytes = [], 0
+            if writer is None:
+                return
+            if pending:
+                group = pa.Table.from_batches(pending)
+                writer.write_table(group, row_group_size=group.num_rows)
+            writer.close()
+            os.replace(tmp, path)
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        yield pa.RecordBatch.from_pylist(
+            [{"name": name, "rows": rows, "bytes": os.path.getsize(path), "sha256": sha256_file(path)}],
+            schema=pa.schema(
+                [("name", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64()), ("sha256", pa.string())]
+            ),
+        )
+
+
+def _write_shards(frame, folder: Path, row_group_bytes: int) -> list[dict[str, Any]]:
+    """Write ``frame`` with ``ParquetShardWriter``; the shards' records in name order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = frame.mapInArrow(ParquetShardWriter(str(folder), row_group_bytes), SHARD_ROW_SCHEMA).collect()
+    return [
+        {"path": str(folder / r["name"]), "rows": r["rows"], "bytes": r["bytes"], "sha256": r["sha256"]}
+        for r in sorted(written, key=lambda r: r["name"])
+    ]
 
 
 def _counts(outcome) -> dict[str, Any]:
@@ -332,12 +448,35 @@ def _funnel(n_read: int, step_names: list[str], outcome) -> list[dict[str, Any]]
     return rows
 
 
-def _write_atomically(df, final: Path, row_group_bytes: int) -> list[dict[str, Any]]:
-    """Write Parquet into a temporary folder and rename it into place: no partial output is ever visible."""
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    df.write.mode("overwrite").option("parquet.block.size", row_group_bytes).parquet(str(tmp))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    files = sorted(final.glob("*.parquet"))
-    return [{"path": str(f), "rows": pq.ParquetFile(f).metadata.num_rows, "sha256": sha256_file(f)} for f in files]
+def _use_checkpoint_dir(spark, folder: str | None) -> None:
+    """Reliable checkpoints under ``folder`` for this job's lineage cuts (``minhash._materialize``), or local ones."""
+    from tokenmill.spark_jobs.minhash import CHECKPOINT_CONF
+
+    if folder:
+        spark.sparkContext.setCheckpointDir(folder)  # Spark adds a fresh sub-folder for this context
+    spark.conf.set(CHECKPOINT_CONF, folder or "")
+
+
+def _remove_checkpoints(spark) -> None:
+    """Remove the job's reliable checkpoints when they are on a local or shared mount (the job no longer needs
+    them); on HDFS or an object store ``spark.cleaner.referenceTracking.cleanCheckpoints`` removes them."""
+    where = spark.sparkContext.getCheckpointDir() or ""
+    if where.startswith("file:"):
+        shutil.rmtree(where[len("file:") :], ignore_errors=True)
+
+
+def _current_version(out_dir: Path) -> str | None:
+    """The version folder ``out_dir/manifest.json`` points at, if any."""
+    try:
+        return json.loads((out_dir / "manifest.json").read_text()).get("version")
+    except (OSError, ValueError):
+        return None
+
+
+def _remove_old_versions(out_dir: Path, keep: set[str | None]) -> None:
+    """Remove the version folders (``v-*``) of ``out_dir`` not in ``keep``, and the output folders of a
+    tokenmill from before versions (``kept/``, ``rejected/``, ``quarantine/``)."""
+    for child in out_dir.iterdir():
+        stale_version = child.name.startswith("v-") and child.name not in keep
+        if child.is_dir() and (stale_version or child.name in ("kept", "rejected", "quarantine")):
+            shutil.rmtree(child, ignore_errors=True)

@@ -323,9 +323,15 @@ def _distinct_shingles(values: np.ndarray, counts: np.ndarray, keep: np.ndarray)
     return _list_array(v, distinct_counts[keep])  # texts without shingles hold no values: no gaps
 
 
+#: The session setting that names the job's reliable checkpoint folder (``data.checkpoint_dir``); empty: local.
+CHECKPOINT_CONF = "tokenmill.checkpointDir"
+
+
 def _materialize(df):
-    """Cut the lineage: a reliable checkpoint when a checkpoint dir is set, else a local one."""
-    if df.sparkSession.sparkContext.getCheckpointDir():
+    """Cut the lineage: a reliable checkpoint (it survives a lost executor) when the job named a checkpoint folder
+    (``CHECKPOINT_CONF``, set with the context's checkpoint dir by the data job), else a local one (kept by the
+    executors that computed it: fine on one machine)."""
+    if df.sparkSession.conf.get(CHECKPOINT_CONF, ""):
         return df.checkpoint(eager=True)
     return df.localCheckpoint(eager=True)
 

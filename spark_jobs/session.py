@@ -23,6 +23,7 @@ def spark_session(
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.cleaner.referenceTracking.cleanCheckpoints", "true")  # reliable checkpoints go with their RDD
         .getOrCreate()
     )
     # A runtime setting: applies to a reused session too.

@@ -19,7 +19,8 @@ def test_key_is_stable_and_names_its_stage(tmp_path):
 def test_output_changing_keys_change_the_key_and_execution_keys_do_not(tmp_path):
     base = stage_key("data", _cfg(), [], tmp_path)
     assert stage_key("data", _cfg("data.langid.threshold=0.9"), [], tmp_path) != base
-    assert stage_key("data", _cfg("data.spark_master=spark://elsewhere:7077"), [], tmp_path) == base
+    elsewhere = _cfg("data.spark_master=spark://elsewhere:7077", "data.checkpoint_dir=/shared/checkpoints")
+    assert stage_key("data", elsewhere, [], tmp_path) == base
     assert stage_key("data", _cfg("train.lr=0.1"), [], tmp_path) == base  # another stage's key
 
     train = stage_key("train", _cfg(), [], tmp_path)

@@ -33,7 +33,9 @@ def test_data_job_on_a_standalone_cluster_matches_local_mode(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with StandaloneCluster(workers=1, cores_per_worker=2, memory_per_worker="1g", log_dir=tmp_path / "logs") as c:
         cluster_run = subprocess.run(
-            common + ["--set", f"data.spark_master={c.url}", "--out", str(tmp_path / "c")],
+            common
+            + ["--set", f"data.spark_master={c.url}", "--set", f"data.checkpoint_dir={tmp_path / 'checkpoints'}"]
+            + ["--out", str(tmp_path / "c")],
             capture_output=True,
             text=True,
             env=env,

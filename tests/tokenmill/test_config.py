@@ -353,7 +353,17 @@ BAD_VALUES = [
         "not divisible by micro_batch_size 8 x world size 6 (nproc x nnodes) = 48",
     ),
     ("train.global_batch_size=64 train.grad_accum_steps=2", "grad_accum_steps 2 contradicts global_batch_size 64"),
+    ("data.spark_master=spark://m:7077", "data.checkpoint_dir is required when data.spark_master is a cluster"),
 ]
+
+
+def test_a_cluster_master_with_a_checkpoint_dir_loads_and_the_dir_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(overrides=["data.spark_master=spark://m:7077", "data.checkpoint_dir=ckpt"])
+    assert cfg.data.checkpoint_dir == "ckpt"
+    assert resolve_paths(cfg, tmp_path).data.checkpoint_dir == str(tmp_path / "ckpt")
+    uri = load_config(overrides=["data.spark_master=spark://m:7077", "data.checkpoint_dir=hdfs://nn/ckpt"])
+    assert resolve_paths(uri, tmp_path).data.checkpoint_dir == "hdfs://nn/ckpt"
 
 
 @pytest.mark.parametrize(("overrides", "message"), BAD_VALUES, ids=[o for o, _ in BAD_VALUES])

@@ -41,6 +41,10 @@ class DataConfig:
     spark_master: str = "local[*]"
     spark_driver_memory: str = "4g"
     spark_shuffle_partitions: int = 16  # raise on a cluster: about 2-3 per executor core
+    # Where Spark writes reliable checkpoints (MinHash's signatures and connected-components rounds): a folder or
+    # URI every executor reaches (HDFS, S3, a shared mount). Required when spark_master is a cluster: a local
+    # checkpoint lives on one executor, and losing it fails the job. null on local[*]: local checkpoints.
+    checkpoint_dir: str | None = None
     # Steps run in this order; null: every registered step (`tokenmill.spark_jobs.registry`, where the
     # list lives), in the registry's order. Each step's options are a mapping of the step's name under
     # `data` (e.g. `data.minhash.threshold`), checked against the step's class when the run's config is
@@ -256,6 +260,13 @@ def check_config(cfg: Config) -> Config:
         value = _get(cfg, key)
         if value is not None and not _in_range(value, spec):
             raise ConfigError(f"{key} must be {spec if spec[0] in '<>' else 'in ' + spec}, got {value!r}")
+    d = cfg.data
+    if not d.spark_master.startswith("local") and not d.checkpoint_dir:
+        raise ConfigError(
+            f"data.checkpoint_dir is required when data.spark_master is a cluster ({d.spark_master}): a folder or "
+            "URI every executor reaches (hdfs://..., a shared mount), where Spark checkpoints survive the loss "
+            "of an executor"
+        )
     t = cfg.train
     if t.min_lr > t.lr:
         raise ConfigError(f"train.min_lr {t.min_lr} is above train.lr {t.lr}: the schedule decays from lr to min_lr")
@@ -431,6 +442,8 @@ def resolve_paths(cfg: Config, repo_root: Path) -> Config:
 
     cfg.run.output_dir = str(Path(cfg.run.output_dir).expanduser().resolve())
     cfg.data.input = find(cfg.data.input)
+    if cfg.data.checkpoint_dir and "://" not in cfg.data.checkpoint_dir:
+        cfg.data.checkpoint_dir = str(Path(cfg.data.checkpoint_dir).expanduser().resolve())
     cfg.train.deepspeed_config = find(cfg.train.deepspeed_config)
     if cfg.tokenizer.from_pretrained:
         cfg.tokenizer.from_pretrained = find(cfg.tokenizer.from_pretrained)

@@ -18,7 +18,7 @@ from tokenmill.core.env import REPO_ROOT
 
 # Keys that change how a stage runs but not what it writes.
 _EXECUTION_ONLY = {
-    "data": {"spark_master", "spark_driver_memory", "spark_shuffle_partitions"},
+    "data": {"spark_master", "spark_driver_memory", "spark_shuffle_partitions", "checkpoint_dir"},
     "train": {"launcher", "rdzv_endpoint", "hostfile", "checkpoint_every", "resume"},
 }
 
