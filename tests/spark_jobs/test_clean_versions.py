@@ -4,6 +4,11 @@ by the tasks that hold their rows, and read counts from the reading tasks (spark
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -154,3 +159,39 @@ def test_a_checkpoint_dir_gets_reliable_checkpoints_and_they_are_removed(spark, 
     local = run_clean_job(job(tmp_path, "data.steps=[minhash]"), tmp_path / "b")
     assert kinds and set(kinds) == {""}  # the same session, no folder: local checkpoints again
     assert [s["sha256"] for s in reliable["outputs"]["kept"]] == [s["sha256"] for s in local["outputs"]["kept"]]
+
+
+@pytest.mark.slow  # the data job three times in its own processes
+def test_killing_the_driver_while_it_writes_leaves_the_previous_result_and_a_rerun_matches(tmp_path):
+    corpus(tmp_path / "in")
+    out = tmp_path / "data"
+    command = [
+        sys.executable,
+        "-m",
+        "tokenmill.cli",
+        "data",
+        *("--set", f"data.input={tmp_path / 'in'}", "--set", "data.steps=[exact_dedup]"),
+        *("--set", "data.spark_master=local[2]", "--set", "data.spark_driver_memory=1g", "--out", str(out)),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    assert subprocess.run(command, env=env, capture_output=True, timeout=600).returncode == 0
+    before = (out / "manifest.json").read_bytes()
+    good = read_manifest(out / "manifest.json", "data")
+
+    run = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 600
+    while not [p for p in out.glob("v-*/kept") if p.parent.name != good["version"]]:  # the write has begun
+        assert run.poll() is None and time.time() < deadline, "the run ended before it wrote"
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGKILL)  # the driver and its JVM
+    run.wait()
+
+    assert (out / "manifest.json").read_bytes() == before
+    kept = [r for s in good["outputs"]["kept"] for r in pq.read_table(s["path"]).to_pylist()]
+    assert len(kept) == good["counts"]["kept"] == 100
+    assert subprocess.run(command, env=env, capture_output=True, timeout=600).returncode == 0
+    again = read_manifest(out / "manifest.json", "data")
+    assert [s["sha256"] for s in again["outputs"]["kept"]] == [s["sha256"] for s in good["outputs"]["kept"]]
+    assert versions(out) == {good["version"], again["version"]}  # the killed run's folder is gone
