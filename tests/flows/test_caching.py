@@ -23,6 +23,10 @@ def test_output_changing_keys_change_the_key_and_execution_keys_do_not(tmp_path)
     assert stage_key("data", elsewhere, [], tmp_path) == base
     assert stage_key("data", _cfg("train.lr=0.1"), [], tmp_path) == base  # another stage's key
 
+    tokens = stage_key("tokenize", _cfg(), [], tmp_path)
+    assert stage_key("tokenize", _cfg("tokenizer.vocab_size=4096"), [], tmp_path) != tokens
+    assert stage_key("tokenize", _cfg("tokenizer.encoder=tokenizers"), [], tmp_path) == tokens  # the same ids
+
     train = stage_key("train", _cfg(), [], tmp_path)
     assert stage_key("train", _cfg("train.lr=0.1"), [], tmp_path) != train
     assert stage_key("train", _cfg("model.n_layer=3"), [], tmp_path) != train

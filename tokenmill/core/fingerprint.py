@@ -19,6 +19,7 @@ from tokenmill.core.env import REPO_ROOT
 # Keys that change how a stage runs but not what it writes.
 _EXECUTION_ONLY = {
     "data": {"spark_master", "spark_driver_memory", "spark_shuffle_partitions", "checkpoint_dir"},
+    "tokenize": {"encoder"},  # tiktoken or tokenizers: the same ids
     "train": {"launcher", "rdzv_endpoint", "hostfile", "checkpoint_every", "resume"},
 }
 
@@ -39,7 +40,8 @@ def config_part(cfg, stage: str) -> dict[str, Any]:
     if stage == "data":
         part = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in drop}
     elif stage == "tokenize":
-        part = {"tokenizer": dataclasses.asdict(cfg.tokenizer), "seed": cfg.run.seed}
+        tokenizer = {k: v for k, v in dataclasses.asdict(cfg.tokenizer).items() if k not in drop}
+        part = {"tokenizer": tokenizer, "seed": cfg.run.seed}
     elif stage == "train":
         part = {
             "model": dataclasses.asdict(cfg.model),
