@@ -56,6 +56,19 @@ class StandaloneCluster:
         env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1"}
         self._procs.append(subprocess.Popen([_spark_class(), *args], stdout=out, stderr=subprocess.STDOUT, env=env))
 
+    def executor_pids(self, worker: int) -> list[int]:
+        """The process ids of the executor JVMs worker ``worker`` (0-based) runs now, for fault tests."""
+        import psutil
+
+        pids = []
+        for child in psutil.Process(self._procs[1 + worker].pid).children(recursive=True):  # the master came first
+            try:
+                if any("CoarseGrainedExecutorBackend" in part for part in child.cmdline()):
+                    pids.append(child.pid)
+            except psutil.Error:  # gone, or a zombie not yet reaped: no executor to kill
+                pass
+        return pids
+
     def alive_workers(self) -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ui_port}/json/", timeout=5) as r:
             return sum(w["state"] == "ALIVE" for w in json.load(r)["workers"])
