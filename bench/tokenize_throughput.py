@@ -261,8 +261,10 @@ def encoder_rates(manifest: Path, tokenizer: Path, mb: float = 20.0, repeats: in
             break
     tok = prepare(load_pretrained(tokenizer))
     fast = DocumentEncoder(tok)
-    sides = {"tokenizers encode_batch": lambda: [e.ids for e in tok.encode_batch(texts)], "DocumentEncoder": None}
-    sides["DocumentEncoder"] = lambda: fast.encode(texts)
+    sides = {
+        "tokenizers encode_batch": lambda: [e.ids for e in tok.encode_batch(texts)],
+        "DocumentEncoder": lambda: fast.encode(texts),
+    }
     rates: dict[str, list[float]] = {name: [] for name in sides}
     results = {}
     for _ in range(repeats):
