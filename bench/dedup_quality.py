@@ -52,6 +52,7 @@ from tokenmill.core.env import prepare_environment  # noqa: E402
 
 prepare_environment()
 
+from tokenmill.spark_jobs.ledger import apply_dataset_steps  # noqa: E402
 from tokenmill.spark_jobs.minhash import MinhashDeduplicator, connected_components, tokenize  # noqa: E402
 
 THRESHOLD = 0.8
@@ -282,7 +283,7 @@ def run_tokenmill(spark, docs: list[tuple[str, str]], verify: str | None) -> tup
         step = MinhashDeduplicator(
             num_bands=BANDS, rows_per_band=ROWS, ngram_size=NGRAM, threshold=THRESHOLD, verify=verify
         )
-        out = step.apply(df).filter(F.col("cluster_id").isNotNull()).select("id", "cluster_id")
+        out = apply_dataset_steps(df, [step]).filter(F.col("cluster_id").isNotNull()).select("id", "cluster_id")
         got = {r["id"]: r["cluster_id"] for r in out.collect()}
     elapsed = time.time() - started
     return [index[got[d]] if d in got else i for i, (d, _) in enumerate(docs)], elapsed

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from tokenmill.core.config import ConfigError, DataConfig
 from tokenmill.core.manifest import sha256_file, write_manifest
+from tokenmill.spark_jobs.ledger import ledger_of, with_outcome
 from tokenmill.spark_jobs.readers import (
     RAW_SCHEMA,
     AnyReader,
@@ -164,7 +165,7 @@ def check_extract_for_html(inputs: list[tuple[str, str]], step_names: list[str])
 def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
     """Run the job on ``cfg.input``, write a new version folder of shards under ``out_dir`` and then
     ``out_dir/manifest.json`` pointing at it; returns the manifest."""
-    from tokenmill.spark_jobs.progress import SparkProgressReporter
+    from tokenmill.spark_jobs.progress import SparkProgressReporter, shuffle_bytes
     from tokenmill.spark_jobs.session import spark_session
 
     started = time.time()
@@ -192,16 +193,17 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
         # Not persisted: the raw rows (HTML included) are read once, into the first persisted document pass.
         raw = files.mapInPandas(ReadCounter(AnyReader(), str(reads_dir)), RAW_SCHEMA)
 
-        docs = _apply_steps(raw, steps)
+        docs, ledger = _apply_steps(raw, steps)
 
-        outcome, counts, stats, languages, kept_bytes = _account(docs)
+        outcome, counts, stats, languages, kept_bytes = _account(ledger)
         n_read = _read_count(spark, reads_dir, files.rdd.getNumPartitions())
         _check_accounting(n_read, counts)
         log.info("data: read %d records", n_read)
         timings["process_s"] = round(time.time() - started - sum(timings.values()), 2)
 
-        outputs = _write_outputs(docs, version_dir, cfg, kept_bytes)
-        docs.unpersist()
+        outputs = _write_outputs(docs, ledger, version_dir, cfg, kept_bytes)
+        _check_written(outputs, n_read, counts)
+        spark.catalog.clearCache()
         timings["write_s"] = round(time.time() - started - sum(timings.values()), 2)
     shutil.rmtree(reads_dir, ignore_errors=True)
     if cfg.checkpoint_dir:
@@ -218,7 +220,11 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
         "stats": dict(sorted(stats.items())),
         "languages": dict(sorted(languages.items(), key=lambda kv: -kv[1])),
         "config": cfg.to_dict(),
-        "spark": {"master": spark.sparkContext.master, "version": spark.version},
+        "spark": {
+            "master": spark.sparkContext.master,
+            "version": spark.version,
+            "shuffle": shuffle_bytes(spark.sparkContext),
+        },
         "timings": timings,
     }
     write_manifest(out_dir / "manifest.json", manifest)  # the pointer flips: readers now see this version
@@ -236,48 +242,48 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
 
 def _apply_steps(raw, steps: list[DocumentStep | DatasetStep]):
     """Every record through the steps in order: consecutive document steps fused into one Python pass
-    (``DocumentPipeline``), each dataset step on the whole frame. Returns the persisted documents."""
+    (``DocumentPipeline``) over the documents, each dataset step on the ledger (keys only: the text stays
+    where it was read). Returns the persisted documents of the last pass and the persisted ledger."""
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
 
     # Dataset steps never write text, so the pass holding the last document step (or the first pass,
     # when there is none) is where a kept document without text is known to stay without it.
     last_document_step = max((i for i, s in enumerate(steps) if isinstance(s, DocumentStep)), default=-1)
-    docs, pending, from_raw = raw, [], True
+    dataset_steps = [s for s in steps if isinstance(s, DatasetStep)]
+    docs, ledger, pending, from_raw = raw, None, [], True
     for i, step in enumerate(steps + [None]):
         if isinstance(step, DocumentStep):
             pending.append(step)
             continue
         if pending or from_raw:
-            # Persisted: dataset steps read their input several times, and the Python steps must run once.
+            if ledger is not None:  # a document step after a dataset step: the outcome so far meets the text
+                docs = with_outcome(docs, ledger)
+            # Persisted: the ledger and the dataset steps read the documents, and the Python steps must run once.
             body = DocumentPipeline(pending, from_raw, require_text=i > last_document_step)
             docs = docs.mapInPandas(body, DOC_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+            ledger = ledger_of(docs, dataset_steps).persist(StorageLevel.MEMORY_AND_DISK)
             pending, from_raw = [], False
         if step is not None:
-            docs = step.apply(docs)
-    for column, kind in (("cluster_id", "string"), ("cluster_size", "int")):
-        if column not in docs.columns:
-            docs = docs.withColumn(column, F.lit(None).cast(kind))
-    return docs.persist(StorageLevel.MEMORY_AND_DISK)
+            ledger = step.apply(ledger, docs).persist(StorageLevel.MEMORY_AND_DISK)
+    return docs, ledger
 
 
-def _account(docs):
-    """(outcome rows, counts, summed stats, kept documents per language, kept text bytes)."""
+def _account(ledger):
+    """(outcome rows, counts, summed stats, kept documents per language, kept text characters), from the ledger."""
     from pyspark.sql import functions as F
 
-    outcome = docs.groupBy("status", "stage", "reason").count().collect()
+    outcome = ledger.groupBy("status", "stage", "reason").count().collect()
     counts = _counts(outcome)
     stats = {
         r["key"]: r["n"]
-        for r in docs.select(F.explode(F.from_json("stats", "map<string,long>")))
+        for r in ledger.select(F.explode(F.from_json("stats", "map<string,long>")))
         .groupBy("key")
         .agg(F.sum("value").alias("n"))
         .collect()
     }
-    languages = {
-        r["lang"] or "unknown": r["count"] for r in docs.filter("status = 'kept'").groupBy("lang").count().collect()
-    }
-    kept_bytes = docs.filter("status = 'kept'").agg(F.sum(F.length("text"))).first()[0] or 0
+    kept = ledger.filter("status = 'kept'")
+    languages = {r["lang"] or "unknown": r["count"] for r in kept.groupBy("lang").count().collect()}
+    kept_bytes = kept.agg(F.sum("text_length")).first()[0] or 0
     return outcome, counts, stats, languages, kept_bytes
 
 
@@ -286,6 +292,13 @@ def _check_accounting(n_read: int, counts: dict[str, Any]) -> None:
     accounted = counts["kept"] + sum(counts["dropped"].values()) + sum(counts["quarantined"].values())
     if accounted != n_read:
         raise RuntimeError(f"accounting broken: read {n_read} records but kept+dropped+quarantined = {accounted}")
+
+
+def _check_written(outputs: dict[str, list[dict[str, Any]]], n_read: int, counts: dict[str, Any]) -> None:
+    """Raise when the shards do not hold every record read, or the kept shards not every kept one."""
+    written = {out: sum(s["rows"] for s in shards) for out, shards in outputs.items()}
+    if sum(written.values()) != n_read or written["kept"] != counts["kept"]:
+        raise RuntimeError(f"write broken: read {n_read} records, kept {counts['kept']}, but the shards hold {written}")
 
 
 class ReadCounter:
@@ -328,89 +341,128 @@ def _read_count(spark, folder: Path, partitions: int) -> int:
     return int(row["records"] or 0)
 
 
-def _write_outputs(docs, version_dir: Path, cfg: DataConfig, kept_bytes: int) -> dict[str, Any]:
-    """Kept, rejected and quarantined rows as Parquet shards under ``version_dir`` (kept cut to
-    ``data.shard_target_mb``), each written and hashed by the task that holds its rows."""
+#: output folder → (the status of its rows, its columns)
+OUTPUTS = {
+    "kept": ("kept", KEPT_COLUMNS),
+    "rejected": ("dropped", REJECTED_COLUMNS),
+    "quarantine": ("quarantined", QUARANTINE_COLUMNS),
+}
+
+
+def _write_outputs(docs, ledger, version_dir: Path, cfg: DataConfig, kept_bytes: int) -> dict[str, Any]:
+    """Kept, rejected and quarantined rows as Parquet shards under ``version_dir``, in one pass: the documents
+    meet their outcome (the one shuffle of the text, into ``ceil(kept text / data.shard_target_mb)``
+    partitions by id), each task sorts its rows by id and writes and hashes one shard per output."""
     n_shards = max(1, math.ceil(kept_bytes / (cfg.shard_target_mb * 2**20)))
-    row_group = cfg.row_group_mb * 2**20
-    frames = {
-        "kept": docs.filter("status = 'kept'")
-        .select(*KEPT_COLUMNS)
-        .repartitionByRange(n_shards, "id")
-        .sortWithinPartitions("id"),
-        "rejected": docs.filter("status = 'dropped'")
-        .select(*REJECTED_COLUMNS)
-        .repartitionByRange(n_shards, "id")
-        .sortWithinPartitions("id"),
-        # Quarantined rows are few: written where they are, with no shuffle and no single-task scan.
-        "quarantine": docs.filter("status = 'quarantined'").select(*QUARANTINE_COLUMNS).sortWithinPartitions("id"),
-    }
-    return {name: _write_shards(frame, version_dir / name, row_group) for name, frame in frames.items()}
+    final = with_outcome(docs, ledger, n_shards).sortWithinPartitions("id")
+    return _write_shards(final, version_dir, cfg.row_group_mb * 2**20)
 
 
-SHARD_ROW_SCHEMA = "name string, rows long, bytes long, sha256 string"
+SHARD_ROW_SCHEMA = "output string, name string, rows long, bytes long, sha256 string"
+
+
+class _ShardFile:
+    """One Parquet file (zstd) written under a temporary name, in row groups of about ``row_group_bytes`` in
+    memory; ``close`` renames it into place and returns its record, or None when it got no rows."""
+
+    def __init__(self, folder: str, name: str, row_group_bytes: int):
+        self.path = os.path.join(folder, name)
+        self.tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+        self.name, self.row_group_bytes = name, row_group_bytes
+        self.writer, self.pending, self.pending_bytes, self.rows = None, [], 0, 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        if self.writer is None:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self.writer = pq.ParquetWriter(self.tmp, batch.schema, compression="zstd")
+        self.pending.append(batch)
+        self.pending_bytes += batch.nbytes
+        self.rows += batch.num_rows
+        if self.pending_bytes >= self.row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        group = pa.Table.from_batches(self.pending)
+        self.writer.write_table(group, row_group_size=group.num_rows)  # one row group
+        self.pending, self.pending_bytes = [], 0
+
+    def close(self) -> dict[str, Any] | None:
+        if self.writer is None:
+            return None
+        if self.pending:
+            self._flush()
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+        size = os.path.getsize(self.path)
+        return {"name": self.name, "rows": self.rows, "bytes": size, "sha256": sha256_file(self.path)}
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
 
 
 class ParquetShardWriter:
-    """``mapInArrow`` body: a task's rows → ``<folder>/part-<partition:05d>.parquet`` (zstd, row groups of about
-    ``row_group_bytes`` in memory), written under a temporary name and renamed, then hashed where it was written;
-    yields one ``SHARD_ROW_SCHEMA`` row per file (none for a task without rows)."""
+    """``mapInArrow`` body: a task's rows → ``<folder>/<output>/part-<partition:05d>.parquet`` for each output of
+    ``outputs`` (``{output: (status, columns)}``; a row goes to the output of its ``status``, with that
+    output's columns), written under a temporary name and renamed, then hashed where it was written; yields one
+    ``SHARD_ROW_SCHEMA`` row per file (none for an output the task has no rows for)."""
 
-    def __init__(self, folder: str, row_group_bytes: int):
+    def __init__(self, folder: str, outputs: dict[str, tuple[str, list[str]]], row_group_bytes: int):
         self.folder = folder
+        self.outputs = outputs
         self.row_group_bytes = row_group_bytes
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.compute as pc
         from pyspark import TaskContext
 
         context = TaskContext.get()
-        partition = context.partitionId() if context is not None else 0
-        name = f"part-{partition:05d}.parquet"
-        path = os.path.join(self.folder, name)
-        tmp = os.path.join(self.folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-        writer, pending, pending_bytes, rows = None, [], 0, 0
+        name = f"part-{context.partitionId() if context is not None else 0:05d}.parquet"
+        files = {out: _ShardFile(os.path.join(self.folder, out), name, self.row_group_bytes) for out in self.outputs}
         try:
             for batch in batches:
-                if batch.num_rows == 0:
-                    continue
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, batch.schema, compression="zstd")
-                pending.append(batch)
-                pending_bytes += batch.nbytes
-                rows += batch.num_rows
-                if pending_bytes >= self.row_group_bytes:
-                    group = pa.Table.from_batches(pending)
-                    writer.write_table(group, row_group_size=group.num_rows)  # one row group
-                    pending, pending_bytes = [], 0
-            if writer is None:
-                return
-            if pending:
-                group = pa.Table.from_batches(pending)
-                writer.write_table(group, row_group_size=group.num_rows)
-            writer.close()
-            os.replace(tmp, path)
+                status = batch.column(batch.schema.get_field_index("status"))
+                for out, (wanted, columns) in self.outputs.items():
+                    rows = batch.filter(pc.equal(status, wanted))
+                    files[out].add(rows.select(columns))
+            records = [{"output": out, **r} for out, f in files.items() if (r := f.close()) is not None]
         except BaseException:
-            if writer is not None:
-                writer.close()
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            for f in files.values():
+                f.abort()
             raise
-        yield pa.RecordBatch.from_pylist(
-            [{"name": name, "rows": rows, "bytes": os.path.getsize(path), "sha256": sha256_file(path)}],
-            schema=pa.schema(
-                [("name", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64()), ("sha256", pa.string())]
-            ),
-        )
+        if records:
+            yield pa.RecordBatch.from_pylist(
+                records,
+                schema=pa.schema(
+                    [
+                        ("output", pa.string()),
+                        ("name", pa.string()),
+                        ("rows", pa.int64()),
+                        ("bytes", pa.int64()),
+                        ("sha256", pa.string()),
+                    ]
+                ),
+            )
 
 
-def _write_shards(frame, folder: Path, row_group_bytes: int) -> list[dict[str, Any]]:
-    """Write ``frame`` with ``ParquetShardWriter``; the shards' records in name order."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = frame.mapInArrow(ParquetShardWriter(str(folder), row_group_bytes), SHARD_ROW_SCHEMA).collect()
-    return [
-        {"path": str(folder / r["name"]), "rows": r["rows"], "bytes": r["bytes"], "sha256": r["sha256"]}
-        for r in sorted(written, key=lambda r: r["name"])
-    ]
+def _write_shards(frame, version_dir: Path, row_group_bytes: int) -> dict[str, list[dict[str, Any]]]:
+    """Write ``frame`` with ``ParquetShardWriter`` into ``OUTPUTS``; each output's shard records in name order."""
+    for out in OUTPUTS:
+        (version_dir / out).mkdir(parents=True, exist_ok=True)
+    body = ParquetShardWriter(str(version_dir), OUTPUTS, row_group_bytes)
+    written = sorted(frame.mapInArrow(body, SHARD_ROW_SCHEMA).collect(), key=lambda r: (r["output"], r["name"]))
+    return {
+        out: [
+            {"path": str(version_dir / out / r["name"]), "rows": r["rows"], "bytes": r["bytes"], "sha256": r["sha256"]}
+            for r in written
+            if r["output"] == out
+        ]
+        for out in OUTPUTS
+    }
 
 
 def _counts(outcome) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Exact-text and URL deduplication over the document DataFrame."""
+"""Exact-text and URL deduplication over the ledger: the windows shuffle (id, key) rows, never the text."""
 
 from __future__ import annotations
 
@@ -10,26 +10,24 @@ if TYPE_CHECKING:  # pyspark is imported where a step runs: reading the config m
     from pyspark.sql import Column, DataFrame
 
 
-def mark_duplicates(docs: DataFrame, key: Column, order: list[Column], step: str, reason: str) -> DataFrame:
-    """Among kept rows with the same ``key``, keep the first by ``order``; drop the rest, pointing at it.
-
-    Rows that are not kept, or whose key is null, pass through untouched.
+def mark_duplicates(ledger: DataFrame, key: str, order: list[Column], step: str, reason: str) -> DataFrame:
+    """Among kept ledger rows with the same value in column ``key``, keep the first by ``order``; drop the
+    rest, pointing at it. Rows that are not kept, or whose key is null, pass through untouched.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    kept = docs.filter((F.col("status") == "kept") & key.isNotNull())
-    rest = docs.filter((F.col("status") != "kept") | key.isNull())
-    group = Window.partitionBy("_key").orderBy(*order)
+    kept = ledger.filter((F.col("status") == "kept") & F.col(key).isNotNull())
+    rest = ledger.filter((F.col("status") != "kept") | F.col(key).isNull())
+    group = Window.partitionBy(key).orderBy(*order)
     marked = (
-        kept.withColumn("_key", key)
-        .withColumn("_first", F.first("id").over(group))
+        kept.withColumn("_first", F.first("id").over(group))
         .withColumn("_copy", F.col("_first") != F.col("id"))
         .withColumn("status", F.when(F.col("_copy"), F.lit("dropped")).otherwise(F.col("status")))
         .withColumn("stage", F.when(F.col("_copy"), F.lit(step)).otherwise(F.col("stage")))
         .withColumn("reason", F.when(F.col("_copy"), F.lit(reason)).otherwise(F.col("reason")))
         .withColumn("duplicate_of", F.when(F.col("_copy"), F.col("_first")).otherwise(F.col("duplicate_of")))
-        .drop("_key", "_first", "_copy")
+        .drop("_first", "_copy")
     )
     return marked.unionByName(rest)
 
@@ -46,12 +44,17 @@ class ExactDeduplicator(DatasetStep):
     def __init__(self, lowercase: bool = True):
         self.lowercase = lowercase
 
-    def apply(self, docs: DataFrame) -> DataFrame:
+    def key_columns(self) -> dict:
         from pyspark.sql import functions as F
 
         text = F.trim(F.regexp_replace(F.col("text"), r"\s+", " "))
-        key = F.sha2(F.lower(text) if self.lowercase else text, 256)
-        return mark_duplicates(docs, key, [F.col("id")], self.name, f"{self.name}_duplicate")
+        # the 32 raw bytes of the SHA-256, not its 64 hex characters: half the bytes to shuffle
+        return {"_exact_dedup_key": F.unhex(F.sha2(F.lower(text) if self.lowercase else text, 256))}
+
+    def apply(self, ledger: DataFrame, docs: DataFrame) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        return mark_duplicates(ledger, "_exact_dedup_key", [F.col("id")], self.name, f"{self.name}_duplicate")
 
 
 class UrlDeduplicator(DatasetStep):
@@ -66,7 +69,7 @@ class UrlDeduplicator(DatasetStep):
     def __init__(self, strip_tracking: bool = True):
         self.strip_tracking = strip_tracking
 
-    def apply(self, docs: DataFrame) -> DataFrame:
+    def key_columns(self) -> dict:
         from pyspark.sql import functions as F
 
         url = F.regexp_replace(F.col("url"), r"#.*$", "")
@@ -76,5 +79,10 @@ class UrlDeduplicator(DatasetStep):
             rest = F.regexp_replace(rest, r"(?<=[?&])(utm_[^=&]*|fbclid|gclid)=[^&]*&?", "")
             rest = F.regexp_replace(rest, r"[?&]$", "")
         rest = F.regexp_replace(rest, r"/$", "")
-        key = F.when(F.col("url") != "", F.concat(scheme_host, rest))
-        return mark_duplicates(docs, key, [F.length("text").desc(), F.col("id")], self.name, f"{self.name}_duplicate")
+        return {"_url_dedup_key": F.when(F.col("url") != "", F.concat(scheme_host, rest))}
+
+    def apply(self, ledger: DataFrame, docs: DataFrame) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        order = [F.col("text_length").desc(), F.col("id")]
+        return mark_duplicates(ledger, "_url_dedup_key", order, self.name, f"{self.name}_duplicate")

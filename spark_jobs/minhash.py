@@ -1,6 +1,7 @@
 """Near-duplicate removal: MinHash signatures, LSH banding, candidate verification, connected components.
 
-The pipeline, all of it Spark DataFrame operations except the signatures:
+The pipeline, all of it Spark DataFrame operations except the signatures; the text is read once, where it lies,
+and every shuffle after that moves ids, band hashes and the sets of candidate documents:
 
 1. **Signatures** (``mapInArrow``, numpy on whole Arrow batches, no per-row Python): texts are
    lower-cased, ``.`` ``,`` ``'`` ``’`` between two letters or digits are removed (so ``$923,091,136``
@@ -18,19 +19,24 @@ The pipeline, all of it Spark DataFrame operations except the signatures:
    The signature is the per-permutation minimum, stored as ``array<bigint>`` (values < 2^61).
 2. **Banding**: a band hash per ``rows_per_band`` consecutive minimums; documents sharing
    (band, band hash) form a bucket. Candidate pairs: every pair of a bucket of at most
-   ``ALL_PAIRS_MAX_BUCKET`` members; in a larger bucket, every member is paired with each of the
-   bucket's ``BUCKET_CENTERS`` smallest ids only, so the pair count stays linear in the bucket
-   size (a bucket of 10^5 copies of a template page gives 4*10^5 pairs, not 5*10^9).
-   *Effect on recall*: in a big bucket, a pair (u, v) with neither end among the centers is
-   not verified *in that bucket*. u and v still end up in one component if both verify
-   against a common center (the usual case: a big bucket is mostly one family of
-   near-copies), or through a pairing in one of the other bands. What is lost is a true edge
-   between two members that are both dissimilar (below ``threshold``) to all of the centers
-   in every band they share: only heterogeneous big buckets can do that.
+   ``ALL_PAIRS_MAX_BUCKET`` members. A bigger bucket (its size from an aggregation, combined
+   map-side) is split by a hash of the id into sub-buckets of about ``ALL_PAIRS_MAX_BUCKET``, each
+   one task's work; inside a sub-bucket, all pairs (or, past that size, each member with the
+   ``BUCKET_CENTERS`` smallest ids), and every member of the split bucket is also paired with the
+   bucket's smallest id. So pairs and work stay linear in the bucket size (10^5 copies of a
+   template page give about 10^5 x 33 pairs, spread over 3,000 tasks' worth of sub-buckets, not
+   5*10^9 pairs in one task).
+   *Effect on recall*: in a split bucket, a pair (u, v) in different sub-buckets is not verified
+   *in that bucket*. u and v still end up in one component if both verify against the smallest
+   id (the usual case: a big bucket is mostly one family of near-copies), or through a pairing in
+   a sub-bucket or another band. What is lost is a true edge between two members that are
+   dissimilar (below ``threshold``) to the smallest id, in different sub-buckets, in every band
+   they share: only heterogeneous big buckets can do that.
 3. **Verification**: a candidate pair becomes an edge only if its similarity reaches
    ``threshold``: the fraction of equal minimums over the *full* signature
    (``verify="signature"``), or the exact Jaccard of the two shingle-hash sets
-   (``verify="exact"``; 64-bit shingle hashes, so exact up to hash collisions). Banding alone
+   (``verify="exact"``; the low 32 bits of each shingle hash, so exact up to rare collisions).
+   Only the documents of candidate pairs move their sets or signatures (``verified_edges``). Banding alone
    also pairs many documents at 0.5-0.8 similarity (at b=14, r=8 a 0.6 pair shares a band
    with probability 0.21); verification is what removes them.
 4. **Connected components** of the verified edges (``connected_components``: alternating
@@ -304,15 +310,20 @@ class _SignatureBatches:
             yield pa.RecordBatch.from_pydict(columns)
 
 
-def _list_array(values: np.ndarray, lengths: np.ndarray):
+def _list_array(values: np.ndarray, lengths: np.ndarray, dtype: str = "int64"):
     import pyarrow as pa
 
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.int64)))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(dtype)))
 
 
 def _distinct_shingles(values: np.ndarray, counts: np.ndarray, keep: np.ndarray):
-    """Each kept text's distinct shingle hashes, sorted, as a list<int64> array."""
+    """Each kept text's distinct shingle hashes cut to their low 32 bits, sorted, as a list<int> array.
+
+    32 bits halve what verification moves; two distinct shingles of one pair of documents share their low
+    32 bits with probability about n^2 / 2^33 (1e-4 for 1,000-shingle documents), one shingle in the
+    Jaccard ratio: far below the threshold's resolution."""
+    values = (values & _LOW32).astype(np.uint32).view(np.int32)
     doc = np.repeat(np.arange(len(counts)), counts)
     order = np.lexsort((values, doc))
     v, d = values[order], doc[order]
@@ -320,7 +331,7 @@ def _distinct_shingles(values: np.ndarray, counts: np.ndarray, keep: np.ndarray)
     first[1:] = (v[1:] != v[:-1]) | (d[1:] != d[:-1])
     v, d = v[first], d[first]
     distinct_counts = np.bincount(d, minlength=len(counts))
-    return _list_array(v, distinct_counts[keep])  # texts without shingles hold no values: no gaps
+    return _list_array(v, distinct_counts[keep], "int32")  # texts without shingles hold no values: no gaps
 
 
 #: The session setting that names the job's reliable checkpoint folder (``data.checkpoint_dir``); empty: local.
@@ -414,21 +425,18 @@ def _is_star_forest(e) -> bool:
 class MinhashDeduplicator(DatasetStep):
     """Near-duplicate removal over the kept documents (see the module docstring for the method).
 
-    Adds ``cluster_id`` (string: the kept, smallest id of the document's cluster) and
-    ``cluster_size`` (int) to every row; both are null for documents in no cluster of two or more
-    (and for every row whose status is not ``kept``, which passes through otherwise untouched).
-    Needs columns ``id`` (unique), ``text``, ``status``, ``stage``, ``reason``, ``duplicate_of``.
-
-    ``apply`` runs Spark jobs itself (signatures, candidate pairs, components are materialised)
-    and reads the kept rows of ``docs`` twice (signatures, then the output): persist ``docs``
-    first when it is expensive to recompute.
+    Sets ``cluster_id`` (string: the kept, smallest id of the document's cluster) and ``cluster_size``
+    (int) in the ledger; both stay null for documents in no cluster of two or more (and for every row
+    whose status is not ``kept``, which passes through untouched). Reads the text once, narrowly, to
+    make signatures; every shuffle after that moves ids, band hashes and (``verify: exact``) 32-bit
+    shingle sets. ``apply`` runs Spark jobs itself (signatures and components are materialised).
     """
 
     name = "minhash"
     reason = "minhash_near_duplicate"
-    ALL_PAIRS_MAX_BUCKET = 32  # buckets up to this size: all pairs
-    BUCKET_CENTERS = 4  # bigger buckets: each member is paired with this many smallest ids
-    _REQUIRED = ("id", "text", "status", "stage", "reason", "duplicate_of")
+    ALL_PAIRS_MAX_BUCKET = 32  # (sub-)buckets up to this size: all pairs
+    BUCKET_CENTERS = 4  # bigger sub-buckets: each member is paired with this many smallest ids
+    BROADCAST_IDS = 2_000_000  # candidate documents up to this many: their ids are broadcast (~100 MB at most)
 
     def __init__(
         self,
@@ -460,43 +468,76 @@ class MinhashDeduplicator(DatasetStep):
     # -- the stages, each usable on its own (tests, benchmarks) ---------------------------------
 
     def signatures(self, docs):
-        """``(id, signature array<bigint>, bands array<bigint>[, shingles array<bigint>])`` of docs with words."""
+        """``(id, signature array<bigint>, bands array<bigint>[, shingles array<int>])`` of docs with words."""
         schema = "id string, signature array<bigint>, bands array<bigint>"
         if self.verify == "exact":
-            schema += ", shingles array<bigint>"
+            schema += ", shingles array<int>"
         body = _SignatureBatches(
             self.num_bands, self.rows_per_band, self.ngram_size, self.seed, with_shingles=self.verify == "exact"
         )
         return docs.select("id", "text").mapInArrow(body, schema)
 
     def candidate_pairs(self, sigs):
-        """Distinct ``(src, dst)`` id pairs, src < dst, that share at least one (band, band hash) bucket."""
+        """Distinct ``(src, dst)`` id pairs, src < dst, that share at least one (band, band hash) bucket.
+
+        Bounded work per task however big a bucket grows: bucket sizes come from an aggregation (combined
+        map-side), a bucket of more than ``ALL_PAIRS_MAX_BUCKET`` members is split by a hash of the id into
+        sub-buckets of about that size (each handled by its own task), and every member of a split bucket is
+        also paired with the bucket's smallest id, which keeps the sub-buckets of one family connected.
+        Inside a sub-bucket: all pairs up to ``ALL_PAIRS_MAX_BUCKET`` members, else each member with the
+        ``BUCKET_CENTERS`` smallest ids. So a member has at most about ``ALL_PAIRS_MAX_BUCKET`` + 1 partners
+        per band."""
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
-        bucket = Window.partitionBy("band", "band_hash")
-        members = (
-            sigs.select("id", F.posexplode("bands").alias("band", "band_hash"))
-            .withColumn("size", F.count(F.lit(1)).over(bucket))
-            .filter(F.col("size") > 1)
-            .withColumn("rank", F.row_number().over(bucket.orderBy("id")))
+        most = self.ALL_PAIRS_MAX_BUCKET
+        key = ["band", "band_hash"]
+        members = sigs.select("id", F.posexplode("bands").alias("band", "band_hash"))
+        # Few in practice (templated pages, boilerplate): joined back as a broadcast when they are.
+        big = (
+            members.groupBy(*key)
+            .agg(F.count(F.lit(1)).alias("size"), F.min("id").alias("head"))
+            .filter(F.col("size") > most)
+            .select(*key, F.ceil(F.col("size") / most).cast("long").alias("splits"), "head")
         )
-        centers = members.filter((F.col("size") <= self.ALL_PAIRS_MAX_BUCKET) | (F.col("rank") <= self.BUCKET_CENTERS))
-        return (
-            centers.select("band", "band_hash", F.col("id").alias("src"))
-            .join(members.select("band", "band_hash", F.col("id").alias("dst")), ["band", "band_hash"])
+        members = members.join(big, key, "left").withColumn(
+            "sub", F.when(F.col("splits").isNull(), F.lit(0)).otherwise(F.pmod(F.xxhash64("id"), F.col("splits")))
+        )
+        sub_bucket = Window.partitionBy("band", "band_hash", "sub")
+        # Materialised: the pairs below read it three times; after the filter it holds bucket-sharing ids only.
+        members = _materialize(
+            members.withColumn("size", F.count(F.lit(1)).over(sub_bucket))
+            .withColumn("rank", F.row_number().over(sub_bucket.orderBy("id")))
+            .filter((F.col("size") > 1) | F.col("head").isNotNull())
+            .select("id", *key, "sub", "size", "rank", "head")
+        )
+        centers = members.filter((F.col("size") <= most) | (F.col("rank") <= self.BUCKET_CENTERS))
+        within = (
+            centers.select(*key, "sub", F.col("id").alias("src"))
+            .join(members.select(*key, "sub", F.col("id").alias("dst")), [*key, "sub"])
             .filter(F.col("src") < F.col("dst"))
-            .select("src", "dst")
-            .distinct()
         )
+        to_head = members.filter(F.col("head").isNotNull() & (F.col("head") < F.col("id"))).select(
+            F.col("head").alias("src"), F.col("id").alias("dst")
+        )
+        return within.select("src", "dst").union(to_head).distinct()
 
     def verified_edges(self, pairs, sigs):
         """The candidate pairs whose similarity reaches ``threshold``, with that ``similarity``."""
         from pyspark.sql import functions as F
 
         col = "shingles" if self.verify == "exact" else "signature"
-        left = sigs.select(F.col("id").alias("src"), F.col(col).alias("a"))
-        right = sigs.select(F.col("id").alias("dst"), F.col(col).alias("b"))
+        # Only the documents in a candidate pair move their sets. Up to BROADCAST_IDS of them, their ids are
+        # broadcast, so the other documents' sets stay where they are; past that, a shuffle join moves every
+        # set once (adaptive execution would shuffle both sides before it could choose a broadcast itself).
+        ends = _materialize(
+            pairs.select(F.col("src").alias("id")).union(pairs.select(F.col("dst").alias("id"))).distinct()
+        )
+        if ends.count() <= self.BROADCAST_IDS:
+            ends = F.broadcast(ends)
+        values = sigs.select("id", col).join(ends, "id", "left_semi")
+        left = values.select(F.col("id").alias("src"), F.col(col).alias("a"))
+        right = values.select(F.col("id").alias("dst"), F.col(col).alias("b"))
         joined = pairs.join(left, "src").join(right, "dst")
         if self.verify == "exact":
             inter = F.size(F.array_intersect("a", "b"))
@@ -509,14 +550,23 @@ class MinhashDeduplicator(DatasetStep):
             F.col("similarity") >= F.lit(self.threshold - 1e-9)
         )
 
-    def clusters(self, docs):
-        """``(id, cluster_id, cluster_size)`` of the kept documents that are in a cluster of two or more."""
+    def clusters(self, docs, kept_ids=None):
+        """``(id, cluster_id, cluster_size)`` of the kept documents that are in a cluster of two or more.
+
+        ``kept_ids`` (a frame with column ``id``), when given, narrows ``docs``' kept rows to those ids."""
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
         kept = docs.filter(F.col("status") == "kept")
-        sigs = _materialize(self.signatures(kept))
-        edges = self.verified_edges(self.candidate_pairs(sigs), sigs).select("src", "dst")
+        # Materialised where the text is (no shuffle): bands and shingle sets are read again below.
+        sigs = _materialize(
+            self.signatures(kept).select("id", "bands", "shingles" if self.verify == "exact" else "signature")
+        )
+        banded = sigs.select("id", "bands")
+        if kept_ids is not None:  # ids and bands only: the rows an earlier dataset step dropped leave here
+            banded = banded.join(kept_ids, "id", "left_semi")
+        pairs = _materialize(self.candidate_pairs(banded))
+        edges = self.verified_edges(pairs, sigs).select("src", "dst")
         components = connected_components(edges)
         return components.select(
             F.col("node").alias("id"),
@@ -524,16 +574,13 @@ class MinhashDeduplicator(DatasetStep):
             F.count(F.lit(1)).over(Window.partitionBy("component")).cast("int").alias("cluster_size"),
         )
 
-    def apply(self, docs):
+    def apply(self, ledger, docs):
         from pyspark.sql import functions as F
 
-        missing = [c for c in self._REQUIRED if c not in docs.columns]
-        if missing:
-            raise ValueError(f"{type(self).__name__} needs columns {missing} in the document DataFrame")
-        columns = [c for c in docs.columns if c not in ("cluster_id", "cluster_size")]
+        columns = [c for c in ledger.columns if c not in ("cluster_id", "cluster_size")]
         is_kept = F.coalesce(F.col("status") == "kept", F.lit(False))
-        kept, rest = docs.filter(is_kept), docs.filter(~is_kept)
-        clusters = self.clusters(kept)
+        kept, rest = ledger.filter(is_kept), ledger.filter(~is_kept)
+        clusters = self.clusters(docs, kept.select("id"))
 
         marked = kept.select(*columns).join(clusters, "id", "left")
         is_copy = F.coalesce(F.col("cluster_id") != F.col("id"), F.lit(False))
@@ -548,7 +595,4 @@ class MinhashDeduplicator(DatasetStep):
             "duplicate_of": when_copy(F.col("cluster_id"), "duplicate_of"),
         }
         marked = marked.select(*[replaced.get(c, F.col(c)).alias(c) for c in columns], "cluster_id", "cluster_size")
-        rest = rest.select(
-            *columns, F.lit(None).cast("string").alias("cluster_id"), F.lit(None).cast("int").alias("cluster_size")
-        )
-        return marked.unionByName(rest)
+        return marked.unionByName(rest.select(*columns, "cluster_id", "cluster_size"))

@@ -257,3 +257,19 @@ class SparkProgressReporter:
                 if stage_id in stage_ids:
                     owners.setdefault(int(stage_id), job_id)
         return owners
+
+
+def shuffle_bytes(sc) -> dict[str, Any]:
+    """Shuffle bytes the context's stages wrote so far (as Spark counts them: serialized and compressed), in
+    total and for the five biggest stages: ``{"write_bytes": n, "top_stages": [{"stage", "name", "bytes"}]}``.
+
+    Read from the driver's status store (the Spark UI's data, kept with the UI off too) through the JVM; the
+    store keeps the last ``spark.ui.retainedStages`` (1,000) stages. None of it is proportional to the data."""
+    store = sc._jsc.sc().statusStore()
+    stages = store.stageList(None, False, False, sc._gateway.new_array(sc._jvm.double, 0), None)
+    rows = []
+    for i in range(stages.length()):
+        stage = stages.apply(i)
+        rows.append({"stage": stage.stageId(), "name": short_name(stage.name()), "bytes": stage.shuffleWriteBytes()})
+    top = sorted(rows, key=lambda r: -r["bytes"])[:5]
+    return {"write_bytes": sum(r["bytes"] for r in rows), "top_stages": [r for r in top if r["bytes"]]}

@@ -24,6 +24,8 @@ def spark_session(
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.cleaner.referenceTracking.cleanCheckpoints", "true")  # reliable checkpoints go with their RDD
+        # zstd, not lz4, for shuffle and checkpoint blocks: text shrinks about 3x instead of 1.5x, for a few % CPU
+        .config("spark.io.compression.codec", "zstd")
         .getOrCreate()
     )
     # A runtime setting: applies to a reused session too.

@@ -3,8 +3,9 @@
 ``DocumentStep``: looks at one document at a time, inside Spark's Python workers (Arrow
 batches via ``mapInPandas``). Filters, extraction, language id and redaction are these.
 
-``DatasetStep``: needs to see documents together (dedup, decontamination against a set),
-and is written as Spark DataFrame operations.
+``DatasetStep``: needs to see documents together (exact, URL and near-duplicate removal), and is
+written as Spark DataFrame operations over the *ledger* (``tokenmill.spark_jobs.ledger``): one small row
+per document, so that the shuffles a dataset step needs move keys, never text.
 
 A document is a plain ``dict`` with at least ``id``, ``url``, ``source``, ``text`` and
 ``stats`` (a ``dict[str, int]`` of counters the run sums up, e.g. ``{"pii_email": 2}``).
@@ -43,14 +44,21 @@ class DocumentFilter(DocumentStep):
 
 
 class DatasetStep:
-    """A step over the whole document DataFrame.
+    """A step over all documents together that moves keys, not text.
 
-    ``apply`` receives every document (columns of ``DOC_SCHEMA`` in ``tokenmill.spark_jobs.clean``) and
-    returns them all: rows it drops get ``status = 'dropped'``, ``stage = self.name`` and a
-    ``reason``; rows whose status is not ``'kept'`` pass through untouched; no row is lost.
+    ``key_columns`` names the columns the step needs computed from each document row (hashes of the text, a
+    normalised URL); the ledger holds them next to every document's id and status. ``apply`` receives that
+    ledger and the documents themselves (persisted, to be read by narrow operations only: ``mapInArrow``,
+    ``select``, ``filter``; never a join, window or groupBy over text) and returns the ledger with the same
+    rows: rows it drops get ``status = 'dropped'``, ``stage = self.name`` and a ``reason``; rows whose status is
+    not ``'kept'`` pass through untouched; no row is lost.
     """
 
     name = "dataset_step"
 
-    def apply(self, docs):
+    def key_columns(self) -> dict:
+        """``{ledger column name: Column expression over a document row}``; the names start with ``_``."""
+        return {}
+
+    def apply(self, ledger, docs):
         raise NotImplementedError

@@ -88,10 +88,8 @@ def test_a_failed_run_leaves_the_previous_result_whole(spark, tmp_path, monkeypa
     real = clean._write_shards
 
     def dies_after_kept(frame, folder, row_group_bytes):
-        written = real(frame, folder, row_group_bytes)
-        if folder.name == "kept":
-            raise RuntimeError("the driver died while writing")
-        return written
+        real(frame, folder, row_group_bytes)  # the shards are written, the manifest is not
+        raise RuntimeError("the driver died while writing")
 
     monkeypatch.setattr(clean, "_write_shards", dies_after_kept)
     with pytest.raises(RuntimeError, match="died"):
@@ -120,15 +118,26 @@ def test_read_counts_come_from_every_reading_task(spark, tmp_path):
 
 
 def test_the_shard_writer_cuts_row_groups_by_size_and_hashes_what_it_wrote(tmp_path):
-    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("status", pa.string())])
     batches = [
-        pa.RecordBatch.from_pylist([{"id": f"{b}-{i}", "text": "x" * 1000} for i in range(100)], schema=schema)
+        pa.RecordBatch.from_pylist(
+            [{"id": f"{b}-{i}", "text": "x" * 1000, "status": "dropped" if i == 7 else "kept"} for i in range(101)],
+            schema=schema,
+        )
         for b in range(5)
     ]
-    (row,) = list(ParquetShardWriter(str(tmp_path), row_group_bytes=200_000)(iter(batches)))
-    record = row.to_pylist()[0]
-    path = tmp_path / record["name"]
+    outputs = {
+        "kept": ("kept", ["id", "text"]),
+        "rejected": ("dropped", ["id", "status"]),
+        "quarantine": ("quarantined", ["id"]),
+    }
+    (row,) = list(ParquetShardWriter(str(tmp_path), outputs, row_group_bytes=200_000)(iter(batches)))
+    record, rejected = row.to_pylist()  # no quarantined rows: no quarantine file
+    assert rejected["output"] == "rejected" and rejected["rows"] == 5
+    assert pq.read_table(tmp_path / "rejected" / rejected["name"]).column_names == ["id", "status"]
+    path = tmp_path / "kept" / record["name"]
     assert record == {
+        "output": "kept",
         "name": "part-00000.parquet",
         "rows": 500,
         "bytes": path.stat().st_size,
@@ -137,8 +146,11 @@ def test_the_shard_writer_cuts_row_groups_by_size_and_hashes_what_it_wrote(tmp_p
     meta = pq.ParquetFile(path).metadata
     assert meta.num_rows == 500 and 2 <= meta.num_row_groups <= 3  # ~100 KB per batch, groups of >= 200 KB
     assert pq.read_table(path).column("id").to_pylist()[:2] == ["0-0", "0-1"]
-    assert list(ParquetShardWriter(str(tmp_path / "none"), 1)(iter([]))) == []  # no rows: no file, no record
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00000.parquet"]
+    assert list(ParquetShardWriter(str(tmp_path / "none"), outputs, 1)(iter([]))) == []  # no rows: no file
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.parquet")) == [
+        "kept/part-00000.parquet",
+        "rejected/part-00000.parquet",
+    ]
 
 
 def test_a_checkpoint_dir_gets_reliable_checkpoints_and_they_are_removed(spark, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tokenmill.spark_jobs.clean import DOC_COLUMNS, DOC_SCHEMA
 from tokenmill.spark_jobs.dedup import ExactDeduplicator, UrlDeduplicator
+from tokenmill.spark_jobs.ledger import apply_dataset_steps
 
 
 def doc(id, text, status="kept", url=None, stage=None, reason=None):
@@ -22,7 +23,7 @@ def doc(id, text, status="kept", url=None, stage=None, reason=None):
 
 
 def run(spark, step, rows):
-    out = step.apply(spark.createDataFrame(rows, DOC_SCHEMA)).collect()
+    out = apply_dataset_steps(spark.createDataFrame(rows, DOC_SCHEMA), [step]).collect()
     assert len(out) == len(rows)  # nothing lost, nothing added
     return {r["id"]: r.asDict() for r in out}
 

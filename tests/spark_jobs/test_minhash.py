@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tokenmill.spark_jobs.ledger import apply_dataset_steps
 from tokenmill.spark_jobs.minhash import (
     MERSENNE_61,
     MinhashDeduplicator,
@@ -269,7 +270,7 @@ def corpus():
 
 @pytest.fixture(scope="module")
 def deduped(spark, corpus):
-    df = MinhashDeduplicator().apply(spark.createDataFrame(corpus["rows"], SCHEMA))
+    df = apply_dataset_steps(spark.createDataFrame(corpus["rows"], SCHEMA), [MinhashDeduplicator()])
     return df.columns, [r.asDict() for r in df.collect()]
 
 
@@ -318,14 +319,26 @@ def test_pair_below_threshold_that_shares_a_band_is_not_merged(spark, corpus, de
         assert out[i]["status"] == "kept" and out[i]["cluster_id"] is None
 
 
-def test_big_buckets_pair_members_with_the_smallest_ids_only(spark):
-    """Above ALL_PAIRS_MAX_BUCKET members, a bucket gives members x BUCKET_CENTERS pairs, not all pairs."""
+def test_big_buckets_are_split_and_every_member_keeps_a_link_to_the_smallest_id(spark):
+    """Above ALL_PAIRS_MAX_BUCKET members, a bucket is split by id hash into sub-buckets of about that size
+    (all pairs inside, or BUCKET_CENTERS centres past it), and every member is paired with the bucket's
+    smallest id: partners per member stay bounded and the family stays one component."""
     step = MinhashDeduplicator()
-    step.ALL_PAIRS_MAX_BUCKET, step.BUCKET_CENTERS = 3, 2
+    step.ALL_PAIRS_MAX_BUCKET, step.BUCKET_CENTERS = 4, 2
     same = text(random_words(np.random.default_rng(8), 50))
-    docs = spark.createDataFrame([row(f"b{i}", same) for i in range(6)] + [row("x", "a different text")], SCHEMA)
+    n = 40
+    docs = spark.createDataFrame([row(f"b{i:02d}", same) for i in range(n)] + [row("x", "a different text")], SCHEMA)
     pairs = sorted(tuple(r) for r in step.candidate_pairs(step.signatures(docs)).collect())
-    assert pairs == [("b0", f"b{i}") for i in range(1, 6)] + [("b1", f"b{i}") for i in range(2, 6)]
+    assert all(src < dst for src, dst in pairs) and len(set(pairs)) == len(pairs)
+    assert {dst for src, dst in pairs if src == "b00"} == {f"b{i:02d}" for i in range(1, n)}  # all linked to head
+    partners = {}
+    for src, dst in pairs:
+        partners.setdefault(src, set()).add(dst)
+        partners.setdefault(dst, set()).add(src)
+    # 14 identical bands split the same way: besides the head, a member only meets its own sub-bucket
+    assert max(len(v) for k, v in partners.items() if k != "b00") <= 1 + 3 * step.ALL_PAIRS_MAX_BUCKET
+    assert len(pairs) < n * (n - 1) // 4  # far fewer than all pairs
+    assert "x" not in partners
 
 
 def test_chain_of_near_duplicates_is_one_cluster_even_past_the_threshold(corpus, deduped):
@@ -355,7 +368,7 @@ def test_rows_not_kept_pass_through_untouched(corpus, deduped):
 
 
 def test_exact_verification_reaches_the_same_decisions(spark, corpus, deduped):
-    df = MinhashDeduplicator(verify="exact").apply(spark.createDataFrame(corpus["rows"], SCHEMA))
+    df = apply_dataset_steps(spark.createDataFrame(corpus["rows"], SCHEMA), [MinhashDeduplicator(verify="exact")])
     exact = {r["id"]: (r["status"], r["duplicate_of"], r["cluster_id"], r["cluster_size"]) for r in df.collect()}
     estimated = {r["id"]: (r["status"], r["duplicate_of"], r["cluster_id"], r["cluster_size"]) for r in deduped[1]}
     assert exact == estimated
@@ -396,8 +409,9 @@ def test_constructor_validates_its_config():
 
 def test_missing_columns_are_reported(spark):
     with pytest.raises(ValueError, match="stage"):
-        MinhashDeduplicator().apply(
-            spark.createDataFrame([("a", "t", "kept")], "id string, text string, status string")
+        apply_dataset_steps(
+            spark.createDataFrame([("a", "t", "kept")], "id string, text string, status string"),
+            [MinhashDeduplicator()],
         )
 
 
