@@ -5,7 +5,8 @@
 For each size: a corpus of JSONL.gz files (always ``--files`` of them, so the task count does not grow with the
 data) goes through ``tokenmill data`` with Gopher quality, exact dedup, URL dedup and MinHash, against a one-worker
 standalone cluster (``tokenmill.spark_jobs.cluster``: the driver is its own JVM, apart from the executor, as on a
-real cluster). Printed per size: wall and CPU seconds (every process of the driver, the executor and its Python
+real cluster) whose one executor has 2 cores and 4 GB (``spark.executor.memory`` in a ``spark-defaults.conf``).
+Printed per size: wall and CPU seconds (every process of the driver, the executor and its Python
 workers; the master and worker daemons too), the driver's peak RSS (the CLI process and its JVM, sampled every
 0.2 s), and the shuffle bytes Spark wrote (the job's manifest, ``spark.shuffle``) per document and next to the
 average document size.
@@ -44,6 +45,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 STEPS = "[gopher_quality,exact_dedup,url_dedup,minhash]"
 RSS_GOAL, CPU_GOAL, SHUFFLE_GOAL = 0.10, 0.15, 2.0
+# The standalone default, 1g, ran out of heap caching 31,000-document input files (500k docs over 16 files).
+EXECUTOR_MEMORY = "4g"
 
 
 def build_corpus(folder: Path, n_docs: int, files: int, seed: int = 0) -> float:
@@ -127,7 +130,17 @@ class TreeMeter:
         return cpu, self.peak_rss
 
 
-def run_job(corpus: Path, out: Path, master: str, checkpoints: Path) -> dict:
+def spark_conf_dir(work: Path) -> Path:
+    """A ``SPARK_CONF_DIR`` like the project's (``infra/spark``) plus a ``spark-defaults.conf`` giving executors
+    ``EXECUTOR_MEMORY``: the file a cluster user edits (docs/data.md)."""
+    folder = work / "spark-conf"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO_ROOT / "infra" / "spark" / "log4j2.properties", folder)
+    (folder / "spark-defaults.conf").write_text(f"spark.executor.memory {EXECUTOR_MEMORY}\n")
+    return folder
+
+
+def run_job(corpus: Path, out: Path, master: str, checkpoints: Path, conf_dir: Path) -> dict:
     cmd = [
         *(sys.executable, "-m", "tokenmill.cli", "data"),
         *("--set", f"data.input={corpus}", "--set", "data.format=jsonl", "--set", f"data.steps={STEPS}"),
@@ -135,7 +148,8 @@ def run_job(corpus: Path, out: Path, master: str, checkpoints: Path) -> dict:
         *("--set", "data.spark_driver_memory=2g", "--out", str(out)),
     ]
     started = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT)
+    env = {**os.environ, "SPARK_CONF_DIR": str(conf_dir)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT, env=env)
     meter = TreeMeter(os.getpid(), proc.pid)
     output = proc.communicate()[0]
     cpu, rss = meter.stop()
@@ -164,6 +178,7 @@ def main() -> None:
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     results = {}
+    conf_dir = spark_conf_dir(work)
     with StandaloneCluster(workers=1, cores_per_worker=2, memory_per_worker="6g", log_dir=work / "logs") as cluster:
         for n in runs:
             corpus = work / f"corpus-{n}"
@@ -173,7 +188,7 @@ def main() -> None:
                 f"{avg:,.0f} bytes of text per document",
                 flush=True,
             )
-            r = run_job(corpus, work / f"out-{n}", cluster.url, work / f"checkpoints-{n}")
+            r = run_job(corpus, work / f"out-{n}", cluster.url, work / f"checkpoints-{n}", conf_dir)
             shuffle = r["manifest"]["spark"]["shuffle"]
             r.update(avg=avg, shuffle_per_doc=shuffle["write_bytes"] / n)
             counts = r["manifest"]["counts"]
