@@ -193,7 +193,7 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
         # Not persisted: the raw rows (HTML included) are read once, into the first persisted document pass.
         raw = files.mapInPandas(ReadCounter(AnyReader(), str(reads_dir)), RAW_SCHEMA)
 
-        docs, ledger = _apply_steps(raw, steps)
+        docs, ledger, cached = _apply_steps(raw, steps)
 
         outcome, counts, stats, languages, kept_bytes = _account(ledger)
         n_read = _read_count(spark, reads_dir, files.rdd.getNumPartitions())
@@ -203,7 +203,8 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
 
         outputs = _write_outputs(docs, ledger, version_dir, cfg, kept_bytes)
         _check_written(outputs, n_read, counts)
-        spark.catalog.clearCache()
+        for frame in cached:
+            frame.unpersist()
         timings["write_s"] = round(time.time() - started - sum(timings.values()), 2)
     shutil.rmtree(reads_dir, ignore_errors=True)
     if cfg.checkpoint_dir:
@@ -243,14 +244,14 @@ def run_clean_job(cfg: DataConfig, out_dir: str | Path) -> dict[str, Any]:
 def _apply_steps(raw, steps: list[DocumentStep | DatasetStep]):
     """Every record through the steps in order: consecutive document steps fused into one Python pass
     (``DocumentPipeline``) over the documents, each dataset step on the ledger (keys only: the text stays
-    where it was read). Returns the persisted documents of the last pass and the persisted ledger."""
+    where it was read). Returns the documents of the last pass, the ledger, and every frame it persisted."""
     from pyspark import StorageLevel
 
     # Dataset steps never write text, so the pass holding the last document step (or the first pass,
     # when there is none) is where a kept document without text is known to stay without it.
     last_document_step = max((i for i, s in enumerate(steps) if isinstance(s, DocumentStep)), default=-1)
     dataset_steps = [s for s in steps if isinstance(s, DatasetStep)]
-    docs, ledger, pending, from_raw = raw, None, [], True
+    docs, ledger, pending, from_raw, cached = raw, None, [], True, []
     for i, step in enumerate(steps + [None]):
         if isinstance(step, DocumentStep):
             pending.append(step)
@@ -262,10 +263,12 @@ def _apply_steps(raw, steps: list[DocumentStep | DatasetStep]):
             body = DocumentPipeline(pending, from_raw, require_text=i > last_document_step)
             docs = docs.mapInPandas(body, DOC_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
             ledger = ledger_of(docs, dataset_steps).persist(StorageLevel.MEMORY_AND_DISK)
+            cached += [docs, ledger]
             pending, from_raw = [], False
         if step is not None:
             ledger = step.apply(ledger, docs).persist(StorageLevel.MEMORY_AND_DISK)
-    return docs, ledger
+            cached.append(ledger)
+    return docs, ledger, cached
 
 
 def _account(ledger):
