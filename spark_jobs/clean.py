@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from tokenmill.core.config import ConfigError, DataConfig
 from tokenmill.core.manifest import sha256_file, write_manifest
-from tokenmill.spark_jobs.ledger import ledger_of, with_outcome
+from tokenmill.spark_jobs.ledger import ledger_of, outcome_partitions, with_outcome
 from tokenmill.spark_jobs.readers import (
     RAW_SCHEMA,
     AnyReader,
@@ -357,8 +357,9 @@ def _write_outputs(docs, ledger, version_dir: Path, cfg: DataConfig, kept_bytes:
     meet their outcome (the one shuffle of the text, into ``ceil(kept text / data.shard_target_mb)``
     partitions by id), each task sorts its rows by id and writes and hashes one shard per output."""
     n_shards = max(1, math.ceil(kept_bytes / (cfg.shard_target_mb * 2**20)))
-    final = with_outcome(docs, ledger, n_shards).sortWithinPartitions("id")
-    return _write_shards(final, version_dir, cfg.row_group_mb * 2**20)
+    final = with_outcome(docs, ledger).sortWithinPartitions("id")
+    with outcome_partitions(docs.sparkSession, n_shards):
+        return _write_shards(final, version_dir, cfg.row_group_mb * 2**20)
 
 
 SHARD_ROW_SCHEMA = "output string, name string, rows long, bytes long, sha256 string"

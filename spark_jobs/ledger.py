@@ -9,6 +9,7 @@ in the final write (``with_outcome``): text moves once.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pyspark is imported where a step runs: reading the config must not need it
@@ -44,17 +45,39 @@ def ledger_of(docs: DataFrame, steps: list[DatasetStep]) -> DataFrame:
     return docs.select(*columns)
 
 
-def with_outcome(docs: DataFrame, ledger: DataFrame, partitions: int | None = None) -> DataFrame:
+def with_outcome(docs: DataFrame, ledger: DataFrame) -> DataFrame:
     """``docs`` (its columns in order, then the outcome columns it lacks) with the ledger's outcome: an inner
-    join on ``id`` (ids are unique, so every row stays).
-
-    With ``partitions``, both sides are hash-partitioned by id into that many partitions first, so the join
-    adds no exchange of its own and its output is those partitions: the only shuffle of the text."""
+    join on ``id`` (ids are unique, so every row stays). Under ``outcome_partitions(spark, n)``, the join is a
+    shuffle of both sides into exactly ``n`` hash partitions by id: the only shuffle of the text."""
     outcome = ledger.select("id", *OUTCOME_COLUMNS)
     rest = docs.drop(*[c for c in OUTCOME_COLUMNS if c in docs.columns])
-    if partitions is not None:
-        outcome, rest = outcome.repartition(partitions, "id"), rest.repartition(partitions, "id")
     return rest.join(outcome, "id").select(*docs.columns, *[c for c in OUTCOME_COLUMNS if c not in docs.columns])
+
+
+@contextmanager
+def outcome_partitions(spark, partitions: int):
+    """While active, a join planned by an action (``with_outcome``'s) shuffles into exactly ``partitions``.
+
+    A ``repartition(n, "id")`` on both sides is not enough: when both join sides are shuffles, Spark plans the
+    join's exchange with ``spark.sql.shuffle.partitions`` partitions instead, and adaptive execution may then
+    coalesce them or broadcast a side. So the action runs with that setting at ``partitions``, partition
+    coalescing and automatic broadcasts off; the settings are restored after it."""
+    settings = {
+        "spark.sql.shuffle.partitions": str(partitions),
+        "spark.sql.adaptive.coalescePartitions.enabled": "false",
+        "spark.sql.autoBroadcastJoinThreshold": "-1",
+    }
+    before = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def apply_dataset_steps(docs: DataFrame, steps: list[DatasetStep]) -> DataFrame:

@@ -6,7 +6,13 @@ import random
 
 from tokenmill.spark_jobs.clean import DOC_COLUMNS, DOC_SCHEMA
 from tokenmill.spark_jobs.dedup import ExactDeduplicator, UrlDeduplicator
-from tokenmill.spark_jobs.ledger import LEDGER_COLUMNS, apply_dataset_steps, ledger_of, with_outcome
+from tokenmill.spark_jobs.ledger import (
+    LEDGER_COLUMNS,
+    apply_dataset_steps,
+    ledger_of,
+    outcome_partitions,
+    with_outcome,
+)
 from tokenmill.spark_jobs.minhash import MinhashDeduplicator
 from tokenmill.spark_jobs.progress import shuffle_bytes
 
@@ -63,4 +69,14 @@ def test_the_outcome_meets_every_document_once_in_its_column_order(spark):
     assert len(got) == len(rows) == out.count()
     assert got["e0"]["status"] == "dropped" and got["e0"]["stage"] == "exact_dedup"
     assert got["d0003"]["text"] == rows[3][DOC_COLUMNS.index("text")]  # the text comes through untouched
-    assert with_outcome(docs, ledger_of(docs, []), partitions=3).rdd.getNumPartitions() == 3
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", "16")  # what a job before may have left in the session
+    try:
+        with outcome_partitions(spark, 3):  # whatever the session's shuffle partitions and the sides' sizes
+            joined = with_outcome(docs, ledger_of(docs, []))
+            assert joined.rdd.getNumPartitions() == 3
+            sizes = joined.rdd.mapPartitions(lambda part: [sum(1 for _ in part)]).collect()
+            assert len(sizes) == 3 and sum(sizes) == len(rows) and max(sizes) < len(rows)
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "16"  # restored
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", before)
