@@ -8,7 +8,7 @@ Two paths, each with its own goal and summary line:
     off, as FineWeb runs it), FineWeb quality, then MinHash dedup (14 bands × 8 rows, word 5-grams), on one JSONL.gz
     of multi-paragraph documents built from the real prose in data/sample. Measured in documents per CPU-second.
     Goal: tokenmill >= 5x DataTrove.
-``web`` (WARC in; ``--docs`` default 3,000 pages): the same documents, each the article of a made-up site's HTML
+``web`` (WARC in; ``--docs`` default 5,000 pages): the same documents, each the article of a made-up site's HTML
     page (bench/warc_corpus.py), as gzipped WARC response records over 4 files; then extract, language id
     (English kept), the same four filters, MinHash. tokenmill runs its defaults (resiliparse extraction, fastText
     lid.176 on the first 2,000 characters); DataTrove its WarcReader, its default extractor (Trafilatura), its
@@ -48,7 +48,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 GOAL_RATIO = 5.0  # filters path: tokenmill's documents per CPU-second over DataTrove's
 WEB_GOAL_RATIO = 3.0  # web path: tokenmill's MB of WARC per CPU-second over DataTrove's
-DEFAULT_DOCS = {"filters": 20000, "web": 3000}
+DEFAULT_DOCS = {"filters": 20000, "web": 5000}
 FILTER_STEPS = ["gopher_quality", "gopher_repetition", "c4", "fineweb", "minhash"]
 WEB_STEPS = ["extract", "langid", *FILTER_STEPS]
 WARC_FILES = 4
@@ -106,6 +106,7 @@ class CpuMeter:
 
         self.root = psutil.Process(pid)
         self.seen: dict[int, float] = {}
+        self.names: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -121,6 +122,7 @@ class CpuMeter:
             try:
                 t = p.cpu_times()
                 self.seen[p.pid] = t.user + t.system
+                self.names[p.pid] = p.name()  # each time: Spark's launcher script execs the JVM
             except psutil.NoSuchProcess:
                 pass
 
@@ -133,6 +135,14 @@ class CpuMeter:
         self._stop.set()
         self._thread.join()
         return sum(self.seen.values())
+
+    def breakdown(self) -> dict[str, float]:
+        """CPU s of the root process, of Java processes (Spark's JVM) and of the other descendants."""
+        parts = {"driver": 0.0, "JVM": 0.0, "workers": 0.0}
+        for pid, cpu in self.seen.items():
+            kind = "driver" if pid == self.root.pid else "JVM" if self.names.get(pid) == "java" else "workers"
+            parts[kind] += cpu
+        return parts
 
 
 def own_cpu() -> float:
@@ -173,6 +183,12 @@ def run_tokenmill(data_input: Path, out: Path, fmt: str, steps: list[str]) -> tu
     manifest = read_manifest(out / "manifest.json", "data")
     funnel = {r["stage"]: r["out"] for r in manifest["funnel"]}
     print(f"tokenmill funnel: {', '.join(f'{k} {v:,}' for k, v in funnel.items())}", flush=True)
+    parts = meter.breakdown()
+    print(
+        f"tokenmill CPU s by process: driver (Python) {parts['driver']:.1f}, Spark JVM {parts['JVM']:.1f}, "
+        f"Python workers {parts['workers']:.1f}",
+        flush=True,
+    )
     return cpu, wall, manifest["counts"]["kept"], funnel
 
 
