@@ -497,17 +497,16 @@ def bench_path(path: str, n_docs: int, repeats: int, work: Path) -> str:
         if len({res[2] for res in results}) != 1:
             raise SystemExit(f"{name} kept different counts on repeated runs: {[res[2] for res in results]}")
     tm_kept, dt_kept = (runs[name][0][2] for name in names)
-    after = "fineweb"  # the last filter: what is left before MinHash
+    stages = {"langid": "after langid", "fineweb": "after filters"} if path == "web" else {"fineweb": "after filters"}
 
     print(f"\n{path} path: medians over {repeats} repeats (range)")
-    print(f"{'':30}{'CPU s':>22}{'wall s':>22}{unit + '/CPU-s':>24}{'after filters':>15}{'kept':>9}")
+    headings = "".join(f"{h:>15}" for h in stages.values())
+    print(f"{'':30}{'CPU s':>22}{'wall s':>22}{unit + '/CPU-s':>24}{headings}{'kept':>9}")
     for name, results in runs.items():
         cpu, wall = [res[0] for res in results], [res[1] for res in results]
         rate = [work_amount / c for c in cpu]
-        print(
-            f"{name:30}{spread(cpu):>22}{spread(wall):>22}{spread(rate, '.3f'):>24}"
-            f"{results[0][3][after]:15,}{results[0][2]:9,}"
-        )
+        counts = "".join(f"{results[0][3][stage]:15,}" for stage in stages)
+        print(f"{name:30}{spread(cpu):>22}{spread(wall):>22}{spread(rate, '.3f'):>24}{counts}{results[0][2]:9,}")
     per_repeat = [dt[0] / tm[0] for tm, dt in zip(*runs.values())]
     ours, peer = (statistics.median(work_amount / res[0] for res in runs[name]) for name in names)
     ratio = ours / peer
