@@ -420,23 +420,25 @@ def profile_path(path: str, n_docs: int, work: Path) -> None:
     web = path == "web"
     steps = WEB_STEPS if web else FILTER_STEPS
     fmt = "warc" if web else "jsonl"
+    # DataTrove's pipeline first: its extractor's sandbox processes are forked from this one, and would inherit
+    # the cache of Trafilatura's deduplicate option filled by the in-process timing below.
+    if web:
+        run_datatrove_web(corpus, work / "dt")
+    else:
+        run_datatrove(corpus, work / "dt")
+    full = run_tokenmill(corpus, work / "tm-full", fmt, steps)[0]
+    no_minhash = run_tokenmill(corpus, work / "tm-no-minhash", fmt, steps[:-1])[0]
     tm = _tokenmill_step_cpu(files, fmt, steps)
     dt = _datatrove_step_cpu(files, web)
     print(f"\n{path} path profile, {n_docs:,} documents: CPU s per step in this process (no Spark, no sandbox)")
     print("tokenmill: " + ", ".join(f"{k} {v:.2f}" for k, v in tm.items()) + f"; sum {sum(tm.values()):.2f}")
     print("DataTrove: " + ", ".join(f"{k} {v:.2f}" for k, v in dt.items()) + f"; sum {sum(dt.values()):.2f}")
-    full = run_tokenmill(corpus, work / "tm-full", fmt, steps)[0]
-    no_minhash = run_tokenmill(corpus, work / "tm-no-minhash", fmt, steps[:-1])[0]
     print(
         f"tokenmill Spark job: {full:.1f} CPU s with MinHash, {no_minhash:.1f} without: MinHash "
         f"{full - no_minhash:.1f}, the per-document steps {sum(tm.values()):.1f} (measured above), Spark and the rest "
         f"{no_minhash - sum(tm.values()):.1f}",
         flush=True,
     )
-    if web:
-        run_datatrove_web(corpus, work / "dt")
-    else:
-        run_datatrove(corpus, work / "dt")
 
 
 def _build(path: str, n_docs: int, work: Path) -> tuple[Path, list[Path]]:
