@@ -57,7 +57,9 @@ START = datetime(2026, 11, 2, 8, 0, 0, tzinfo=UTC)
 
 
 def _slug(words: list[str]) -> str:
-    return "-".join("".join(c for c in w.lower() if c.isalnum()) for w in words).strip("-") or "page"
+    """ASCII letters and digits of ``words``, hyphenated (URLs stay ASCII: a page in Greek gets ``page``)."""
+    parts = ["".join(c for c in w.lower() if c.isascii() and c.isalnum()) for w in words]
+    return "-".join(p for p in parts if p) or "page"
 
 
 def _title(text: str, rng: random.Random) -> str:
