@@ -18,8 +18,8 @@ Two paths, each with its own goal and summary line:
 
 CPU seconds count every process of each side: tokenmill's driver, Spark's JVM and its Python workers, sampled from
 /proc; DataTrove runs in this process (1 worker), plus the child process its extractor runs in. Needs the bench
-extra (pip install -e '.[bench]') and, for the web path, DataTrove's WARC reader's own dependencies:
-pip install faust-cchardet python-magic.
+extra (pip install -c requirements/constraints.txt -e '.[bench]'), which brings DataTrove's WARC reader's own
+dependencies (faust-cchardet, python-magic; the latter needs the OS's libmagic1).
 
 Each repeat runs both sides on fresh output folders, the side going first alternating; figures are medians over
 repeats with their range, and each side must keep the same count in every repeat. A path's summary line says
