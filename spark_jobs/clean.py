@@ -362,7 +362,13 @@ def _write_outputs(docs, ledger, version_dir: Path, cfg: DataConfig, kept_bytes:
         return _write_shards(final, version_dir, cfg.row_group_mb * 2**20)
 
 
-SHARD_ROW_SCHEMA = "output string, name string, rows long, bytes long, sha256 string"
+# One record per shard file, as the writing task reports it: the Spark schema of mapInArrow's output and the Arrow
+# schema the task builds it with, from one list.
+_SHARD_RECORD = (("output", "string"), ("name", "string"), ("rows", "long"), ("bytes", "long"), ("sha256", "string"))
+SHARD_ROW_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in _SHARD_RECORD)
+_SHARD_ARROW_SCHEMA = pa.schema(
+    [(name, {"string": pa.string(), "long": pa.int64()}[kind]) for name, kind in _SHARD_RECORD]
+)
 
 
 class _ShardFile:
@@ -439,18 +445,7 @@ class ParquetShardWriter:
                 f.abort()
             raise
         if records:
-            yield pa.RecordBatch.from_pylist(
-                records,
-                schema=pa.schema(
-                    [
-                        ("output", pa.string()),
-                        ("name", pa.string()),
-                        ("rows", pa.int64()),
-                        ("bytes", pa.int64()),
-                        ("sha256", pa.string()),
-                    ]
-                ),
-            )
+            yield pa.RecordBatch.from_pylist(records, schema=_SHARD_ARROW_SCHEMA)
 
 
 def _write_shards(frame, version_dir: Path, row_group_bytes: int) -> dict[str, list[dict[str, Any]]]:
