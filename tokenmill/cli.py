@@ -78,7 +78,10 @@ def _add_stage_commands(sub) -> None:
         help="train a model on existing token shards",
         description="Train model.family (gpt, bert, t5, transformer) on the token shards of a "
         "tokenize manifest with DeepSpeed on train.nproc processes, tracked in MLflow. "
-        "Writes a model folder to --out, default <run.output_dir>/<run.name>/train.",
+        "Writes a model folder to --out, default <run.output_dir>/<run.name>/train. "
+        "SIGTERM or Ctrl-C stops it at the next step with a checkpoint (exit 143 / 130, MLflow run KILLED); "
+        "the same command resumes. Several nodes with torchrun: run the same command on each, with "
+        "train.nnodes and train.rdzv_endpoint, --out on storage they share.",
     )
     _add_config_args(train)
     train.add_argument(
@@ -413,6 +416,9 @@ def train_command(cfg, args) -> int:
         return 0
     try:
         trained = train_stage(cfg, tokens, out, echo=print)
+    except launch.Stopped as e:
+        print(f"tokenmill: training {e}; it wrote a checkpoint: run the same command to resume", file=sys.stderr)
+        return e.code  # 143 for SIGTERM, 130 for SIGINT, as the shell reports a process the signal ended
     except BaseException as e:
         print(f"tokenmill: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1

@@ -207,11 +207,76 @@ def full_state_dict(engine) -> dict[str, torch.Tensor]:
         return state
 
 
+# Every tensor that enters a collective is made here, on ``device()``: NCCL has no CPU backend, so a host tensor
+# in a collective fails on the first GPU step ("No backend type associated with device type cpu").
+
+
 def all_reduce_sum(values: list[float]) -> list[float]:
+    """``values`` summed over ranks (float64). Collective."""
+    return _all_reduce(values, torch.distributed.ReduceOp.SUM)
+
+
+def all_reduce_max(values: list[float]) -> list[float]:
+    """The largest of each value over ranks (float64). Collective."""
+    return _all_reduce(values, torch.distributed.ReduceOp.MAX)
+
+
+def _all_reduce(values: list[float], op) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device())
     if torch.distributed.is_initialized():
-        torch.distributed.all_reduce(t)
+        torch.distributed.all_reduce(t, op=op)
     return t.cpu().tolist()
+
+
+def all_gather_values(values: list[float]) -> list[list[float]]:
+    """Every rank's ``values`` (the same length on each), in rank order (float64). Collective."""
+    t = torch.tensor(values, dtype=torch.float64, device=device())
+    if not torch.distributed.is_initialized():
+        return [t.cpu().tolist()]
+    parts = [torch.empty_like(t) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, t)
+    return [p.cpu().tolist() for p in parts]
+
+
+def broadcast_value(value: float) -> float:
+    """Rank 0's ``value`` on every rank (float64). Collective."""
+    t = torch.tensor([value], dtype=torch.float64, device=device())
+    if torch.distributed.is_initialized():
+        torch.distributed.broadcast(t, src=0)
+    return float(t.item())
+
+
+def check_shared_folder(folder: str | Path) -> None:
+    """Fail on every rank unless every rank sees what every other rank writes in ``folder``: checkpoints
+    written to node-local disks would leave ranks disagreeing on where to resume. Collective."""
+    import uuid
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    nonce = int(broadcast_value(float(uuid.uuid4().int % 2**52)))  # this start's, so old markers do not count
+    mine = folder / f".visible-{rank}"
+    mine.write_text(f"{nonce}\n")
+    torch.distributed.barrier()
+    unseen = []
+    for other in range(world):
+        marker = folder / f".visible-{other}"
+        try:
+            ok = marker.read_text().strip() == str(nonce)
+        except OSError:
+            ok = False
+        if not ok:
+            unseen.append(other)
+    blind = all_gather_values([float(len(unseen))])
+    torch.distributed.barrier()
+    mine.unlink(missing_ok=True)
+    if any(n for (n,) in blind):
+        ranks = [r for r, (n,) in enumerate(blind) if n]
+        raise RuntimeError(
+            f"the checkpoint folder {folder} is not shared: rank(s) {ranks} cannot read what the other ranks write "
+            f"there{f' (this rank, {rank}, misses ranks {unseen})' if unseen else ''}; put --out (the checkpoints) "
+            "on storage every node mounts at the same path"
+        )
 
 
 # --- checkpoints --------------------------------------------------------------------------------
@@ -265,13 +330,31 @@ def save_checkpoint(engine, directory: str | Path, step: int, client_state: dict
 
 def load_checkpoint(engine, directory: str | Path) -> dict[str, Any] | None:
     """Restore the latest checkpoint in ``directory`` into ``engine`` (and the RNGs); its client state,
-    or ``None`` when there is none. Collective."""
+    or ``None`` when there is none. Collective: rank 0 reads ``latest`` and every rank loads that step, or
+    every rank fails, naming the path a rank could not read."""
     directory = Path(directory)
-    if not (directory / "latest").is_file():
+    step = -1.0
+    if torch.distributed.get_rank() == 0 and (directory / "latest").is_file():
+        tag = (directory / "latest").read_text().strip()
+        step = float(tag.removeprefix("step-")) if tag.startswith("step-") and tag[5:].isdigit() else -2.0
+    step = int(broadcast_value(step))
+    if step == -2:
+        raise RuntimeError(f"{directory / 'latest'} does not name a step-NNNNNNN checkpoint")
+    if step < 0:
         return None
+    tag = f"step-{step:07d}"
+    readable = (directory / tag).is_dir() and any((directory / tag).iterdir())
+    missing = [r for r, (ok,) in enumerate(all_gather_values([float(readable)])) if not ok]
+    if missing:
+        raise RuntimeError(
+            f"rank(s) {missing} cannot read the checkpoint {directory / tag} that rank 0 resumes from; the "
+            "checkpoint folder must be on storage every node mounts at the same path"
+        )
     _use_safe_loading(engine)
     try:
-        path, state = engine.load_checkpoint(str(directory), load_optimizer_states=True, load_lr_scheduler_states=True)
+        path, state = engine.load_checkpoint(
+            str(directory), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
     except RuntimeError as e:
         if "state_dict" not in str(e):
             raise
@@ -280,7 +363,7 @@ def load_checkpoint(engine, directory: str | Path) -> dict[str, Any] | None:
             "describes; train into another folder (--out) or set train.resume=false"
         ) from e
     if path is None:
-        raise RuntimeError(f"could not load the checkpoint named in {directory / 'latest'}")
+        raise RuntimeError(f"could not load the checkpoint {directory / tag}")
     torch.set_rng_state(state["rng"]["torch"])
     if torch.cuda.is_available() and state["rng"]["cuda"]:
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])

@@ -1,17 +1,21 @@
 """The train stage, written once: ``tokenmill train`` and the flows' train task both call ``train_stage``.
 
 It opens (or resumes) the MLflow run, launches ``tokenmill.training.train`` on ``train.nproc`` ranks
-(``launch``), and ends the run FINISHED or FAILED. A checkpoint written under another configuration
+(``launch``), and ends the run FINISHED, FAILED, or KILLED when a signal stopped it (``launch.Stopped``: the
+ranks wrote a checkpoint, and the same call resumes from it). A checkpoint written under another configuration
 (another stage key: config, inputs, code, output folder) is not resumed: it is removed and training
 starts over.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +58,6 @@ def train_stage(
     ``run.name``; ``tags`` are added to a new MLflow run (``parent_run_id`` nests it).
     """
     from tokenmill.training import launch
-    from tokenmill.training.models import family_of
 
     tokens_manifest = str(Path(tokens_manifest).resolve())
     read_manifest(tokens_manifest, stage="tokenize")
@@ -62,29 +65,17 @@ def train_stage(
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     key = stage_key("train", cfg, train_inputs(cfg, tokens_manifest, run_name, parent_run_id), out)
-    marker = out / "stage.json"
-    if (out / "checkpoints").exists() and (not marker.is_file() or marker.read_text().strip() != key):
-        log.warning("train: %s/checkpoints were written under another configuration; starting over", out)
-        shutil.rmtree(out / "checkpoints")
-    marker.write_text(key + "\n")
     config_file = out / "config.yaml"
-    dump_config(cfg, config_file)
-
-    run_id = tracking.resumable_run(cfg.tracking_uri, out / "checkpoints") if cfg.train.resume else None
-    if run_id:
-        log.info("train: resuming from its checkpoint, into MLflow run %s", run_id)
-    else:
-        run_tags = {
-            "tokenmill.stage": "train",
-            "tokenmill.model_family": family_of(cfg.model),
-            "tokenmill.model_flavor": cfg.model.flavor or "custom",
-            **tracking.lineage_tags(Path(tokens_manifest)),
-            **(tags or {}),
-        }
-        if parent_run_id:
-            run_tags["mlflow.parentRunId"] = parent_run_id
-        run_id = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, run_name, tags=run_tags)
-        log_run_inputs(cfg, run_id, config_file, tokens_manifest)
+    # Started on every node of a multi-node torchrun job, this runs once per node into the same shared folder:
+    # under a lock, the first node opens the MLflow run and the others join it.
+    with _locked(out / ".stage.lock"):
+        marker = out / "stage.json"
+        if (out / "checkpoints").exists() and (not marker.is_file() or marker.read_text().strip() != key):
+            log.warning("train: %s/checkpoints were written under another configuration; starting over", out)
+            shutil.rmtree(out / "checkpoints")
+        marker.write_text(key + "\n")
+        dump_config(cfg, config_file)
+        run_id = _open_or_join_run(cfg, out, key, tokens_manifest, config_file, run_name, parent_run_id, tags)
     started = time.time()
     cmd = launch.command(cfg.train, config_file, Path(tokens_manifest), out, run_id, cfg.run.name)
     log.info("launching: %s", " ".join(cmd))
@@ -92,11 +83,65 @@ def train_stage(
         launch.run(cmd, echo)
         manifest = out / "manifest.json"
         tracking.MlflowLogger(cfg.tracking_uri, run_id).log_artifact(manifest, "train")
+    except launch.Stopped as e:
+        # Checkpointed at a step boundary: KILLED, not FAILED, and the same command resumes it.
+        tracking.close_run(cfg.tracking_uri, run_id, stopped=str(e))
+        raise
     except BaseException as e:
         tracking.close_run(cfg.tracking_uri, run_id, error=e)
         raise
     tracking.close_run(cfg.tracking_uri, run_id)
     return {"train_manifest": str(manifest), "mlflow_run_id": run_id, "wall_seconds": time.time() - started}
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` for the block (shared storage must support locks, as NFS v4 and Lustre do)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_or_join_run(
+    cfg: Config,
+    out: Path,
+    key: str,
+    tokens_manifest: str,
+    config_file: Path,
+    run_name: str,
+    parent_run_id: str | None,
+    tags: dict[str, str] | None,
+) -> str:
+    """The MLflow run to train into: the checkpoint's (a resume), the one another node of this multi-node job opened
+    moments ago (``<out>/mlflow_run.json``, same stage key, still RUNNING), else a new one with its inputs logged."""
+    from tokenmill.training.models import family_of
+
+    run_id = tracking.resumable_run(cfg.tracking_uri, out / "checkpoints") if cfg.train.resume else None
+    if run_id:
+        log.info("train: resuming from its checkpoint, into MLflow run %s", run_id)
+        return run_id
+    opened = out / "mlflow_run.json"
+    if cfg.train.nnodes > 1 and opened.is_file():
+        record = json.loads(opened.read_text())
+        if record.get("key") == key and tracking.run_status(cfg.tracking_uri, record["run_id"]) == "RUNNING":
+            log.info("train: joining MLflow run %s, opened by another node", record["run_id"])
+            return record["run_id"]
+    run_tags = {
+        "tokenmill.stage": "train",
+        "tokenmill.model_family": family_of(cfg.model),
+        "tokenmill.model_flavor": cfg.model.flavor or "custom",
+        **tracking.lineage_tags(Path(tokens_manifest)),
+        **(tags or {}),
+    }
+    if parent_run_id:
+        run_tags["mlflow.parentRunId"] = parent_run_id
+    run_id = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, run_name, tags=run_tags)
+    log_run_inputs(cfg, run_id, config_file, tokens_manifest)
+    opened.write_text(json.dumps({"key": key, "run_id": run_id}) + "\n")
+    return run_id
 
 
 def log_run_inputs(cfg: Config, run_id: str, config_file: Path, tokens_manifest: str) -> None:

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -28,6 +29,7 @@ import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from tokenmill.core.env import prepare_environment
+from tokenmill.training import distributed
 
 log = logging.getLogger("tokenmill.train")
 
@@ -62,6 +64,7 @@ class Run:
     engine: Any  # the DeepSpeed engine
     dev: torch.device
     tracker: Any  # MlflowLogger on rank 0 with a run id, else a MetricsLogger that logs nothing
+    node_metrics: Any  # what samples this node's system metrics into the run (local rank 0), else a no-op
     n_params: int
     micro: int  # sequences per rank per micro-step
     accum: int  # micro-steps per step
@@ -90,6 +93,10 @@ class Progress:
     window_start: float = field(default_factory=time.time)
     window: dict[str, list[float]] = field(default_factory=dict)  # metric -> [sum, count] since the last log
     window_tokens: int = 0
+    # per metric group (train, val): steps up to here are in MLflow already (a killed run logged them after its
+    # last checkpoint), so they are computed again but not logged twice
+    logged_through: dict[str, int] = field(default_factory=dict)
+    checkpointed: float = field(default_factory=time.monotonic)  # when the last checkpoint was written
 
 
 @record  # torchrun then reports the failing rank's exception as the root cause
@@ -97,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     prepare_environment()
     # Known-noisy deprecations inside DeepSpeed's ZeRO collectives; nothing to act on here.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
+    stop = _StopSignals()  # before the slow set-up, so an early SIGTERM is not lost
     run = setup(parse_args(argv))
     progress = resume(run)
-    tcfg, stop = run.cfg.train, _StopFlag()
+    tcfg = run.cfg.train
     run.engine.train()
     for step in range(progress.start, tcfg.max_steps):
         train_step(run, progress, step)
@@ -107,13 +115,21 @@ def main(argv: list[str] | None = None) -> int:
         if done % tcfg.log_every == 0 or done == tcfg.max_steps:
             log_window(run, progress, done)
         if tcfg.eval_every and done % tcfg.eval_every == 0 and done < tcfg.max_steps:
-            evaluate_now(run, done)
-        if stop.requested_everywhere():
+            evaluate_now(run, progress, done)
+        # One collective per step settles both: a signal on any rank stops every rank here, and a checkpoint
+        # due by the clock of any rank is written by all of them.
+        late = (
+            bool(tcfg.checkpoint_minutes) and time.monotonic() - progress.checkpointed >= tcfg.checkpoint_minutes * 60
+        )
+        signum, due = (int(x) for x in distributed.all_reduce_max([stop.signum, float(late)]))
+        if signum:
             checkpoint(run, progress, done)
-            log.warning("train: stopped by SIGTERM after step %d; rerun the same command to resume", done)
+            name = signal.Signals(signum).name
+            log.warning("train: stopped by %s after step %d; rerun the same command to resume", name, done)
             run.tracker.stop_system_metrics()
-            return shut_down(143)
-        if tcfg.checkpoint_every and done % tcfg.checkpoint_every == 0 and done < tcfg.max_steps:
+            run.node_metrics.stop_system_metrics()
+            return shut_down(128 + signum)
+        if done < tcfg.max_steps and (due or (tcfg.checkpoint_every and done % tcfg.checkpoint_every == 0)):
             checkpoint(run, progress, done)
     if progress.start < tcfg.max_steps or not progress.resumed:
         checkpoint(run, progress, tcfg.max_steps)
@@ -128,7 +144,6 @@ def setup(args: argparse.Namespace) -> Run:
     from tokenmill.core.manifest import read_manifest
     from tokenmill.core.tokenizer import load_pretrained
     from tokenmill.core.tracking import MetricsLogger, MlflowLogger
-    from tokenmill.training import distributed
     from tokenmill.training.data import open_split
     from tokenmill.training.families import spec_of
     from tokenmill.training.flops import detect_device, flops_per_token, peak_flops
@@ -162,8 +177,13 @@ def setup(args: argparse.Namespace) -> Run:
     tracker = (
         MlflowLogger(cfg.tracking_uri, args.mlflow_run_id) if (rank == 0 and args.mlflow_run_id) else MetricsLogger()
     )
-    if rank == 0 and cfg.tracking.system_metrics:
-        tracker.start_system_metrics()
+    # System metrics from every node, each under its node rank (system/node_<n>/...), by its first rank.
+    node_metrics = MetricsLogger()
+    if cfg.tracking.system_metrics and args.mlflow_run_id and int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        node_rank = int(os.environ.get("GROUP_RANK", rank // max(local_world, 1)))
+        node_metrics = tracker if rank == 0 else MlflowLogger(cfg.tracking_uri, args.mlflow_run_id)
+        node_metrics.start_system_metrics(node_id=f"node_{node_rank}")
     if rank == 0:
         (out_dir / "deepspeed_config.json").write_text(json.dumps(ds_config, indent=2))
         tracker.log_artifact(out_dir / "deepspeed_config.json", "config")
@@ -217,6 +237,7 @@ def setup(args: argparse.Namespace) -> Run:
         engine=engine,
         dev=distributed.device(),
         tracker=tracker,
+        node_metrics=node_metrics,
         n_params=n_params,
         micro=micro,
         accum=accum,
@@ -251,16 +272,39 @@ def resume(run: Run) -> Progress:
     The checkpoint restores weights, optimizer, LR schedule and RNGs; the data position is the step
     itself, since every batch is a pure function of (seed, step).
     """
-    from tokenmill.training import distributed
-
     ckpt_dir = run.out_dir / "checkpoints"
+    distributed.check_shared_folder(ckpt_dir)
     resumed = distributed.load_checkpoint(run.engine, ckpt_dir) if run.cfg.train.resume else None
     if not resumed:
         return Progress()
+    window, window_tokens = _own_window(resumed.get("window"), run.rank, run.world)
+    progress = Progress(
+        start=resumed["step"],
+        resumed=True,
+        history=resumed["history"],
+        tokens_seen=resumed["tokens_seen"],
+        window=window,
+        window_tokens=window_tokens,
+        logged_through={group: run.tracker.last_step(f"{group}/loss") or 0 for group in ("train", "val")},
+    )
     if run.rank == 0:
         log.info("train: resumed from %s at step %d", ckpt_dir, resumed["step"])
         run.tracker.set_tags({"tokenmill.resumed_at_step": str(resumed["step"])})
-    return Progress(start=resumed["step"], resumed=True, history=resumed["history"], tokens_seen=resumed["tokens_seen"])
+    return progress
+
+
+def _own_window(saved: dict | None, rank: int, world: int) -> tuple[dict[str, list[float]], int]:
+    """This rank's part of the logging window a checkpoint holds (every rank's sums, as ``checkpoint`` saved
+    them), so the first window after a resume logs what an uninterrupted run logs. Resumed on another world
+    size, rank 0 carries the whole window."""
+    if not saved:
+        return {}, 0
+    names, ranks = saved["names"], saved["ranks"]
+    if len(ranks) == world:
+        mine = ranks[rank]
+    else:
+        mine = [sum(col) for col in zip(*ranks, strict=True)] if rank == 0 else [0.0] * len(ranks[0])
+    return {n: [mine[1 + 2 * i], mine[2 + 2 * i]] for i, n in enumerate(names)}, int(mine[0])
 
 
 def train_step(run: Run, progress: Progress, step: int) -> None:
@@ -280,7 +324,6 @@ def train_step(run: Run, progress: Progress, step: int) -> None:
 
 def log_window(run: Run, progress: Progress, done: int) -> None:
     """The metrics since the last log, summed over ranks: to MLflow, the history and the log line."""
-    from tokenmill.training import distributed
     from tokenmill.training.flops import mfu
 
     tcfg, engine = run.cfg.train, run.engine
@@ -318,7 +361,8 @@ def log_window(run: Run, progress: Progress, done: int) -> None:
     utilisation = mfu(metrics["train/tokens_per_s"], run.per_token, run.peak, run.world)
     if utilisation is not None:
         metrics["train/mfu"] = utilisation
-    run.tracker.log_metrics(metrics, step=done)
+    if done > progress.logged_through.get("train", 0):
+        run.tracker.log_metrics(metrics, step=done)
     progress.history.append({"step": done, **metrics})
     eta = (time.time() - progress.started) / (done - progress.start) * (tcfg.max_steps - done)
     log.info(
@@ -342,25 +386,33 @@ def _epoch(run: Run, done: int) -> float | None:
     return done * run.accum * run.micro * run.world / per_epoch
 
 
-def evaluate_now(run: Run, done: int) -> None:
+def evaluate_now(run: Run, progress: Progress, done: int) -> None:
     """A validation pass during training (``train.eval_every``), logged as ``val/*`` at step ``done``."""
     val = _evaluate(run.engine, run.objective, run.eval_batches, run.rank, run.world, run.dev)
-    run.tracker.log_metrics({f"val/{n}": v for n, v in val.items()}, step=done)
+    if done > progress.logged_through.get("val", 0):
+        run.tracker.log_metrics({f"val/{n}": v for n, v in val.items()}, step=done)
     log.info("eval at step %d: %s", done, "  ".join(f"{n} {v:.4f}" for n, v in val.items()))
     run.engine.train()
 
 
 def checkpoint(run: Run, progress: Progress, step: int) -> None:
-    """Weights, optimizer and progress under ``<out>/checkpoints`` (every rank: ZeRO shards its state)."""
-    from tokenmill.training import distributed
-
+    """Weights, optimizer and progress under ``<out>/checkpoints`` (every rank: ZeRO shards its state). The
+    progress includes every rank's part of the open logging window: the state is saved by rank 0 alone."""
     ckpt_dir = run.out_dir / "checkpoints"
+    names = sorted(progress.window)
+    ranks = distributed.all_gather_values([progress.window_tokens] + [x for n in names for x in progress.window[n]])
     distributed.save_checkpoint(
         run.engine,
         ckpt_dir,
         step,
-        {"history": progress.history, "tokens_seen": progress.tokens_seen, "mlflow_run_id": run.args.mlflow_run_id},
+        {
+            "history": progress.history,
+            "tokens_seen": progress.tokens_seen,
+            "window": {"names": names, "ranks": ranks},
+            "mlflow_run_id": run.args.mlflow_run_id,
+        },
     )
+    progress.checkpointed = time.monotonic()
     if run.rank == 0:
         (ckpt_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run.args.mlflow_run_id, "step": step}))
         log.info("checkpoint: saved step %d in %s", step, ckpt_dir)
@@ -372,13 +424,13 @@ def finish(run: Run, progress: Progress) -> None:
     the train manifest."""
     from tokenmill.core.manifest import sha256_file, write_manifest
     from tokenmill.core.plots import loss_curve
-    from tokenmill.training import distributed
     from tokenmill.training.attention import attention_maps, save_attention_pngs, token_labels
     from tokenmill.training.objectives import against_baseline
     from tokenmill.training.weights import save_model_folder
 
     cfg, tcfg, spec, out_dir, tracker = run.cfg, run.cfg.train, run.spec, run.out_dir, run.tracker
     val = _evaluate(run.engine, run.objective, run.eval_batches, run.rank, run.world, run.dev)
+    run.node_metrics.stop_system_metrics()
     scored = against_baseline(
         val, run.objective, spec.name, run.eval_batches, run.train_tokens, run.vocab_size, bool(tcfg.pairs)
     )
@@ -465,26 +517,22 @@ def shut_down(code: int) -> int:
     return code
 
 
-class _StopFlag:
-    """SIGTERM asks for a checkpoint and a clean exit; ranks agree on it at step boundaries."""
+class _StopSignals:
+    """SIGTERM or SIGINT asks for a checkpoint and a clean exit (status 128 + signal); ranks agree on it at
+    step boundaries. ``signum`` is the signal received, 0 while none."""
 
     def __init__(self):
-        self.requested = False
-        signal.signal(signal.SIGTERM, self._handle)
+        self.signum = 0
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        self.requested = True
-
-    def requested_everywhere(self) -> bool:
-        flag = torch.tensor([1.0 if self.requested else 0.0])
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
+        self.signum = max(self.signum, signum)
 
 
 def _evaluate(engine, objective, batches, rank: int, world: int, dev) -> dict[str, float]:
     """Every rank scores its share of the same fixed batches, padded to equal counts so that ZeRO-3's
     collective forward passes line up; the (sum, count) metrics are summed over ranks."""
-    from tokenmill.training import distributed
     from tokenmill.training.objectives import accumulate
 
     engine.eval()

@@ -14,7 +14,8 @@ ARGS = (Path("c.yaml"), Path("tokens.json"), Path("out"), "run123", "demo")
 
 def test_single_node_is_standalone_torchrun():
     cmd = command(TrainConfig(nproc=4), *ARGS)
-    assert cmd[1:4] == ["-m", "torch.distributed.run", "--nproc-per-node=4"]
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--nproc-per-node=4", "--max-restarts=3"]
+    assert "--max-restarts=0" in command(TrainConfig(max_restarts=0), *ARGS)
     assert "--standalone" in cmd and not any(a.startswith("--rdzv") for a in cmd)
     assert cmd[cmd.index("-m", 3) :][:2] == ["-m", "tokenmill.training.train"]
     assert cmd[-2:] == ["--mlflow-run-id", "run123"]

@@ -122,7 +122,10 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0  # steps between validation passes (0: only at the end)
     eval_max_blocks: int = 256  # validation examples scored at each evaluation
-    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end and on SIGTERM)
+    checkpoint_every: int = 0  # steps between checkpoints (0: none by step count)
+    # minutes between checkpoints (0: none by time); either rule triggers one. Also at the end and on SIGTERM/SIGINT.
+    checkpoint_minutes: float = 30.0
+    max_restarts: int = 3  # torchrun restarts every rank this often after one fails; they resume from the checkpoint
     resume: bool = True  # continue from <out>/checkpoints when a checkpoint is there
     peak_flops: float | None = None  # per device, for MFU; null: from the table for the detected GPU
     sample_prompt: str = "The"
@@ -229,6 +232,8 @@ RANGES: dict[str, str] = {
     "train.eval_every": ">= 0",
     "train.eval_max_blocks": "> 0",
     "train.checkpoint_every": ">= 0",
+    "train.checkpoint_minutes": ">= 0",
+    "train.max_restarts": ">= 0",
     "train.peak_flops": "> 0",
     "train.sample_tokens": ">= 0",
     "train.target_length": "> 0",

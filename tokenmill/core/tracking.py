@@ -34,7 +34,11 @@ class MetricsLogger:
         """Register the run's ``artifact_path`` as a new version of model ``name``; the version, if any."""
         return None
 
-    def start_system_metrics(self) -> None: ...
+    def last_step(self, key: str) -> int | None:
+        """The highest step ``key`` was logged at in the run, if any."""
+        return None
+
+    def start_system_metrics(self, node_id: str | None = None) -> None: ...
 
     def stop_system_metrics(self) -> None: ...
 
@@ -92,13 +96,20 @@ class MlflowLogger(MetricsLogger):
         )
         return version.version
 
-    def start_system_metrics(self) -> None:
-        """CPU, memory, disk, network (and GPU, when present) sampled into the run every 10 s."""
+    def last_step(self, key: str) -> int | None:
+        steps = [m.step for m in self.client.get_metric_history(self.run_id, key)]
+        return max(steps) if steps else None
+
+    def start_system_metrics(self, node_id: str | None = None) -> None:
+        """CPU, memory, disk, network (and GPU, when present) of this machine sampled into the run every 10 s,
+        as ``system/<node_id>/...`` when ``node_id`` is given; a resumed run continues the sample steps."""
         import mlflow
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         mlflow.set_tracking_uri(self.client.tracking_uri)
-        self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=10, samples_before_logging=1)
+        self._monitor = SystemMetricsMonitor(
+            self.run_id, sampling_interval=10, samples_before_logging=1, resume_logging=True, node_id=node_id
+        )
         self._monitor.start()
 
     def stop_system_metrics(self) -> None:
@@ -193,7 +204,22 @@ def resumable_run(tracking_uri: str, checkpoints: str | Path) -> str | None:
         return None  # a different tracking store: start a new run
     client.update_run(run_id, status="RUNNING")
     client.set_tag(run_id, "tokenmill.resumed", "true")
+    run = client.get_run(run_id)
+    for tag in STOP_TAGS:
+        if tag in run.data.tags:
+            client.delete_tag(run_id, tag)
     return run_id
+
+
+def run_status(tracking_uri: str, run_id: str) -> str | None:
+    """The run's status (RUNNING, FINISHED, FAILED, KILLED), or ``None`` when this store has no such run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.status
+    except MlflowException:
+        return None
 
 
 def lineage_tags(tokens_manifest: Path) -> dict[str, str]:
@@ -215,11 +241,19 @@ def lineage_tags(tokens_manifest: Path) -> dict[str, str]:
     return tags
 
 
-def close_run(tracking_uri: str, run_id: str, error: BaseException | None = None) -> None:
-    """End the run FINISHED, or FAILED with the error recorded as a tag."""
+STOP_TAGS = ("error", "tokenmill.stopped")  # how a run last ended early; a resume clears them
+
+
+def close_run(tracking_uri: str, run_id: str, error: BaseException | None = None, stopped: str | None = None) -> None:
+    """End the run FINISHED; KILLED when it was ``stopped`` (a signal: it can be resumed), with the reason as
+    the ``tokenmill.stopped`` tag; or FAILED with the error recorded as the ``error`` tag."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
+    if stopped is not None:
+        client.set_tag(run_id, "tokenmill.stopped", stopped)
+        client.set_terminated(run_id, status="KILLED")
+        return
     if error is not None:
         client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
     client.set_terminated(run_id, status="FAILED" if error is not None else "FINISHED")
