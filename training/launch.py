@@ -1,12 +1,15 @@
 """Start ``tokenmill.training.train`` on ``train.nproc`` processes with torchrun and follow its output.
 
-Shared by the pipeline flow's train task and ``tokenmill train``.
+Shared by the pipeline flow's train task and ``tokenmill train``. ``train.launcher: slurm`` submits a Slurm
+job instead (``training.slurm``); :func:`launch` chooses.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections import deque
@@ -14,6 +17,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tokenmill.core.env import REPO_ROOT
+
+log = logging.getLogger("tokenmill.train")
+
+LAUNCHERS = ("torchrun", "deepspeed", "slurm")
+
+
+class Stopped(Exception):
+    """Training was stopped by a signal forwarded to it; ``code`` is the shell's exit status for it (128 + signal)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum, self.code = signum, 128 + signum
+
+
+def launch(cfg, config_file: Path, tokens_manifest: Path, out_dir: Path, run_id: str | None, on_line) -> None:
+    """Train ``cfg`` (a ``Config``) with its ``train.launcher``: here (torchrun, deepspeed) or as a Slurm job."""
+    if cfg.train.launcher == "slurm":
+        from tokenmill.training import slurm
+
+        slurm.run(cfg, config_file, tokens_manifest, out_dir, run_id, on_line)
+        return
+    cmd = command(cfg.train, config_file, tokens_manifest, out_dir, run_id, cfg.run.name)
+    log.info("launching: %s", " ".join(cmd))
+    run(cmd, on_line)
 
 
 def command(

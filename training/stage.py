@@ -86,10 +86,8 @@ def train_stage(
         run_id = tracking.open_run(cfg.tracking_uri, cfg.tracking.experiment, run_name, tags=run_tags)
         log_run_inputs(cfg, run_id, config_file, tokens_manifest)
     started = time.time()
-    cmd = launch.command(cfg.train, config_file, Path(tokens_manifest), out, run_id, cfg.run.name)
-    log.info("launching: %s", " ".join(cmd))
     try:
-        launch.run(cmd, echo)
+        launch.launch(cfg, config_file, Path(tokens_manifest), out, run_id, echo)
         manifest = out / "manifest.json"
         tracking.MlflowLogger(cfg.tracking_uri, run_id).log_artifact(manifest, "train")
     except BaseException as e:
