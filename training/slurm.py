@@ -178,10 +178,13 @@ def follow(job_id: str, out_dir: str | Path, on_line: Callable[[str], None], pol
 
 
 def _follow(job_id: str, tail: _OutputTail, poll_seconds: float) -> None:
+    unknown = 0
     while True:
         job_state, code = state(job_id)
         tail.read()
-        if job_state in ENDED or job_state == "UNKNOWN":
+        # A slurmctld too busy to answer looks like a forgotten job once; three looks in a row do not lie.
+        unknown = unknown + 1 if job_state == "UNKNOWN" else 0
+        if job_state in ENDED or unknown >= 3:
             break
         time.sleep(poll_seconds)
     if job_state == "COMPLETED":
