@@ -31,10 +31,12 @@ logging.getLogger("tokenmill").setLevel(logging.INFO)
 
 def _not_a_config_error(task, task_run, state) -> bool:
     """Retry transient failures (a lost worker, a killed rank: training resumes from its checkpoint),
-    not errors that would fail the same way again."""
+    not errors that would fail the same way again, nor a stop someone asked for (a cancelled flow run)."""
+    from tokenmill.training.launch import Stopped
+
     try:
         state.result()
-    except (ValueError, TypeError, FileNotFoundError, KeyError):
+    except (ValueError, TypeError, FileNotFoundError, KeyError, Stopped):
         return False
     except Exception as e:
         return not any(f"{name}:" in str(e) for name in ("ValueError", "TypeError", "FileNotFoundError", "KeyError"))
