@@ -31,7 +31,7 @@ logging.getLogger("tokenmill").setLevel(logging.INFO)
 
 def _not_a_config_error(task, task_run, state) -> bool:
     """Retry transient failures (a lost worker, a killed rank: training resumes from its checkpoint),
-    not errors that would fail the same way again, nor a stop someone asked for."""
+    not errors that would fail the same way again, nor a stop someone asked for (a cancelled flow run)."""
     from tokenmill.training.launch import Stopped
 
     try:

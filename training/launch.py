@@ -1,11 +1,13 @@
 """Start ``tokenmill.training.train`` on ``train.nproc`` processes with torchrun and follow its output.
 
-Shared by the pipeline flow's train task and ``tokenmill train``.
+Shared by the pipeline flow's train task and ``tokenmill train``. ``train.launcher: slurm`` submits a Slurm
+job instead (``training.slurm``); :func:`launch` chooses.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -17,6 +19,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tokenmill.core.env import REPO_ROOT
+
+log = logging.getLogger("tokenmill.train")
+
+LAUNCHERS = ("torchrun", "deepspeed", "slurm")
 
 # How long the ranks get to write their checkpoint and leave after a stop is forwarded (torchrun reads it too);
 # a second signal, or this much time on top, ends every process of the run with SIGKILL.
@@ -32,6 +38,18 @@ class Stopped(Exception):
 
     def __str__(self) -> str:
         return f"stopped by {signal.Signals(self.signum).name}"
+
+
+def launch(cfg, config_file: Path, tokens_manifest: Path, out_dir: Path, run_id: str | None, on_line) -> None:
+    """Train ``cfg`` (a ``Config``) with its ``train.launcher``: here (torchrun, deepspeed) or as a Slurm job."""
+    if cfg.train.launcher == "slurm":
+        from tokenmill.training import slurm
+
+        slurm.run(cfg, config_file, tokens_manifest, out_dir, run_id, on_line)
+        return
+    cmd = command(cfg.train, config_file, tokens_manifest, out_dir, run_id, cfg.run.name)
+    log.info("launching: %s", " ".join(cmd))
+    run(cmd, on_line)
 
 
 def command(

@@ -77,10 +77,8 @@ def train_stage(
         dump_config(cfg, config_file)
         run_id = _open_or_join_run(cfg, out, key, tokens_manifest, config_file, run_name, parent_run_id, tags)
     started = time.time()
-    cmd = launch.command(cfg.train, config_file, Path(tokens_manifest), out, run_id, cfg.run.name)
-    log.info("launching: %s", " ".join(cmd))
     try:
-        launch.run(cmd, echo)
+        launch.launch(cfg, config_file, Path(tokens_manifest), out, run_id, echo)
         manifest = out / "manifest.json"
         tracking.MlflowLogger(cfg.tracking_uri, run_id).log_artifact(manifest, "train")
     except launch.Stopped as e:
@@ -124,7 +122,7 @@ def _open_or_join_run(
         log.info("train: resuming from its checkpoint, into MLflow run %s", run_id)
         return run_id
     opened = out / "mlflow_run.json"
-    if cfg.train.nnodes > 1 and opened.is_file():
+    if cfg.train.nnodes > 1 and cfg.train.launcher == "torchrun" and opened.is_file():
         record = json.loads(opened.read_text())
         if record.get("key") == key and tracking.run_status(cfg.tracking_uri, record["run_id"]) == "RUNNING":
             log.info("train: joining MLflow run %s, opened by another node", record["run_id"])

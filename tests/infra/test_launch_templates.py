@@ -160,7 +160,16 @@ def test_sbatch_runs_with_standin_slurm(tmp_path):
     out = tmp_path / "out"
     srun_args = tmp_path / "srun_args.txt"
     result = run(
-        ["bash", str(SBATCH), "--set", "train.max_steps=7", "--set", "model.flavor=gpt2-small"],
+        [
+            "bash",
+            str(SBATCH),
+            "--set",
+            "train.max_steps=7",
+            "--set",
+            "model.flavor=gpt2-small",
+            "--set",
+            "train.max_restarts=5",
+        ],
         env={
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
             "SRUN_ARGS": str(srun_args),
@@ -181,6 +190,7 @@ def test_sbatch_runs_with_standin_slurm(tmp_path):
     torchrun = get_args_parser().parse_args(argv[6:])
     assert (torchrun.nnodes, torchrun.nproc_per_node) == ("2", "4")
     assert torchrun.rdzv_backend == "c10d" and torchrun.rdzv_id == "4242"
+    assert torchrun.max_restarts == 5  # train.max_restarts
     assert torchrun.rdzv_endpoint == f"gpu-a:{29500 + 4242 % 1000}"
     assert torchrun.module and torchrun.training_script == "tokenmill.training.train"
     script_args = parse_args(torchrun.training_script_args)
@@ -190,6 +200,50 @@ def test_sbatch_runs_with_standin_slurm(tmp_path):
     assert (cfg.train.launcher, cfg.train.nnodes, cfg.train.nproc) == ("torchrun", 2, 4)
     assert cfg.train.rdzv_endpoint == torchrun.rdzv_endpoint
     assert cfg.train.max_steps == 7 and cfg.model.flavor == "gpt2-small" and cfg.run.name == "tiny"
+
+
+def test_sbatch_uses_a_resolved_run_config_as_is(tmp_path):
+    """``train.launcher=slurm`` submits with RUN_CONFIG (the config.yaml train_stage wrote): the ranks read that
+    file, unchanged, and --set arguments next to it are refused rather than ignored."""
+    from tokenmill.core.config import dump_config
+    from tokenmill.training.train import parse_args
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho node-a\n")
+    (bin_dir / "srun").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done > "$SRUN_ARGS"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"stage": "tokenize"}))
+    out = tmp_path / "out"
+    out.mkdir()
+    run_config = out / "config.yaml"
+    dump_config(load_config(overrides=["train.launcher=slurm", "train.nproc=3", "train.max_steps=5"]), run_config)
+    before = run_config.read_text()
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SRUN_ARGS": str(tmp_path / "srun_args.txt"),
+        "SLURM_NNODES": "1",
+        "SLURM_JOB_ID": "77",
+        "SLURM_JOB_NODELIST": "node-a",
+        "SLURM_SUBMIT_DIR": str(REPO),
+        "GPUS_PER_NODE": "3",
+        "RUN_CONFIG": str(run_config),
+        "TOKENS": str(tokens),
+        "OUT_DIR": str(out),
+        "MLFLOW_RUN_ID": "abc123",
+    }
+    result = run(["bash", str(SBATCH)], env=env)
+    assert result.returncode == 0, result.stderr
+    argv = (tmp_path / "srun_args.txt").read_text().splitlines()
+    script_args = parse_args(argv[argv.index("tokenmill.training.train") + 1 :])
+    assert Path(script_args.run_config) == run_config and script_args.mlflow_run_id == "abc123"
+    assert "--nproc-per-node" in argv and argv[argv.index("--nproc-per-node") + 1] == "3"
+    assert run_config.read_text() == before
+
+    refused = run(["bash", str(SBATCH), "--set", "train.max_steps=9"], env=env)
+    assert refused.returncode != 0 and "RUN_CONFIG is used as is" in refused.stderr
 
 
 def test_sbatch_fails_clearly_without_tokens(tmp_path):

@@ -302,11 +302,12 @@ BAD_VALUES = [
     ("data.format=csv", "data.format must be one of auto, warc, jsonl, parquet, text, got 'csv'"),
     ("model.position=absolute", "model.position must be one of learned, sinusoidal, rope, alibi, relative"),
     ("model.activation=swish", "model.activation must be one of gelu, gelu_tanh, relu, gated-gelu, gated-silu"),
-    ("train.launcher=mpirun", "train.launcher must be one of torchrun, deepspeed, got 'mpirun'"),
+    ("train.launcher=mpirun", "train.launcher must be one of torchrun, deepspeed, slurm, got 'mpirun'"),
     ("train.zero_stage=4", "train.zero_stage must be one of 0, 1, 2, 3, got 4"),
     ("train.precision=fp8", "train.precision must be one of fp32, bf16, fp16, got 'fp8'"),
     ("train.schedule=step", "train.schedule must be one of cosine, linear, constant, got 'step'"),
     ("run.seed=-1", "run.seed must be >= 0, got -1"),
+    ("train.poll_seconds=0", "train.poll_seconds must be > 0, got 0"),
     ("data.spark_shuffle_partitions=0", "data.spark_shuffle_partitions must be > 0, got 0"),
     ("data.shard_target_mb=0", "data.shard_target_mb must be > 0"),
     ("data.row_group_mb=-1", "data.row_group_mb must be > 0"),
@@ -340,6 +341,8 @@ BAD_VALUES = [
     ("train.eval_every=-1", "train.eval_every must be >= 0"),
     ("train.eval_max_blocks=0", "train.eval_max_blocks must be > 0"),
     ("train.checkpoint_every=-10", "train.checkpoint_every must be >= 0"),
+    ("train.checkpoint_minutes=-1", "train.checkpoint_minutes must be >= 0"),
+    ("train.max_restarts=-1", "train.max_restarts must be >= 0"),
     ("train.peak_flops=0", "train.peak_flops must be > 0"),
     ("train.sample_tokens=-1", "train.sample_tokens must be >= 0"),
     ("train.target_length=0", "train.target_length must be > 0"),
@@ -406,6 +409,7 @@ def test_values_at_the_edges_of_their_ranges_load(tmp_path):
 def test_choices_agree_with_the_stages_that_use_them():
     from tokenmill.spark_jobs.readers import READERS
     from tokenmill.training.distributed import PRECISIONS
+    from tokenmill.training.launch import LAUNCHERS
     from tokenmill.training.models.layers import ACTIVATIONS, POSITIONS
     from tokenmill.training.schedule import SCHEDULES
 
@@ -414,3 +418,4 @@ def test_choices_agree_with_the_stages_that_use_them():
     assert CHOICES["train.schedule"] == SCHEDULES
     assert CHOICES["model.position"] == POSITIONS
     assert CHOICES["model.activation"] == ACTIVATIONS
+    assert CHOICES["train.launcher"] == LAUNCHERS

@@ -99,10 +99,16 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     nproc: int = 2  # processes per node (CPU: gloo, GPU: nccl; one per GPU)
-    launcher: str = "torchrun"  # torchrun, or deepspeed (with train.hostfile, over ssh)
+    launcher: str = "torchrun"  # torchrun, deepspeed (with train.hostfile, over ssh), or slurm (sbatch, below)
     nnodes: int = 1  # >1: torchrun rendezvous at train.rdzv_endpoint, started on every node
     rdzv_endpoint: str | None = None  # host:port of the rendezvous (multi-node torchrun)
     hostfile: str | None = None  # DeepSpeed hostfile ("host slots=N" lines) for launcher deepspeed
+    # launcher slurm: submit infra/slurm/train.sbatch with sbatch (train.nnodes nodes, train.nproc ranks per
+    # node) and follow the job from the submitting process; the job logs into the MLflow run it opened.
+    # Extra sbatch options, before the script's own #SBATCH lines (which they override): the partition,
+    # account, time limit, and on CPU-only nodes e.g. ["--gpus-per-node=0", "--cpus-per-task=2"].
+    slurm_args: list[str] = field(default_factory=list)
+    poll_seconds: float = 5.0  # launcher slurm: seconds between squeue/scontrol looks at the job
     zero_stage: int = 2
     deepspeed_config: str = "conf/deepspeed/base.json"
     precision: str = "fp32"  # fp32, bf16, or fp16 (with dynamic loss scaling)
@@ -192,7 +198,7 @@ CHOICES: dict[str, tuple] = {
     "data.format": ("auto", "warc", "jsonl", "parquet", "text"),  # spark_jobs.readers.READERS, or auto
     "model.position": ("learned", "sinusoidal", "rope", "alibi", "relative"),  # training.models.layers
     "model.activation": ("gelu", "gelu_tanh", "relu", "gated-gelu", "gated-silu"),  # training.models.layers
-    "train.launcher": ("torchrun", "deepspeed"),  # training.launch
+    "train.launcher": ("torchrun", "deepspeed", "slurm"),  # training.launch.LAUNCHERS
     "tokenizer.encoder": ("auto", "tokenizers"),  # core.tokenizer.ENCODERS
     "train.zero_stage": (0, 1, 2, 3),
     "train.precision": ("fp32", "bf16", "fp16"),  # training.distributed.PRECISIONS
@@ -219,6 +225,7 @@ RANGES: dict[str, str] = {
     "model.dropout": "[0, 1)",
     "train.nproc": "> 0",
     "train.nnodes": "> 0",
+    "train.poll_seconds": "> 0",
     "train.micro_batch_size": "> 0",
     "train.grad_accum_steps": "> 0",
     "train.global_batch_size": "> 0",

@@ -20,7 +20,8 @@ from tokenmill.core.env import REPO_ROOT
 _EXECUTION_ONLY = {
     "data": {"spark_master", "spark_driver_memory", "spark_shuffle_partitions", "checkpoint_dir"},
     "tokenize": {"encoder"},  # tiktoken or tokenizers: the same ids
-    "train": {"launcher", "rdzv_endpoint", "hostfile", "checkpoint_every", "resume"},
+    "train": {"launcher", "rdzv_endpoint", "hostfile", "slurm_args", "poll_seconds", "resume"}
+    | {"checkpoint_every", "checkpoint_minutes", "max_restarts"},  # when to checkpoint and restart: not what is trained
 }
 
 # The code each stage runs, as globs under the repository root.
