@@ -108,8 +108,30 @@ def init_distributed() -> tuple[int, int]:
         ("MASTER_PORT", "29500"),
     ):
         os.environ.setdefault(key, default)
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        _join_agent_store(backend)
+    deepspeed.init_distributed(dist_backend=backend)  # wraps the group already there
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _join_agent_store(backend: str) -> None:
+    """Start the process group on torchrun's store, under a prefix of this attempt's own.
+
+    torchrun keeps its store across the restarts of a worker group, and the groups DeepSpeed creates
+    (``new_group``) would read the previous attempt's addresses from it: after one rank died, every restarted
+    rank waited on a gloo connection to a dead process. A prefix per restart keeps each attempt to its own keys."""
+    from datetime import timedelta
+
+    dist = torch.distributed
+    timeout = timedelta(minutes=30)
+    world = int(os.environ["WORLD_SIZE"])
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False, timeout=timeout
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    prefixed = dist.PrefixStore(f"tokenmill/attempt_{attempt}", store)
+    dist.init_process_group(backend, store=prefixed, rank=int(os.environ["RANK"]), world_size=world, timeout=timeout)
 
 
 def device() -> torch.device:
