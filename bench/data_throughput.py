@@ -9,7 +9,7 @@ Two paths, each with its own goal and summary line:
     of multi-paragraph documents built from the real prose in data/sample. Measured in documents per CPU-second.
     Goal: tokenmill >= 5x DataTrove.
 ``web`` (WARC in; ``--docs`` default 20,000 pages): the same documents, each the article of a made-up site's HTML
-    page (bench/warc_corpus.py), as gzipped WARC response records over 4 files; then extract, language id
+    page (bench/benchlib/warc_corpus.py), as gzipped WARC response records over 4 files; then extract, language id
     (English kept), the same four filters, MinHash. tokenmill runs its defaults (resiliparse extraction, fastText
     lid.176 on the first 2,000 characters); DataTrove its WarcReader, its default extractor (Trafilatura), its
     LanguageFilter (ft176) and its four MinHash stages. Both language filters load the same model, the lid.176.ftz
@@ -42,7 +42,7 @@ import threading
 import time
 from pathlib import Path
 
-from verdict import ratio_verdict  # bench/verdict.py: the script's folder is on sys.path
+from benchlib.verdict import ratio_verdict  # bench/benchlib/: the script's folder is on sys.path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -94,7 +94,7 @@ def build_corpus(path: Path, n_docs: int, seed: int = 0) -> None:
 
 def build_warc_corpus(folder: Path, n_docs: int, seed: int = 0) -> dict[str, int]:
     """The same ``n_docs`` documents as build_corpus, each in an HTML page, as WARC_FILES gzipped WARC files."""
-    from warc_corpus import write_warc_corpus  # bench/warc_corpus.py
+    from benchlib.warc_corpus import write_warc_corpus
 
     paragraphs = real_paragraphs()
     return write_warc_corpus(folder, document_texts(paragraphs, n_docs, seed), paragraphs, WARC_FILES, seed)

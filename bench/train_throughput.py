@@ -36,7 +36,7 @@ import time
 import warnings
 from pathlib import Path
 
-from verdict import iqr_verdict, quartiles  # bench/verdict.py: the script's folder is on sys.path
+from benchlib.verdict import iqr_verdict, quartiles  # bench/benchlib/: the script's folder is on sys.path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))

@@ -160,7 +160,7 @@ def write_warc_corpus(
     for n, writer in enumerate(writers):
         info_id = f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'warcinfo:{paths[n].name}')}>"
         info_ids.append(info_id)
-        fields = b"software: tokenmill bench/warc_corpus.py\r\nformat: WARC File Format 1.0\r\n"
+        fields = b"software: tokenmill bench/benchlib/warc_corpus.py\r\nformat: WARC File Format 1.0\r\n"
         record = writer.create_warc_record(
             "",
             "warcinfo",
