@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pyspark is imported where a step runs: reading the config must not need it
     from pyspark.sql import DataFrame
 
+from tokenmill.spark_jobs.session import spark_settings
 from tokenmill.spark_jobs.steps import DatasetStep
 
 #: What a dataset step may rewrite (the outcome) and what the job's accounting needs (lang, stats, text_length).
@@ -67,17 +68,8 @@ def outcome_partitions(spark, partitions: int):
         "spark.sql.adaptive.coalescePartitions.enabled": "false",
         "spark.sql.autoBroadcastJoinThreshold": "-1",
     }
-    before = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
-    try:
+    with spark_settings(spark, settings):
         yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
 
 
 def apply_dataset_steps(docs: DataFrame, steps: list[DatasetStep]) -> DataFrame:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
@@ -44,3 +46,19 @@ def ui_message(url: str | None) -> str:
     if url:
         return f"spark: Spark UI at {url}"
     return "spark: Spark UI off (spark.ui.enabled=false)"
+
+
+@contextmanager
+def spark_settings(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """``settings`` (SQL conf keys) set on ``spark`` for the block; each key's previous value, or its absence, after."""
+    before = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)

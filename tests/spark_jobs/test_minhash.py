@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from tokenmill.spark_jobs.minhash import (
     shingle_set,
     tokenize,
 )
+from tokenmill.spark_jobs.session import spark_settings
 
 SCHEMA = "id string, url string, text string, status string, stage string, reason string, duplicate_of string"
 SCHEMA_COLUMNS = [c.split()[0] for c in SCHEMA.split(", ")]
@@ -82,18 +82,6 @@ def reference_components(edges) -> dict:
                 label[a] = label[b] = low
                 changed = True
     return label
-
-
-@contextmanager
-def spark_conf(spark, **settings):
-    old = {k: spark.conf.get(k, None) for k in settings}
-    for k, v in settings.items():
-        spark.conf.set(k, v)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            spark.conf.unset(k) if v is None else spark.conf.set(k, v)
 
 
 # ----------------------------------------------------------------------------- numpy side
@@ -451,7 +439,7 @@ def random_graph(offset: int = 1_000_000, n: int = 400, m: int = 330) -> list[tu
 def components(spark):
     """One run over the known graphs and a random graph side by side (disjoint ids), AQE on, odd partitioning."""
     edges = KNOWN_EDGES + random_graph() + [(None, 7), (8, None)]  # rows with a null end are ignored
-    with spark_conf(spark, **{"spark.sql.adaptive.enabled": "true", "spark.sql.shuffle.partitions": "5"}):
+    with spark_settings(spark, {"spark.sql.adaptive.enabled": "true", "spark.sql.shuffle.partitions": "5"}):
         df = connected_components(spark.createDataFrame(edges, "src long, dst long"))
         return {r["node"]: r["component"] for r in df.collect()}
 
