@@ -140,6 +140,24 @@ def test_sbatch_launches_torchrun_rendezvous():
         assert needle in text, needle
 
 
+def standin_slurm(tmp_path: Path, scontrol: str) -> Path:
+    """A folder of stand-in Slurm commands for PATH: ``scontrol`` runs ``scontrol`` (a shell body), ``srun`` writes
+    its arguments, one per line, to the file ``$SRUN_ARGS``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\n{scontrol}\n")
+    (bin_dir / "srun").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done > "$SRUN_ARGS"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    return bin_dir
+
+
+def tokens_stub(tmp_path: Path) -> Path:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"stage": "tokenize"}))
+    return tokens
+
+
 def test_sbatch_runs_with_standin_slurm(tmp_path):
     """Run the template with stand-in ``scontrol``/``srun``: the launcher command parses with torchrun's own
     parser, the script arguments with tokenmill.training.train's, and the recorded config holds the job's layout."""
@@ -147,16 +165,8 @@ def test_sbatch_runs_with_standin_slurm(tmp_path):
 
     from tokenmill.training.train import parse_args
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(
-        '#!/bin/sh\n[ "$1 $2" = "show hostnames" ] || exit 3\nprintf "gpu-a\\ngpu-b\\n"\n'
-    )
-    (bin_dir / "srun").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done > "$SRUN_ARGS"\n')
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"stage": "tokenize"}))
+    bin_dir = standin_slurm(tmp_path, '[ "$1 $2" = "show hostnames" ] || exit 3\nprintf "gpu-a\\ngpu-b\\n"')
+    tokens = tokens_stub(tmp_path)
     out = tmp_path / "out"
     srun_args = tmp_path / "srun_args.txt"
     result = run(
@@ -208,14 +218,8 @@ def test_sbatch_uses_a_resolved_run_config_as_is(tmp_path):
     from tokenmill.core.config import dump_config
     from tokenmill.training.train import parse_args
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text("#!/bin/sh\necho node-a\n")
-    (bin_dir / "srun").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done > "$SRUN_ARGS"\n')
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"stage": "tokenize"}))
+    bin_dir = standin_slurm(tmp_path, "echo node-a")
+    tokens = tokens_stub(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     run_config = out / "config.yaml"
@@ -247,10 +251,7 @@ def test_sbatch_uses_a_resolved_run_config_as_is(tmp_path):
 
 
 def test_sbatch_fails_clearly_without_tokens(tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text("#!/bin/sh\necho gpu-a\n")
-    (bin_dir / "scontrol").chmod(0o755)
+    bin_dir = standin_slurm(tmp_path, "echo gpu-a")
     result = run(
         ["bash", str(SBATCH)],
         env={
