@@ -153,15 +153,30 @@ def run(cmd: list[str], on_line: Callable[[str], None]) -> None:
 _STOP_LINE = re.compile(r"\[rank 0\] train: stopped by (SIG[A-Z]+) after step")
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what a stop is: kill, timeout, a container stop, Ctrl-C, Prefect
+
+
+@contextlib.contextmanager
+def on_stop_signals(handler) -> Iterator[None]:
+    """``handler`` (a ``signal`` handler, or ``SIG_IGN``) for SIGTERM and SIGINT while the block runs, the previous
+    handlers after it. Only the main thread can set handlers: elsewhere this does nothing, and the caller's own
+    handling of a stop applies."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
 @contextlib.contextmanager
 def _forwarding_stops(proc: subprocess.Popen, tree: _ProcessTree) -> Iterator[list[int]]:
     """While the block runs, SIGTERM and SIGINT to this process send SIGTERM to ``proc`` (the first time) or
-    SIGKILL to every process of ``tree`` (again); yields the list of signals received. Handlers can only be set
-    in the main thread: elsewhere nothing is forwarded (the caller's own handling applies)."""
+    SIGKILL to every process of ``tree`` (again); yields the list of signals received."""
     received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
 
     def forward(signum, frame):
         received.append(signum)
@@ -171,12 +186,8 @@ def _forwarding_stops(proc: subprocess.Popen, tree: _ProcessTree) -> Iterator[li
         else:
             tree.kill()
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with on_stop_signals(forward):
         yield received
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _terminate_with_parent() -> None:

@@ -15,17 +15,15 @@ then, if the job is still there after a grace period, a plain ``scancel``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from tokenmill.core.env import REPO_ROOT
@@ -55,9 +53,9 @@ class SlurmError(RuntimeError):
     """A Slurm command failed, or the job ended in another state than COMPLETED."""
 
 
-def _slurm(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+def _slurm(args: list[str], timeout: float = 60, **popen) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **popen)
     except FileNotFoundError as e:
         raise SlurmError(
             f"{args[0]} not found: train.launcher=slurm needs Slurm's client commands on this machine "
@@ -105,13 +103,7 @@ def submit(
         str(SBATCH_SCRIPT),
     ]
     log.info("submitting: %s", " ".join(cmd))
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
-    except FileNotFoundError as e:
-        raise SlurmError(
-            "sbatch not found: train.launcher=slurm needs Slurm's client commands on this machine "
-            "(infra/slurm/local-cluster.sh up starts a one-node Slurm here)"
-        ) from e
+    done = _slurm(cmd, timeout=120, env=env, cwd=REPO_ROOT)
     if done.returncode != 0:
         raise SlurmError(f"sbatch failed (exit {done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
     # --parsable prints "<id>" or "<id>;<cluster>".
@@ -229,40 +221,6 @@ class _Signalled(BaseException):
         self.signum = signum
 
 
-@contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGTERM and SIGINT raise :class:`_Signalled` inside the block (main thread only: elsewhere Python
-    cannot install handlers, and the job is then left to whoever stops the process); the previous handlers
-    come back after it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handle(signum, frame):
-        raise _Signalled(signum)
-
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """While the job is being cancelled, a repeated signal (Ctrl-C twice) must not leave it running."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 def run(
     cfg,
     config_file: Path,
@@ -274,7 +232,10 @@ def run(
     """Submit the training of ``cfg`` (a ``Config``), tag the MLflow run with the job id, follow the job;
     the job id. A signal while following cancels the job and raises ``launch.Stopped``."""
     from tokenmill.core import tracking
-    from tokenmill.training.launch import Stopped
+    from tokenmill.training.launch import Stopped, on_stop_signals
+
+    def leave_the_wait(signum, frame):
+        raise _Signalled(signum)
 
     job_id = submit(cfg.train, config_file, tokens_manifest, out_dir, run_id, cfg.run.name)
     log.info("slurm: job %s submitted; output in %s", job_id, output_file(out_dir, job_id))
@@ -282,10 +243,11 @@ def run(
         tracking.MlflowLogger(cfg.tracking_uri, run_id).set_tags({"tokenmill.slurm_job_id": job_id})
     tail = _OutputTail(output_file(out_dir, job_id), on_line)
     try:
-        with _signals_raise():
+        with on_stop_signals(leave_the_wait):
             _follow(job_id, tail, cfg.train.poll_seconds)
     except _Signalled as e:
-        with _signals_ignored():
+        # Ignored while cancelling: a repeated signal (Ctrl-C twice) must not leave the job running.
+        with on_stop_signals(signal.SIG_IGN):
             log.warning("slurm: %s received; cancelling job %s", signal.Signals(e.signum).name, job_id)
             cancel(job_id)
             tail.read()  # what the ranks said while stopping: the step of their last checkpoint

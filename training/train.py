@@ -523,7 +523,9 @@ class _StopSignals:
 
     def __init__(self):
         self.signum = 0
-        for s in (signal.SIGTERM, signal.SIGINT):
+        from tokenmill.training.launch import STOP_SIGNALS
+
+        for s in STOP_SIGNALS:
             signal.signal(s, self._handle)
 
     def _handle(self, signum, frame) -> None:

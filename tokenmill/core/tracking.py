@@ -184,7 +184,8 @@ def is_server(tracking_uri: str) -> bool:
 def resumable_run(tracking_uri: str, checkpoints: str | Path) -> str | None:
     """The MLflow run a checkpointed training run logged into, set RUNNING again, or ``None``.
 
-    A resumed run continues the same MLflow run (``<checkpoints>/run.json`` names it).
+    A resumed run continues the same MLflow run (``<checkpoints>/run.json`` names it), without the tags of how it
+    last ended early (``STOP_TAGS``).
     """
     import json
 
@@ -199,12 +200,11 @@ def resumable_run(tracking_uri: str, checkpoints: str | Path) -> str | None:
 
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
-        client.get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException:
         return None  # a different tracking store: start a new run
     client.update_run(run_id, status="RUNNING")
     client.set_tag(run_id, "tokenmill.resumed", "true")
-    run = client.get_run(run_id)
     for tag in STOP_TAGS:
         if tag in run.data.tags:
             client.delete_tag(run_id, tag)
