@@ -112,6 +112,9 @@ def comparison_row(
         "token_loss": round(train["token_loss"], 4),
         "unigram_baseline": round(train["unigram_baseline_loss"], 4),
         "gain_over_baseline": round(train["unigram_baseline_loss"] - train["token_loss"], 4),
+        "token_accuracy": round(train["token_accuracy"], 4),
+        "unigram_accuracy": round(train["unigram_accuracy"], 4),  # predicting the most frequent token everywhere
+        "beyond_frequencies": train["beyond_frequencies"],
         "mlflow_run_id": run_id,
     }
 

@@ -259,6 +259,10 @@ def publish_training(cfg: Config, result: dict[str, Any]) -> dict[str, Any]:
                 "metric": "token loss vs unigram baseline",
                 "value": f"{train['token_loss']:.4f} vs {train['unigram_baseline_loss']:.4f}",
             },
+            {
+                "metric": "token accuracy vs the most frequent token's",
+                "value": f"{train['token_accuracy']:.4f} vs {train['unigram_accuracy']:.4f}",
+            },
             {"metric": "model", "value": f"{train['model']['family']} ({train['model']['objective']})"},
             {"metric": "parameters", "value": train["model"]["num_params"]},
             {"metric": "tokens seen", "value": train["tokens_seen"]},

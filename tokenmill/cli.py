@@ -355,6 +355,8 @@ def bakeoff_command(args) -> int:
         ("tokens_per_s", 14),
         ("token_loss", 12),
         ("unigram_baseline", 18),
+        ("token_accuracy", 16),
+        ("unigram_accuracy", 18),
     ]
     print("\n" + "".join(f"{name:<{w}}" for name, w in cols))
     for row in result["rows"]:

@@ -29,7 +29,7 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
     from tokenmill.core.tokenizer import load_pretrained
     from tokenmill.training.data import open_split
     from tokenmill.training.families import spec_of
-    from tokenmill.training.objectives import accumulate, against_baseline, objective_for_run
+    from tokenmill.training.objectives import BASELINE_METRICS, accumulate, against_baseline, objective_for_run
     from tokenmill.training.weights import load_model
 
     tokens = read_manifest(tokens_manifest, stage="tokenize")
@@ -52,14 +52,16 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
         for batch in batches:
             accumulate(totals, objective.loss(model, batch)[1])
     metrics = {n: s / max(c, 1) for n, (s, c) in totals.items()}
-    scored = against_baseline(metrics, objective, family, batches, train_tokens, vocab_size, bool(cfg.train.pairs))
+    scored = against_baseline(
+        metrics, objective, family, batches, train_tokens, vocab_size, specials, bool(cfg.train.pairs)
+    )
     perplexity = scored.pop("perplexity")
     out = {
         "family": family,
         "objective": objective.name,
         "metrics": metrics,
-        "token_loss": scored["token_loss"],
-        "unigram_baseline_loss": scored["unigram_baseline_loss"],
+        **{k: scored[k] for k in BASELINE_METRICS},
+        "beyond_frequencies": scored["beyond_frequencies"],
         "examples": len(batches),
         "validation_tokens": scored["validation_tokens"],
         "seconds": time.time() - started,
@@ -99,11 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     write_manifest(args.out, manifest, root=Path(args.model).resolve().parent)
     if args.mlflow_run_id:
         from tokenmill.core.tracking import MlflowLogger
+        from tokenmill.training.objectives import BASELINE_METRICS
 
         logged = {f"eval/{n}": v for n, v in result["metrics"].items()}
-        logged.update(
-            {"eval/token_loss": result["token_loss"], "eval/unigram_baseline_loss": result["unigram_baseline_loss"]}
-        )
+        logged.update({f"eval/{k}": result[k] for k in BASELINE_METRICS})
         if "perplexity" in result:
             logged["eval/perplexity"] = result["perplexity"]
         MlflowLogger(cfg.tracking_uri, args.mlflow_run_id).log_metrics(logged, step=cfg.train.max_steps)

@@ -67,6 +67,7 @@ class ModelSpec:
     objective: str  # the pre-training ``Objective`` class; ``from_stream`` builds it on a token stream
     objective_description: str  # for ``tokenmill models``
     token_loss: str  # the objective's metric that is the loss on predicted tokens (vs the unigram baseline)
+    token_accuracy: str  # its metric that is the share of predicted tokens right (vs the most frequent token's)
     hf_module: str  # the Hugging Face converter module: HF_ARCHITECTURE, hf_config, to_hf_state, from_hf
     sample: str  # ``(model, tokenizer, specials, prompt, n_tokens, seed, device) -> str``: training's sample.txt
     generate: str | None = None  # ``(model, ids, specials, max_new_tokens, **sampling) -> ids``; None: no generation
@@ -121,6 +122,7 @@ FAMILIES: dict[str, ModelSpec] = {
             objective=f"{_O}:CausalLMObjective",
             objective_description="causal language modelling",
             token_loss="loss",
+            token_accuracy="accuracy",
             hf_module="tokenmill.training.hf.gpt2",
             sample=f"{_S}:continue_prompt",
             generate=f"{_S}:continue_ids",
@@ -135,6 +137,7 @@ FAMILIES: dict[str, ModelSpec] = {
             objective=f"{_O}:MaskedLMObjective",
             objective_description="masked LM + next-sentence prediction",
             token_loss="mlm_loss",
+            token_accuracy="mlm_accuracy",
             hf_module="tokenmill.training.hf.bert",
             sample=f"{_S}:fill_mask",
             head_transform=True,
@@ -149,6 +152,7 @@ FAMILIES: dict[str, ModelSpec] = {
             objective=f"{_O}:SpanCorruptionObjective",
             objective_description="span corruption",
             token_loss="span_loss",
+            token_accuracy="span_accuracy",
             hf_module="tokenmill.training.hf.t5",
             sample=f"{_S}:fill_span",
             generate=f"{_S}:decode_ids",
@@ -163,6 +167,7 @@ FAMILIES: dict[str, ModelSpec] = {
             objective=f"{_O}:SpanCorruptionObjective",
             objective_description="span corruption",
             token_loss="span_loss",
+            token_accuracy="span_accuracy",
             hf_module="tokenmill.training.hf.marian",
             sample=f"{_S}:fill_span",
             generate=f"{_S}:decode_ids",

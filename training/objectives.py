@@ -167,7 +167,10 @@ class CausalLMObjective(Objective):
         )
         n = int((labels != IGNORE).sum())
         loss = ce_sum / max(n, 1)
-        return loss, {"loss": (float(ce_sum.detach()), float(n))}
+        metrics = {"loss": (float(ce_sum.detach()), float(n))}
+        if not torch.is_grad_enabled():  # evaluation only: an argmax over (B, T, V) would slow every training step
+            metrics["accuracy"] = (float((logits.argmax(-1) == labels).sum()), float(n))
+        return loss, metrics
 
     def tokens(self, batch):
         return int(batch["input_ids"].numel())  # targets are the same tokens shifted: not counted twice
@@ -760,10 +763,29 @@ def objective_for_run(
 # --------------------------------------------------------------------------- metrics (training and evaluate)
 
 
+# What against_baseline scores a model by, as training and evaluation report them (val/..., eval/...).
+BASELINE_METRICS = ("token_loss", "unigram_baseline_loss", "token_accuracy", "unigram_accuracy")
+
+
 def token_loss_name(family: str, pairs: bool = False) -> str:
     """The metric that is the loss on predicted tokens, comparable with the unigram baseline: everything a
     family predicts token by token (BERT's total adds next-sentence prediction); paired text's ``loss``."""
     return "loss" if pairs else spec_for(family).token_loss
+
+
+def token_accuracy_name(family: str, pairs: bool = False) -> str:
+    """The metric that is the share of predicted tokens right, comparable with the unigram's accuracy."""
+    return "accuracy" if pairs else spec_for(family).token_accuracy
+
+
+def beyond_frequencies(scored: dict[str, Any]) -> bool:
+    """Whether a model learned more than token frequencies: its token loss is below the unigram baseline and its
+    accuracy above the most frequent token's rate by more than two standard errors (of a rate over the validation
+    tokens). A model that only learned frequencies predicts that token everywhere: equal accuracy, fails."""
+    if scored["token_loss"] >= scored["unigram_baseline_loss"]:
+        return False
+    p, n = scored["unigram_accuracy"], max(scored["validation_tokens"], 1)
+    return scored["token_accuracy"] > p + 2.0 * math.sqrt(max(p * (1.0 - p), 1.0 / n) / n)
 
 
 def accumulate(into: dict[str, list[float]], metrics: dict[str, tuple[float, float]]) -> None:
@@ -775,15 +797,34 @@ def accumulate(into: dict[str, list[float]], metrics: dict[str, tuple[float, flo
 
 
 def label_counts(
-    objective: Objective, family: str, train_tokens, vocab_size: int, batches: int = 64, batch_size: int = 32
+    objective: Objective,
+    train_tokens,
+    vocab_size: int,
+    specials: dict[str, int],
+    pairs: bool = False,
+    batches: int = 64,
+    batch_size: int = 32,
 ) -> np.ndarray:
-    """Token counts of the training tokens as the objective asks to predict them, for the unigram baseline: the
-    split's unigram counts for a family that predicts the stream (GPT; from the tokenize manifest, no pass over
-    the tokens); for the others the labels of training batches (T5's targets are full of sentinels and EOS)."""
-    if spec_for(family).predicts_stream:
-        return as_stream(train_tokens).unigram_counts
+    """Token counts of what the objective asks to predict, for the unigram baseline; one estimator for every
+    family. Regular tokens: the whole training stream's counts (the tokenize manifest's, no pass over the
+    tokens), since every family's targets are drawn from the stream (GPT's next tokens, BERT's masked ones, T5's
+    spans). Special tokens (``specials``): their share of the labels of ``batches`` x ``batch_size`` training
+    examples, scaled to the stream's size, because the objective writes them (T5's sentinels and EOS) or frames
+    around them. Paired text (``pairs``) predicts its own targets, not the stream: the sampled labels' counts."""
     labels = torch.cat([objective.batch(step, batch_size)["labels"].reshape(-1) for step in range(batches)])
-    return token_counts(labels[labels != IGNORE].numpy(), vocab_size)
+    sampled = token_counts(labels[labels != IGNORE].numpy(), vocab_size).astype(np.float64)
+    if pairs:
+        return sampled
+    counts = np.zeros(vocab_size, dtype=np.float64)
+    stream = np.asarray(as_stream(train_tokens).unigram_counts, dtype=np.float64)[:vocab_size]
+    counts[: len(stream)] = stream
+    special = np.zeros(vocab_size, dtype=bool)
+    special[[i for i in specials.values() if i < vocab_size]] = True
+    regular_sampled = sampled[~special].sum()
+    if regular_sampled == 0:  # nothing drawn from the stream in the sample: it is all the evidence there is
+        return sampled
+    counts[special] = sampled[special] * (counts[~special].sum() / regular_sampled)
+    return counts
 
 
 def against_baseline(
@@ -793,18 +834,25 @@ def against_baseline(
     eval_batches: list[dict],
     train_tokens,
     vocab_size: int,
+    specials: dict[str, int],
     pairs: bool = False,
 ) -> dict[str, Any]:
     """How validation ``metrics`` compare with the unigram baseline, as training and evaluation both report it:
-    ``token_loss``, ``unigram_baseline_loss`` (nats/token on the same labels), ``validation_tokens``, and
-    ``perplexity`` for a family that predicts the stream itself (else None)."""
+    ``token_loss`` and ``unigram_baseline_loss`` (nats/token on the same labels, under :func:`label_counts`),
+    ``token_accuracy`` and ``unigram_accuracy`` (the rate of the unigram's most frequent token among the
+    labels: what a model that only learned frequencies scores), ``validation_tokens``, ``beyond_frequencies``
+    (:func:`beyond_frequencies`), and ``perplexity`` for a family that predicts the stream itself (else None)."""
     labels = torch.cat([b["labels"].reshape(-1) for b in eval_batches])
     targets = labels[labels != IGNORE]
-    baseline = unigram_cross_entropy(label_counts(objective, family, train_tokens, vocab_size), targets, vocab_size)
+    counts = label_counts(objective, train_tokens, vocab_size, specials, pairs)
     stream = spec_for(family).predicts_stream
-    return {
+    scored = {
         "token_loss": metrics[token_loss_name(family, pairs)],
-        "unigram_baseline_loss": baseline,
+        "unigram_baseline_loss": unigram_cross_entropy(counts, targets, vocab_size),
+        "token_accuracy": metrics[token_accuracy_name(family, pairs)],
+        "unigram_accuracy": float((targets == int(np.argmax(counts))).double().mean()) if len(targets) else 0.0,
         "validation_tokens": int(targets.numel()),
         "perplexity": math.exp(min(metrics["loss"], 50.0)) if stream else None,
     }
+    scored["beyond_frequencies"] = beyond_frequencies(scored)
+    return scored

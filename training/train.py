@@ -425,14 +425,21 @@ def finish(run: Run, progress: Progress) -> None:
     from tokenmill.core.manifest import sha256_file, write_manifest
     from tokenmill.core.plots import loss_curve
     from tokenmill.training.attention import attention_maps, save_attention_pngs, token_labels
-    from tokenmill.training.objectives import against_baseline
+    from tokenmill.training.objectives import BASELINE_METRICS, against_baseline
     from tokenmill.training.weights import save_model_folder
 
     cfg, tcfg, spec, out_dir, tracker = run.cfg, run.cfg.train, run.spec, run.out_dir, run.tracker
     val = _evaluate(run.engine, run.objective, run.eval_batches, run.rank, run.world, run.dev)
     run.node_metrics.stop_system_metrics()
     scored = against_baseline(
-        val, run.objective, spec.name, run.eval_batches, run.train_tokens, run.vocab_size, bool(tcfg.pairs)
+        val,
+        run.objective,
+        spec.name,
+        run.eval_batches,
+        run.train_tokens,
+        run.vocab_size,
+        run.specials,
+        bool(tcfg.pairs),
     )
     state = distributed.full_state_dict(run.engine)  # collective under ZeRO-3
     sample = spec.sampler()(
@@ -448,9 +455,7 @@ def finish(run: Run, progress: Progress) -> None:
     (out_dir / "sample.txt").write_text(sample)
     pngs = save_attention_pngs(maps, token_labels(run.tokenizer, ids), out_dir / "attention")
     summary = {f"val/{n}": v for n, v in val.items()}
-    summary.update(
-        {"val/token_loss": scored["token_loss"], "val/unigram_baseline_loss": scored["unigram_baseline_loss"]}
-    )
+    summary.update({f"val/{k}": scored[k] for k in BASELINE_METRICS})
     if scored["perplexity"] is not None:
         summary["val/perplexity"] = scored["perplexity"]
     tracker.log_metrics(summary, step=tcfg.max_steps)
@@ -490,9 +495,7 @@ def finish(run: Run, progress: Progress) -> None:
         "tokens_seen": progress.tokens_seen,
         "val_loss": val["loss"],
         "val_metrics": val,
-        "token_loss": scored["token_loss"],
-        "unigram_baseline_loss": scored["unigram_baseline_loss"],
-        "validation_tokens": scored["validation_tokens"],
+        **{k: scored[k] for k in (*BASELINE_METRICS, "validation_tokens", "beyond_frequencies")},
         "history": progress.history,
         "sample": sample,
         "registered_model": registered,
@@ -502,11 +505,16 @@ def finish(run: Run, progress: Progress) -> None:
     }
     write_manifest(out_dir / "manifest.json", manifest)
     log.info(
-        "train: validation %s; token loss %.4f vs unigram baseline %.4f",
+        "train: validation %s; token loss %.4f vs unigram baseline %.4f, accuracy %.4f vs %.4f (most frequent token)",
         "  ".join(f"{n} {v:.4f}" for n, v in val.items()),
-        scored["token_loss"],
-        scored["unigram_baseline_loss"],
+        *(scored[k] for k in BASELINE_METRICS),
     )
+    if not scored["beyond_frequencies"]:
+        log.warning(
+            "train: the %s has learned no more than token frequencies: its token loss or accuracy does not clearly "
+            "beat the unigram's (train longer, or check train.lr and train.warmup_steps)",
+            spec.title,
+        )
     tracker.stop_system_metrics()
 
 

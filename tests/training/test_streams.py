@@ -158,8 +158,12 @@ def test_eval_reads_the_first_blocks_and_the_baseline_comes_from_the_counts(mani
     )
     gpt = CausalLMObjective(open_split(tokens, "train"), 16, 0)
     batches = gpt.eval_batches(val, 5, 2)
-    scored = against_baseline({"loss": 1.0}, gpt, "gpt", batches, open_split(tokens, "train"), VOCAB)
-    in_memory = against_baseline({"loss": 1.0}, gpt, "gpt", batches, as_stream(_flat(docs["train"])), VOCAB)
+    scored = against_baseline(
+        {"loss": 1.0, "accuracy": 0.1}, gpt, "gpt", batches, open_split(tokens, "train"), VOCAB, SPECIALS
+    )
+    in_memory = against_baseline(
+        {"loss": 1.0, "accuracy": 0.1}, gpt, "gpt", batches, as_stream(_flat(docs["train"])), VOCAB, SPECIALS
+    )
     assert scored["unigram_baseline_loss"] == pytest.approx(in_memory["unigram_baseline_loss"])
 
 
