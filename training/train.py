@@ -177,11 +177,13 @@ def setup(args: argparse.Namespace) -> Run:
     tracker = (
         MlflowLogger(cfg.tracking_uri, args.mlflow_run_id) if (rank == 0 and args.mlflow_run_id) else MetricsLogger()
     )
-    # System metrics from every node, each under its node rank (system/node_<n>/...), by its first rank.
+    # System metrics from every node, each under its node rank (system/node_<n>/...), by its first rank. torchrun
+    # names the node rank and ranks per node GROUP_RANK and LOCAL_WORLD_SIZE, DeepSpeed's launcher CROSS_RANK and
+    # LOCAL_SIZE.
     node_metrics = MetricsLogger()
     if cfg.tracking.system_metrics and args.mlflow_run_id and int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        node_rank = int(os.environ.get("GROUP_RANK", rank // max(local_world, 1)))
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", world)))
+        node_rank = int(os.environ.get("GROUP_RANK", os.environ.get("CROSS_RANK", rank // max(local_world, 1))))
         node_metrics = tracker if rank == 0 else MlflowLogger(cfg.tracking_uri, args.mlflow_run_id)
         node_metrics.start_system_metrics(node_id=f"node_{node_rank}")
     if rank == 0:

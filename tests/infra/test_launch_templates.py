@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 SBATCH = REPO / "infra" / "slurm" / "train.sbatch"
 HOSTFILE = REPO / "infra" / "deepspeed" / "hostfile.example"
 README = REPO / "infra" / "deepspeed" / "README.md"
+LOCAL_SSH = REPO / "infra" / "deepspeed" / "local-ssh.sh"
+LOCAL_HOSTFILE = "/tmp/tokenmill-ssh/hostfile"  # what local-ssh.sh up writes without TOKENMILL_SSH_DIR
 GPU_CHECK = REPO / "bench" / "gpu_check.sh"
 WHEELHOUSE = REPO / "bench" / "wheelhouse.sh"
 
@@ -73,7 +75,7 @@ def run(cmd: list[str], env: dict[str, str] | None = None, timeout: int = 120) -
     )
 
 
-@pytest.mark.parametrize("script", [SBATCH, GPU_CHECK, WHEELHOUSE], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [SBATCH, GPU_CHECK, WHEELHOUSE, LOCAL_SSH], ids=lambda p: p.name)
 def test_scripts_are_valid_bash(script):
     result = run(["bash", "-n", str(script)])
     assert result.returncode == 0, result.stderr
@@ -312,6 +314,8 @@ def test_the_documented_launches_are_what_tokenmill_train_starts(tmp_path):
     text = README.read_text()
     launches = {}
     for argv in _train_commands(text):
+        if f"train.hostfile={LOCAL_HOSTFILE}" in argv:
+            continue  # the one-machine example: its hostfile exists while local-ssh.sh is up (the next test)
         run_name, cmd = _launched(argv, tmp_path)
         launches["deepspeed" if "--hostfile" in cmd else "torchrun"] = (run_name, cmd)
     assert set(launches) == {"torchrun", "deepspeed"}
@@ -331,6 +335,21 @@ def test_the_documented_launches_are_what_tokenmill_train_starts(tmp_path):
     assert (REPO / doc.hostfile).resolve() == Path(real.hostfile).resolve() == HOSTFILE
     for field in ("num_gpus", "no_local_rank", "module", "user_script"):
         assert getattr(doc, field) == getattr(real, field), field
+
+
+def test_the_documented_one_machine_launch_uses_the_hostfile_local_ssh_writes():
+    """The one-machine example of infra/deepspeed/README.md trains with the deepspeed launcher and the hostfile
+    that ``local-ssh.sh up`` writes into its default folder."""
+    from tokenmill.cli import build_parser
+    from tokenmill.resolve import resolve_config
+
+    (argv,) = [a for a in _train_commands(README.read_text()) if f"train.hostfile={LOCAL_HOSTFILE}" in a]
+    args = build_parser().parse_args(["train", *argv])
+    cfg = resolve_config(REPO / args.config, args.overrides)
+    assert (cfg.train.launcher, cfg.train.nproc) == ("deepspeed", 1)
+    env = run(["bash", str(LOCAL_SSH), "env"], env={"TOKENMILL_SSH_DIR": ""})
+    assert env.returncode == 0, env.stderr
+    assert f"TOKENMILL_SSH_DIR={Path(LOCAL_HOSTFILE).parent}" in env.stdout.split()
 
 
 def test_the_documented_sbatch_runs_the_template_with_config_keys():

@@ -42,19 +42,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_torchrun_agents_as_two_nodes_train_like_one_node_with_two_processes(pipeline_run, tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    tokens = pipeline_run["tokens_manifest"]
-    one = tmp_path / "one" / "train"
+def one_node_two_processes(tokens: str, out: Path) -> dict:
+    """The reference: torchrun on one node with two ranks; returns its train manifest."""
     done = subprocess.run(
-        command(tokens, one, "train.nproc=2", "tracking.system_metrics=false"),
+        command(tokens, out, "train.nproc=2", "tracking.system_metrics=false"),
         env=ENV,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return read_manifest(out / "manifest.json", stage="train")
+
+
+def test_two_torchrun_agents_as_two_nodes_train_like_one_node_with_two_processes(pipeline_run, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    tokens = pipeline_run["tokens_manifest"]
+    single = one_node_two_processes(tokens, tmp_path / "one" / "train")
 
     two = tmp_path / "two" / "train"  # the folder both "nodes" share, as shared storage would be
     node = command(tokens, two, "train.nproc=1", "train.nnodes=2", f"train.rdzv_endpoint=127.0.0.1:{free_port()}")
@@ -65,7 +70,7 @@ def test_two_torchrun_agents_as_two_nodes_train_like_one_node_with_two_processes
     for agent, output in zip(agents, outputs, strict=True):
         assert agent.returncode == 0, output[-3000:]
 
-    single, multi = (read_manifest(d / "manifest.json", stage="train") for d in (one, two))
+    multi = read_manifest(two / "manifest.json", stage="train")
     assert multi["world_size"] == 2
     # The same global batch, sliced over the same two ranks, summed by gloo: the same floats.
     assert [(h["step"], h["train/loss"]) for h in multi["history"]] == [
