@@ -93,6 +93,7 @@ class ModelConfig:
     tie_embeddings: bool | None = None
     position: str | None = None  # learned, sinusoidal, rope, alibi (gpt, bert); relative (t5)
     activation: str | None = None  # gelu, gelu_tanh, relu, gated-gelu, gated-silu
+    norm: str | None = None  # bert: pre (its default) or post (the original BERT; exports to Hugging Face)
     init_from: str | None = None  # a Hugging Face model folder to continue pretraining from
 
 
@@ -198,6 +199,7 @@ CHOICES: dict[str, tuple] = {
     "data.format": ("auto", "warc", "jsonl", "parquet", "text"),  # spark_jobs.readers.READERS, or auto
     "model.position": ("learned", "sinusoidal", "rope", "alibi", "relative"),  # training.models.layers
     "model.activation": ("gelu", "gelu_tanh", "relu", "gated-gelu", "gated-silu"),  # training.models.layers
+    "model.norm": ("pre", "post"),  # training.models.bert.BERT_NORMS
     "train.launcher": ("torchrun", "deepspeed", "slurm"),  # training.launch.LAUNCHERS
     "tokenizer.encoder": ("auto", "tokenizers"),  # core.tokenizer.ENCODERS
     "train.zero_stage": (0, 1, 2, 3),

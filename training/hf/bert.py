@@ -2,6 +2,7 @@
 
 Export covers learned positions and sinusoidal ones (the fixed table is written as the learned
 ``position_embeddings``, which reproduces it exactly); RoPE and ALiBi have no BERT equivalent.
+Only post-LN BERT (``norm="post"``, the original) has an equivalent; the pre-LN default does not.
 ``bias=False`` exports zeros for every bias BERT has (a zero bias is no bias), so the HF model
 computes the same logits; importing it back gives ``bias=True`` with those zeros. The fused
 ``qkv`` projection is split into BERT's ``query``/``key``/``value``. HF's ``position_ids`` and
@@ -51,14 +52,19 @@ _LAYER = [
 _QKV = ("query", "key", "value")
 
 
-def _check_positions(cfg: BERTConfig) -> None:
+def _check_exportable(cfg: BERTConfig) -> None:
     if cfg.position not in ("learned", "sinusoidal"):
         raise ValueError(f"BertForPreTraining has absolute positions only; position={cfg.position!r} has no equivalent")
+    if cfg.norm != "post":
+        raise ValueError(
+            f"BertForPreTraining has post-LN blocks; norm={cfg.norm!r} has no equivalent (train with model.norm=post "
+            "for an exact Hugging Face export)"
+        )
 
 
 def hf_config(cfg: BERTConfig, specials: dict[str, int]) -> BertConfig:
     """The ``BertConfig`` of ``cfg`` (pad id from ``specials``); ValueError when BERT cannot compute the same."""
-    _check_positions(cfg)
+    _check_exportable(cfg)
     if cfg.activation not in _ACT_TO_HF:
         raise ValueError(f"activation {cfg.activation!r} has no BertForPreTraining equivalent")
     if cfg.n_embd % cfg.n_head:
@@ -77,7 +83,7 @@ def hf_config(cfg: BERTConfig, specials: dict[str, int]) -> BertConfig:
 
 def to_hf_state(state: dict[str, torch.Tensor], cfg: BERTConfig) -> dict[str, torch.Tensor]:
     """Our ``BERT`` state dict → exactly the keys of ``BertForPreTraining.state_dict()``."""
-    _check_positions(cfg)
+    _check_exportable(cfg)
     ref = state["wte.weight"]
 
     def bias_of(ours: str, size: int) -> torch.Tensor:
@@ -133,6 +139,7 @@ def from_hf(
         d_ff=None if c.intermediate_size == 4 * c.hidden_size else c.intermediate_size,
         activation=ACT_FROM_HF[c.hidden_act],
         position="learned",
+        norm="post",
         pad_id=c.pad_token_id if c.pad_token_id is not None else BERTConfig.pad_id,
         bias=True,
     )

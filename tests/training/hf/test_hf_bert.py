@@ -26,7 +26,8 @@ def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def ours(seed: int = 0, **kw) -> BERT:
-    cfg = dict(vocab_size=V, block_size=T, n_layer=2, n_head=4, n_embd=32, d_ff=48, pad_id=PAD)
+    # post-LN: the original BERT, the one with a BertForPreTraining equivalent
+    cfg = dict(vocab_size=V, block_size=T, n_layer=2, n_head=4, n_embd=32, d_ff=48, pad_id=PAD, norm="post")
     return randomised(BERT(BERTConfig(**{**cfg, **kw})), seed)
 
 
@@ -139,6 +140,14 @@ def test_export_refuses_relative_positions(position):
     with pytest.raises(ValueError, match="position"):
         hf_bert.hf_config(model.cfg, SPECIALS)
     with pytest.raises(ValueError, match="position"):
+        hf_bert.to_hf_state(model.state_dict(), model.cfg)
+
+
+def test_export_refuses_pre_ln():
+    model = ours(norm="pre")
+    with pytest.raises(ValueError, match="post-LN"):
+        hf_bert.hf_config(model.cfg, SPECIALS)
+    with pytest.raises(ValueError, match="model.norm=post"):
         hf_bert.to_hf_state(model.state_dict(), model.cfg)
 
 

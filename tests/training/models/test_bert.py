@@ -120,6 +120,23 @@ def test_bad_settings_are_refused():
         tiny(position="relative")
     with pytest.raises(ValueError, match="activation"):
         tiny(activation="gated-gelu")
+    with pytest.raises(ValueError, match="norm"):
+        tiny(norm="sandwich")
+
+
+def test_pre_ln_is_the_default_and_post_ln_the_original():
+    pre, post = tiny(), tiny(norm="post")
+    assert pre.cfg.norm == "pre" and pre.ln_f is not None and post.ln_f is None
+    with torch.no_grad():  # weights far from the initial near-identity blocks, where the two differ visibly
+        for p in pre.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    # the same weights where both have them, different functions: where the LayerNorms sit matters
+    missing = post.load_state_dict(pre.state_dict(), strict=False)
+    assert missing.unexpected_keys == ["ln_f.weight", "ln_f.bias"] and not missing.missing_keys
+    ids = tokens(2, T)
+    with torch.no_grad():
+        a, b = pre(ids)[0], post(ids)[0]
+    assert a.shape == b.shape == (2, T, V) and not torch.allclose(a, b, atol=1e-3)
 
 
 def test_decoder_is_tied_to_word_embeddings():
