@@ -4,7 +4,8 @@
         --vocab 8192] [--warmup 2 --steps 2 --repeats 16] [--zero 2] [--threads N] [--compile]
 
 tokenmill: what ``training/train.py`` does per step, single process: ``CausalLMObjective.batch``,
-``objective.loss(engine, batch)``, ``engine.backward``, ``engine.step`` on the DeepSpeed engine of
+``objective.loss(engine, batch)`` (GPT's fused output layer and loss), ``engine.backward``, ``engine.step`` (torch's
+fused AdamW) on the DeepSpeed engine of
 ``tokenmill.training.distributed.initialize`` (AdamW, warmup + cosine, gradient clipping 1.0, ``train.zero_stage``
 ``--zero``: by default the product's default, 2, which ``distributed.zero_stage`` runs as stage 0 on one fp32 rank).
 Peer: transformers' ``GPT2LMHeadModel`` (its default SDPA attention) with
