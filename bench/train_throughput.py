@@ -1,12 +1,14 @@
 """Tokens/s of a tokenmill GPT training step on CPU versus a plain Hugging Face GPT-2 loop, same run.
 
     .venv/bin/python bench/train_throughput.py [--layers 6 --width 384 --heads 6 --seq 256 --batch 8
-        --vocab 8192] [--warmup 2 --steps 5 --repeats 3] [--zero 0] [--threads N] [--compile]
+        --vocab 8192] [--warmup 2 --steps 2 --repeats 16] [--zero 2] [--threads N] [--compile]
 
 tokenmill: what ``training/train.py`` does per step, single process: ``CausalLMObjective.batch``,
-``objective.loss(engine, batch)``, ``engine.backward``, ``engine.step`` on the DeepSpeed engine of
-``tokenmill.training.distributed.initialize`` (AdamW, warmup + cosine, gradient clipping 1.0, ZeRO stage
-``--zero``, 0 by default). Peer: transformers' ``GPT2LMHeadModel`` (its default SDPA attention) with
+``objective.loss(engine, batch)`` (GPT's fused output layer and loss), ``engine.backward``, ``engine.step`` (torch's
+fused AdamW) on the DeepSpeed engine of
+``tokenmill.training.distributed.initialize`` (AdamW, warmup + cosine, gradient clipping 1.0, ``train.zero_stage``
+``--zero``: by default the product's default, 2, which ``distributed.zero_stage`` runs as stage 0 on one fp32 rank).
+Peer: transformers' ``GPT2LMHeadModel`` (its default SDPA attention) with
 the same initial weights and batches, ``torch.optim.AdamW`` with the same parameter groups and
 hyper-parameters, the same schedule, ``clip_grad_norm_(1.0)``, cross entropy on its logits. Both
 fp32, tied embeddings, biases, GELU-tanh, learned positions, no dropout, the same threads; the final
@@ -147,7 +149,13 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per side before the first repeat")
     p.add_argument("--steps", type=int, default=2, help="timed steps per side per repeat")
     p.add_argument("--repeats", type=int, default=16)
-    p.add_argument("--zero", type=int, default=0, choices=(0, 1, 2), help="DeepSpeed ZeRO stage of tokenmill's side")
+    p.add_argument(
+        "--zero",
+        type=int,
+        default=None,
+        choices=(0, 1, 2),
+        help="train.zero_stage of tokenmill's side (default: the product's, TrainConfig.zero_stage)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     p.add_argument("--compile", action="store_true", help="torch.compile tokenmill's model (compile time excluded)")
     args = p.parse_args()
@@ -168,6 +176,8 @@ def main() -> None:
     from tokenmill.training.models.gpt import GPT, GPTConfig
     from tokenmill.training.objectives import CausalLMObjective
 
+    if args.zero is None:
+        args.zero = TrainConfig().zero_stage
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -206,7 +216,8 @@ def main() -> None:
     )
     print(
         f"step: batch {args.batch} x seq {args.seq} = {args.batch * args.seq} tokens, AdamW (0.9, 0.95), "
-        f"weight decay {train_cfg.weight_decay}, clip {train_cfg.grad_clip}; tokenmill ZeRO-{args.zero}, "
+        f"weight decay {train_cfg.weight_decay}, clip {train_cfg.grad_clip}; tokenmill train.zero_stage {args.zero} "
+        f"(runs as ZeRO-{sides[0].engine.zero_optimization_stage()}), "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, HF attention "
         f"{hf.config._attn_implementation}",
         flush=True,

@@ -67,7 +67,7 @@ def deepspeed_config(train: TrainConfig, world_size: int, base_path: str | Path 
     cfg["gradient_accumulation_steps"] = accum
     cfg["train_batch_size"] = global_batch
     cfg["gradient_clipping"] = train.grad_clip
-    zero = {**base.get("zero_optimization", {}), "stage": train.zero_stage}
+    zero = {**base.get("zero_optimization", {}), "stage": zero_stage(train, world_size)}
     if train.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     if train.offload_params:
@@ -90,6 +90,22 @@ def deepspeed_config(train: TrainConfig, world_size: int, base_path: str | Path 
             "params": {"lr": train.lr, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": train.weight_decay},
         }
     return cfg
+
+
+def zero_stage(train: TrainConfig, world_size: int) -> int:
+    """The ZeRO stage the engine runs: ``train.zero_stage``, except 0 for stage 1 or 2 in fp32 on one rank without
+    offload.
+
+    Stages 1 and 2 partition the optimizer state and gradients over the data-parallel ranks; with one rank there is
+    nothing to partition, and DeepSpeed's ZeRO optimizer still flattens every gradient into its own fp32 buffer and
+    copies the weights back each step (a quarter of a CPU step in ``bench/train_throughput.py``). In fp32, stage 0 is
+    the plain optimizer on the model's own weights: the same update without the copies. Offloading needs stage >= 1,
+    bf16 and fp16 keep their ZeRO master weights, and stage 3 is left as configured.
+    """
+    stage = train.zero_stage
+    if world_size == 1 and stage in (1, 2) and train.precision == "fp32" and not train.offload_optimizer:
+        return 0
+    return stage
 
 
 def init_distributed() -> tuple[int, int]:
@@ -152,7 +168,8 @@ def initialize(model: torch.nn.Module, train: TrainConfig, ds_config: dict[str, 
     ]
     optimizer = None
     if "optimizer" not in ds_config:
-        optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, 0.95), eps=1e-8, foreach=False)
+        # The fused kernel (CPU and CUDA) updates each tensor in one pass instead of a dozen elementwise ops.
+        optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
 
     def schedule(opt):
         return torch.optim.lr_scheduler.LambdaLR(
@@ -173,6 +190,10 @@ def initialize(model: torch.nn.Module, train: TrainConfig, ds_config: dict[str, 
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, model_parameters=groups, lr_scheduler=schedule, config=ds_config
     )
+    if engine.zero_optimization_stage() == 0 and engine.dp_world_size == 1:
+        # Averaging the gradients over one rank is the identity, but DeepSpeed still flattens them all into one
+        # buffer, all-reduces it and copies it back after every backward pass.
+        engine.enable_backward_allreduce = False
     return engine
 
 

@@ -20,7 +20,8 @@ say how many an epoch has (``windows_per_epoch``, ``tokens_per_epoch``). ``speci
 ``special_ids`` dict (``eot``, ``pad``, ``cls``, ``sep``, ``mask``, ``sentinel_0`` ...). Models are called with
 keyword arguments named after the batch keys:
 
-- causal LM: ``model(input_ids=...) -> logits (B, T, V)``
+- causal LM: ``model(input_ids=..., labels=...) -> summed float32 cross entropy`` (tokenmill's GPT, which never holds
+  the logits), or the logits ``(B, T, V)`` for a model that ignores ``labels``
 - masked LM: ``model(input_ids=, token_type_ids=, attention_mask=) -> (mlm_logits (B, T, V), nsp_logits (B, 2))``
 - encoder-decoder: ``model(input_ids=, attention_mask=, decoder_input_ids=, decoder_attention_mask=) -> (B, L, V)``
 """
@@ -159,12 +160,14 @@ class CausalLMObjective(Objective):
         return [{"input_ids": x[r.start : r.stop], "labels": y[r.start : r.stop]} for r in _chunks(len(x), batch_size)]
 
     def loss(self, model, batch):
-        logits = model(input_ids=batch["input_ids"])  # (B, T, V)
         labels = batch["labels"]
-        # Every position is scored here, so a flat view beats gathering scored positions first.
-        ce_sum = F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
-        )
+        # The model's output layer computes the summed float32 cross entropy itself, a chunk of positions at a time:
+        # the (B·T, V) logits, their log-softmax and its gradient are never held whole.
+        ce_sum = model(input_ids=batch["input_ids"], labels=labels)
+        if ce_sum.ndim:  # a model that gives its logits (B, T, V) whatever the labels: scored here
+            ce_sum = F.cross_entropy(
+                ce_sum.reshape(-1, ce_sum.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+            )
         n = int((labels != IGNORE).sum())
         loss = ce_sum / max(n, 1)
         metrics = {"loss": (float(ce_sum.detach()), float(n))}

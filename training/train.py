@@ -206,7 +206,7 @@ def setup(args: argparse.Namespace) -> Run:
             len(train_tokens),
             len(val_tokens),
             world,
-            tcfg.zero_stage,
+            ds_config["zero_optimization"]["stage"],  # distributed.zero_stage: 1 and 2 run as 0 on one fp32 rank
         )
         if objective.windows_per_epoch:
             log.info(

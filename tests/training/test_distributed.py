@@ -8,7 +8,7 @@ import pytest
 
 from tokenmill.core.config import TrainConfig
 from tokenmill.core.env import REPO_ROOT
-from tokenmill.training.distributed import deepspeed_config
+from tokenmill.training.distributed import deepspeed_config, zero_stage
 
 
 @pytest.fixture
@@ -37,9 +37,22 @@ def test_batch_sizes_are_derived(micro, accum, world):
 
 
 def test_stage_and_clipping_come_from_train_config():
-    cfg = deepspeed_config(TrainConfig(zero_stage=1, grad_clip=0.5), 1)
+    cfg = deepspeed_config(TrainConfig(zero_stage=1, grad_clip=0.5), 2)
     assert cfg["zero_optimization"] == {"stage": 1}
     assert cfg["gradient_clipping"] == 0.5
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_one_fp32_rank_runs_zero_1_and_2_as_stage_0(stage):
+    """Stages 1 and 2 partition over data-parallel ranks: on one rank there is nothing to partition, so fp32 runs the
+    plain optimizer (stage 0); offload, bf16/fp16 (ZeRO's master weights) and stage 3 keep the configured stage."""
+    one = deepspeed_config(TrainConfig(zero_stage=stage), 1)["zero_optimization"]["stage"]
+    assert one == (0 if stage in (1, 2) else stage)
+    assert zero_stage(TrainConfig(zero_stage=stage), 2) == stage
+    for kept in (dict(precision="bf16"), dict(precision="fp16")):
+        assert zero_stage(TrainConfig(zero_stage=stage, **kept), 1) == stage
+    if stage:
+        assert zero_stage(TrainConfig(zero_stage=stage, offload_optimizer=True), 1) == stage
 
 
 def test_base_file_keys_kept_and_underscore_keys_dropped(base):

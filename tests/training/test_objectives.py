@@ -386,7 +386,13 @@ class TinyModel(nn.Module):
         self.nsp = nn.Linear(8, 2)
 
     def forward(
-        self, input_ids, token_type_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None
+        self,
+        input_ids,
+        token_type_ids=None,
+        attention_mask=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        labels=None,  # the causal LM passes them; logits back are scored by the objective
     ):
         h = self.emb(input_ids)  # (B, S, 8)
         if decoder_input_ids is not None:

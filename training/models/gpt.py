@@ -14,7 +14,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from tokenmill.training.models.layers import Attention, Cache, FeedForward, SingleStack, StackConfig, sample_next
+from tokenmill.training.models.layers import (
+    Attention,
+    Cache,
+    FeedForward,
+    LMHead,
+    SingleStack,
+    StackConfig,
+    sample_next,
+)
 
 
 @dataclass
@@ -54,7 +62,7 @@ class GPT(SingleStack):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head = LMHead(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)  # SingleStack's: N(0, 0.02) weights, zero biases
@@ -72,11 +80,14 @@ class GPT(SingleStack):
         attention_mask: torch.Tensor | None = None,
         cache: list[Cache] | None = None,
         need_weights: bool = False,
+        labels: torch.Tensor | None = None,
     ):
         """Logits ``(B, T, vocab)`` for ``input_ids`` ``(B, T)``.
 
         ``attention_mask`` ``(B, P + T)`` marks real (1) and padding (0) keys, ``P`` being the
         positions already in ``cache``. With ``need_weights`` returns ``(logits, [per-layer (B, H, T, P + T)])``.
+        With ``labels`` ``(B, T)`` (``-100`` where not scored) returns instead the summed float32 cross entropy of
+        the logits against them, computed a chunk of rows at a time without holding the logits (``LMHead``).
         """
         B, T = input_ids.shape
         past = cache[0]["k"].size(2) if cache and "k" in cache[0] else 0
@@ -88,6 +99,10 @@ class GPT(SingleStack):
         for i, block in enumerate(self.blocks):
             x, weights = block(x, bias, self.rope, cache[i] if cache is not None else None, need_weights)
             attentions.append(weights)
+        if labels is not None:
+            if need_weights:
+                raise ValueError("labels give the loss alone: call with need_weights=False")
+            return self.lm_head(self.ln_f(x), labels=labels)  # () float32, summed over scored positions
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
         return (logits, attentions) if need_weights else logits
 

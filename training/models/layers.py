@@ -288,6 +288,97 @@ class RMSNorm(nn.Module):
         return (x.float() * torch.rsqrt(variance + self.eps)).to(x.dtype) * self.weight
 
 
+# --- output layer and loss ---------------------------------------------------------------------
+
+IGNORE_INDEX = -100  # label of positions that are not scored (torch's cross_entropy default)
+_CHUNK_ELEMENTS = 2**23  # logits per chunk: 8M floats (32 MiB in fp32); 1,024 rows of an 8,192-token vocabulary
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_rows: int | None = None
+) -> torch.Tensor:
+    """``F.cross_entropy(hidden @ weight.T, labels, ignore_index=-100, reduction="sum")`` with the logits computed
+    in float32, without ever holding the ``(N, V)`` logits.
+
+    ``hidden`` ``(..., C)``, ``weight`` ``(V, C)`` (the output projection, no bias), ``labels`` ``(...)``. Rows are
+    taken ``chunk_rows`` at a time: each chunk's logits, log-softmax and, when gradients are wanted, its gradients
+    with respect to ``hidden`` and ``weight`` are computed in one go while the chunk is in cache, so the forward
+    pass already holds the backward pass's result (the backward only scales it by the incoming gradient). The same
+    math as the unfused layer and loss, up to float rounding (sums in another order).
+    """
+    hidden = hidden.reshape(-1, hidden.size(-1))
+    labels = labels.reshape(-1)
+    if chunk_rows is None:
+        chunk_rows = max(1, _CHUNK_ELEMENTS // weight.size(0))
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(hidden, weight, labels, chunk_rows)
+    total, _, _ = _linear_cross_entropy(hidden, weight, labels, chunk_rows, grads=False)
+    return total
+
+
+def _linear_cross_entropy(hidden, weight, labels, chunk_rows: int, grads: bool):
+    """(summed float32 loss, d loss / d hidden or None, d loss / d weight in float32 or None)."""
+    n = hidden.size(0)
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    grad_hidden = torch.empty_like(hidden) if grads else None
+    grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if grads else None
+    for start in range(0, n, chunk_rows):
+        h = hidden[start : start + chunk_rows]
+        y = labels[start : start + chunk_rows]
+        scored = y != IGNORE_INDEX
+        target = y.clamp_min(0)[:, None]
+        log_probs = torch.log_softmax((h @ weight.t()).float(), dim=-1)  # (rows, V)
+        picked = log_probs.gather(1, target)[:, 0]
+        total -= torch.where(scored, picked, 0.0).sum()
+        if grads:
+            grad_logits = log_probs.exp_()  # softmax, in place: d loss / d logits = softmax - one-hot
+            grad_logits.scatter_add_(1, target, torch.full_like(picked, -1.0)[:, None])
+            if not bool(scored.all()):
+                grad_logits.masked_fill_(~scored[:, None], 0.0)
+            grad_logits = grad_logits.to(weight.dtype)
+            torch.mm(grad_logits, weight, out=grad_hidden[start : start + chunk_rows])
+            if grad_weight.dtype == h.dtype:
+                grad_weight.addmm_(grad_logits.t(), h)
+            else:  # bf16 / fp16: each chunk's product in the weights' dtype, the sum over chunks in float32
+                grad_weight += grad_logits.t() @ h
+    return total, grad_hidden, grad_weight
+
+
+class LMHead(nn.Linear):
+    """The output projection to the vocabulary: ``head(x)`` gives the logits; ``head(x, labels=labels)`` gives the
+    summed float32 cross entropy over ``labels != -100`` through :func:`linear_cross_entropy`, without the logits.
+
+    Being the module that owns the weight, it is what ZeRO-3 gathers the (tied) weight for before either call.
+    """
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            return super().forward(x)
+        if self.bias is not None:
+            raise ValueError("linear_cross_entropy takes an output projection without bias")
+        return linear_cross_entropy(x, self.weight, labels)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, chunk_rows):
+        total, grad_hidden, grad_weight = _linear_cross_entropy(hidden, weight, labels, chunk_rows, grads=True)
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        scale = grad_total.to(torch.float32)
+        return (
+            grad_hidden * scale.to(grad_hidden.dtype),
+            (grad_weight * scale).to(ctx.weight_dtype),
+            None,
+            None,
+        )
+
+
 # --- one stack of blocks: what GPT and BERT share -----------------------------------------------
 
 

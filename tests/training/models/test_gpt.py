@@ -82,6 +82,29 @@ def test_position_information_is_used(position):
         assert not torch.allclose(model(idx)[0, -1], model(swapped)[0, -1])
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_labels_give_the_summed_loss_and_the_gradients_of_the_logits_path(tie):
+    """``model(x, labels=y)`` (the fused, chunked output layer and loss) is the summed cross entropy of
+    ``model(x)``'s logits, with the same gradient for every parameter (the tied embedding included)."""
+    x, y = tokens(3, 12, seed=1), tokens(3, 12, seed=2)
+    y[1, :4] = -100
+    grads = []
+    for fused in (False, True):
+        model = tiny(seed=3, tie_embeddings=tie).train()
+        total = model(x, labels=y) if fused else lm_loss(model(x), y) * int((y != -100).sum())
+        (total / 30.0).backward()
+        grads.append((total.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (ref, ref_grads), (got, got_grads) = grads
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-5)
+    assert ref_grads.keys() == got_grads.keys()
+    for name in ref_grads:
+        torch.testing.assert_close(got_grads[name], ref_grads[name], rtol=1e-4, atol=1e-7, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(tiny(seed=3, tie_embeddings=tie)(x, labels=y), ref, rtol=1e-6, atol=1e-5)
+    with pytest.raises(ValueError, match="need_weights"):
+        tiny()(x, labels=y, need_weights=True)
+
+
 def test_tied_embeddings_share_the_tensor():
     tied = tiny(tie_embeddings=True)
     assert tied.lm_head.weight is tied.wte.weight

@@ -11,12 +11,14 @@ import torch.nn.functional as F
 from tokenmill.training.models.layers import (
     Attention,
     FeedForward,
+    LMHead,
     RelativePositionBias,
     RMSNorm,
     RotaryEmbedding,
     add_bias,
     alibi_bias,
     alibi_slopes,
+    linear_cross_entropy,
     padding_bias,
     sample_next,
     sinusoidal_positions,
@@ -374,3 +376,52 @@ def test_sample_next_is_reproducible_with_a_generator():
     a = sample_next(logits, generator=torch.Generator().manual_seed(3))
     b = sample_next(logits, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and a.shape == (8, 1)
+
+
+# --- output layer and loss ----------------------------------------------------------------------
+
+
+def _unfused_ce(hidden, weight, labels):
+    logits = hidden.reshape(-1, hidden.size(-1)) @ weight.t()
+    return F.cross_entropy(logits.float(), labels.reshape(-1), ignore_index=-100, reduction="sum")
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 1, 5, 16, 1000])
+def test_linear_cross_entropy_equals_cross_entropy_on_the_logits_in_value_and_gradient(chunk_rows):
+    hidden, weight = randn(3, 16, 8, seed=1), 0.3 * randn(50, 8, seed=2)
+    labels = torch.randint(0, 50, (3, 16), generator=torch.Generator().manual_seed(3))
+    labels[0, :5] = -100  # unscored positions, a whole chunk of them for chunk_rows=5
+    labels[2, 7] = -100
+    grads = []
+    for fused in (False, True):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        total = linear_cross_entropy(h, w, labels, chunk_rows) if fused else _unfused_ce(h, w, labels)
+        (total / 7.0).backward()  # an upstream factor, as the mean over scored tokens gives
+        grads.append((total.detach(), h.grad, w.grad))
+    (ref, ref_h, ref_w), (got, got_h, got_w) = grads
+    assert got.dtype == torch.float32 and got.ndim == 0
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(got_h, ref_h, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got_w, ref_w, rtol=1e-5, atol=1e-7)
+    assert got_h[0, :5].abs().max() == 0  # unscored positions get no gradient
+
+
+def test_linear_cross_entropy_without_gradients_and_with_nothing_scored():
+    hidden, weight = randn(2, 6, 4, seed=4), randn(11, 4, seed=5)
+    labels = torch.randint(0, 11, (2, 6), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy(hidden, weight, labels, 4), _unfused_ce(hidden, weight, labels))
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    total = linear_cross_entropy(h, w, torch.full((2, 6), -100), 4)
+    total.backward()
+    assert total.item() == 0.0 and h.grad.abs().max() == 0 and w.grad.abs().max() == 0
+
+
+def test_lm_head_gives_logits_or_the_summed_loss():
+    head = LMHead(8, 30, bias=False)
+    x = randn(2, 5, 8, seed=7)
+    labels = torch.randint(0, 30, (2, 5), generator=torch.Generator().manual_seed(8))
+    torch.testing.assert_close(head(x), x @ head.weight.t())
+    torch.testing.assert_close(head(x, labels=labels), _unfused_ce(x, head.weight, labels))
+    with pytest.raises(ValueError, match="without bias"):
+        LMHead(8, 30, bias=True)(x, labels=labels)
