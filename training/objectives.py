@@ -161,19 +161,22 @@ class CausalLMObjective(Objective):
 
     def loss(self, model, batch):
         labels = batch["labels"]
-        # The model's output layer computes the summed float32 cross entropy itself, a chunk of positions at a time:
-        # the (B·T, V) logits, their log-softmax and its gradient are never held whole.
-        ce_sum = model(input_ids=batch["input_ids"], labels=labels)
-        if ce_sum.ndim:  # a model that gives its logits (B, T, V) whatever the labels: scored here
-            ce_sum = F.cross_entropy(
-                ce_sum.reshape(-1, ce_sum.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
-            )
+        metrics = {}
+        if torch.is_grad_enabled():
+            # Training: the model's output layer computes the summed float32 cross entropy itself, a chunk of
+            # positions at a time: the (B·T, V) logits, their log-softmax and its gradient are never held whole.
+            out = model(input_ids=batch["input_ids"], labels=labels)
+        else:  # evaluation: the logits, for the accuracy too (an argmax over them would slow every training step)
+            out = model(input_ids=batch["input_ids"])
         n = int((labels != IGNORE).sum())
-        loss = ce_sum / max(n, 1)
-        metrics = {"loss": (float(ce_sum.detach()), float(n))}
-        if not torch.is_grad_enabled():  # evaluation only: an argmax over (B, T, V) would slow every training step
-            metrics["accuracy"] = (float((logits.argmax(-1) == labels).sum()), float(n))
-        return loss, metrics
+        if out.ndim:  # logits (B, T, V): evaluation, or a model that ignores ``labels``
+            if not torch.is_grad_enabled():
+                metrics["accuracy"] = (float((out.argmax(-1) == labels).sum()), float(n))
+            out = F.cross_entropy(
+                out.reshape(-1, out.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+            )
+        metrics["loss"] = (float(out.detach()), float(n))
+        return out / max(n, 1), metrics
 
     def tokens(self, batch):
         return int(batch["input_ids"].numel())  # targets are the same tokens shifted: not counted twice
