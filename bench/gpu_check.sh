@@ -4,6 +4,13 @@
 # tokens, printing tokens/s and MFU. Made to finish inside 10 minutes, installs included, on a
 # machine that may have no package access at all.
 #
+# What it runs on a GPU for the first time (2026-12-04; none of it has run on one yet): the per-step stop and
+# checkpoint agreement as an all-reduce of a tensor on the engine's device over nccl (training/distributed.py), the
+# chunked output layer + cross entropy of GPT (training/models/layers.py linear_cross_entropy, bf16 matmuls, float32
+# log-softmax) and torch's fused AdamW (its CUDA kernel). bf16 keeps the configured ZeRO-2 on one process (only fp32
+# on one rank runs as stage 0, distributed.zero_stage). The report's tokens/s and MFU are the figures to compare
+# with the unfused loss (train at an earlier commit) if the chunk loop turns out slower on a GPU than on a CPU.
+#
 #   bench/gpu_check.sh              run it (from anywhere; it works in the repo this file is in)
 #   bench/gpu_check.sh --dry-run    print the plan, the config overrides and the launch command; run nothing
 #   bench/gpu_check.sh --cpu-smoke  the same phases on CPU with a debug-sized model (checks the script
