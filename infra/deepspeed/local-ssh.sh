@@ -27,6 +27,8 @@ USER_NAME=$(id -un)
 
 log() { echo "local-ssh: $*" >&2; }
 fail() { log "$*"; exit 1; }
+# shellcheck source=../lib/apt-install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt-install.sh"
 
 running() { # pid file -> whether that process is alive
     [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
@@ -42,17 +44,8 @@ install_packages() {
     { command -v ssh && command -v ssh-keygen; } >/dev/null || missing+=(openssh-client)
     command -v pdsh >/dev/null || missing+=(pdsh)
     [[ ${#missing[@]} -eq 0 ]] && return
-    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
-        fail "missing ${missing[*]}: install them (Debian/Ubuntu: sudo apt-get install -y openssh-server pdsh) and rerun"
-    fi
-    log "installing ${missing[*]} with apt-get"
-    # -qq and a log: apt's progress is noise in a test's output; the log is there when it fails.
     # The package's own sshd is not started in a container without systemd, and is not needed: ours runs below.
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >"$DIR/apt.log" 2>&1; then
-        apt-get update -qq >>"$DIR/apt.log" 2>&1 || true
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >>"$DIR/apt.log" 2>&1 ||
-            fail "apt-get install ${missing[*]} failed; see $DIR/apt.log"
-    fi
+    apt_install "$DIR/apt.log" "${missing[@]}"
 }
 
 port_free() { # port -> whether nothing listens on 127.0.0.1:port

@@ -11,9 +11,7 @@ import os
 import subprocess
 
 import pytest
-from test_multinode import ENV, REPO_ROOT, command, one_node_two_processes
-
-from tokenmill.core.manifest import read_manifest
+from test_multinode import ENV, REPO_ROOT, assert_two_nodes_trained_like_one, command, one_node_two_processes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # an sshd, pdsh and DeepSpeed training processes
 
@@ -41,8 +39,6 @@ def local_ssh(tmp_path_factory):
 def test_the_deepspeed_launcher_over_ssh_trains_two_nodes_like_one_node_with_two_processes(
     local_ssh, pipeline_run, tmp_path
 ):
-    from mlflow.tracking import MlflowClient
-
     tokens = pipeline_run["tokens_manifest"]
     single = one_node_two_processes(tokens, tmp_path / "one" / "train")
 
@@ -63,16 +59,4 @@ def test_the_deepspeed_launcher_over_ssh_trains_two_nodes_like_one_node_with_two
     assert "local-node-0: " in output and "[rank 0] step 20/20" in output, output[-5000:]
     assert (local_ssh / "sshd.log").read_text().count("Accepted publickey") - logins_before == 4
 
-    multi = read_manifest(two / "manifest.json", stage="train")
-    assert multi["world_size"] == 2
-    assert [(h["step"], h["train/loss"]) for h in multi["history"]] == [
-        (h["step"], h["train/loss"]) for h in single["history"]
-    ]
-    assert multi["val_loss"] == single["val_loss"]
-    client = MlflowClient(tracking_uri=f"sqlite:///{two.parent}/mlflow.db")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert [r.info.run_id for r in runs] == [multi["mlflow_run_id"]]
-    assert runs[0].info.status == "FINISHED"
-    assert runs[0].data.params["train.world_size"] == "2"
-    nodes = {k.split("/")[1] for k in runs[0].data.metrics if k.startswith("system/")}
-    assert nodes == {"node_0", "node_1"}, sorted(runs[0].data.metrics)
+    assert_two_nodes_trained_like_one(two, single)

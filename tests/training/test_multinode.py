@@ -56,8 +56,6 @@ def one_node_two_processes(tokens: str, out: Path) -> dict:
 
 
 def test_two_torchrun_agents_as_two_nodes_train_like_one_node_with_two_processes(pipeline_run, tmp_path):
-    from mlflow.tracking import MlflowClient
-
     tokens = pipeline_run["tokens_manifest"]
     single = one_node_two_processes(tokens, tmp_path / "one" / "train")
 
@@ -70,6 +68,14 @@ def test_two_torchrun_agents_as_two_nodes_train_like_one_node_with_two_processes
     for agent, output in zip(agents, outputs, strict=True):
         assert agent.returncode == 0, output[-3000:]
 
+    assert_two_nodes_trained_like_one(two, single)
+
+
+def assert_two_nodes_trained_like_one(two, single: dict) -> None:
+    """The 2-node run in ``two`` (a train folder) has the 1 node × 2 processes run's losses, bit for bit, in one
+    FINISHED MLflow run (both nodes' commands joined it) holding each node's system metrics."""
+    from mlflow.tracking import MlflowClient
+
     multi = read_manifest(two / "manifest.json", stage="train")
     assert multi["world_size"] == 2
     # The same global batch, sliced over the same two ranks, summed by gloo: the same floats.
@@ -79,7 +85,7 @@ def test_two_torchrun_agents_as_two_nodes_train_like_one_node_with_two_processes
     assert multi["val_loss"] == single["val_loss"]
     client = MlflowClient(tracking_uri=f"sqlite:///{two.parent}/mlflow.db")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert [r.info.run_id for r in runs] == [multi["mlflow_run_id"]]  # both nodes' commands, one run
+    assert [r.info.run_id for r in runs] == [multi["mlflow_run_id"]]
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.params["train.world_size"] == "2"
     # Each node's system metrics, sampled by its own first rank, under its node rank.
