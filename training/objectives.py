@@ -38,8 +38,9 @@ import torch.nn.functional as F
 from tokenmill.core.indexed import WindowOrder
 from tokenmill.training.data import PackedBatches, as_stream, eval_blocks, token_counts, unigram_cross_entropy
 from tokenmill.training.families import spec_for
+from tokenmill.training.models.layers import IGNORE_INDEX
 
-IGNORE = -100  # label of positions that are not scored (torch's cross_entropy default ignore_index)
+IGNORE = IGNORE_INDEX  # label of positions that are not scored (torch's cross_entropy default ignore_index)
 _EVAL_SEED = 0x5EED  # validation examples use their own fixed seed, whatever the run's seed
 _SENTENCE_TERMINALS = ".!?…。！？"
 _CLOSERS = "\"'”’)]}»"

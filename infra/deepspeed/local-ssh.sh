@@ -25,14 +25,9 @@ DIR=${TOKENMILL_SSH_DIR:-/tmp/tokenmill-ssh}
 NODES=(local-node-0 local-node-1)
 USER_NAME=$(id -un)
 
-log() { echo "local-ssh: $*" >&2; }
-fail() { log "$*"; exit 1; }
-# shellcheck source=../lib/apt-install.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt-install.sh"
-
-running() { # pid file -> whether that process is alive
-    [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
-}
+LOG_NAME=local-ssh
+# shellcheck source=../lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"  # log, fail, running, apt_install
 
 sshd_path() {
     command -v sshd 2>/dev/null || { [[ -x /usr/sbin/sshd ]] && echo /usr/sbin/sshd; } || true

@@ -25,14 +25,9 @@ MUNGE_SOCKET=$DIR/munge/munge.socket
 # A node name Slurm resolves on this machine; slurmd is told it explicitly (-N), so it need not be in DNS.
 NODE=$(hostname -s)
 
-log() { echo "local-cluster: $*" >&2; }
-fail() { log "$*"; exit 1; }
-# shellcheck source=../lib/apt-install.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt-install.sh"
-
-running() { # pid file -> whether that process is alive
-    [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
-}
+LOG_NAME=local-cluster
+# shellcheck source=../lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"  # log, fail, running, apt_install
 
 install_packages() {
     local missing=()

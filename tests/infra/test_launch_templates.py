@@ -26,7 +26,7 @@ SBATCH = REPO / "infra" / "slurm" / "train.sbatch"
 HOSTFILE = REPO / "infra" / "deepspeed" / "hostfile.example"
 README = REPO / "infra" / "deepspeed" / "README.md"
 LOCAL_SSH = REPO / "infra" / "deepspeed" / "local-ssh.sh"
-APT_INSTALL = REPO / "infra" / "lib" / "apt-install.sh"  # sourced by local-ssh.sh and infra/slurm/local-cluster.sh
+COMMON = REPO / "infra" / "lib" / "common.sh"  # sourced by local-ssh.sh and infra/slurm/local-cluster.sh
 LOCAL_HOSTFILE = "/tmp/tokenmill-ssh/hostfile"  # what local-ssh.sh up writes without TOKENMILL_SSH_DIR
 GPU_CHECK = REPO / "bench" / "gpu_check.sh"
 WHEELHOUSE = REPO / "bench" / "wheelhouse.sh"
@@ -88,12 +88,12 @@ def test_scripts_are_valid_bash(script):
 def test_apt_install_tells_a_non_root_user_what_to_install():
     # `id` is redefined as a function: the helper sees a non-root user and must not call apt-get.
     script = (
-        'log() { echo "t: $*" >&2; }; fail() { log "$*"; exit 1; }; id() { echo 1000; }; '
-        f"apt-get() {{ echo called; }}; source {APT_INSTALL}; apt_install /dev/null munge pdsh"
+        f"LOG_NAME=t; source {COMMON}; id() {{ echo 1000; }}; apt-get() {{ echo called; }}; "
+        "apt_install /dev/null munge pdsh"
     )
     result = run(["bash", "-c", script])
     assert result.returncode == 1 and "called" not in result.stdout
-    assert "missing munge pdsh: install them (Debian/Ubuntu: sudo apt-get install -y munge pdsh)" in result.stderr
+    assert "t: missing munge pdsh: install them (Debian/Ubuntu: sudo apt-get install -y munge pdsh)" in result.stderr
 
 
 def sbatch_directives() -> dict[str, str]:
