@@ -23,6 +23,7 @@ identically (the writer renames atomically). ``out_dir`` must be on a file syste
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -215,7 +216,6 @@ def run_tokenize_job(data_manifest_path: str | Path, out_dir: str | Path, cfg: C
     """Train (or load) the tokenizer, write ``<out_dir>/<split>/part-*.{bin,idx}``, ``<split>/unigram_counts.npy``,
     ``tokenizer.json`` and ``manifest.json``; returns the manifest. The flow task and the CLI both call this."""
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
 
     from tokenmill.spark_jobs.progress import SparkProgressReporter
     from tokenmill.spark_jobs.session import spark_session
@@ -242,32 +242,7 @@ def run_tokenize_job(data_manifest_path: str | Path, out_dir: str | Path, cfg: C
         docs = spark.read.parquet(*shards).select("id", "text")
 
         # 1. the tokenizer
-        if tcfg.from_pretrained:
-            tok = load_pretrained(tcfg.from_pretrained)
-            kind = f"pretrained ({tcfg.from_pretrained})"
-            sample = {"fraction": 0.0, "documents": 0, "bytes": 0}  # nothing trained
-        else:
-            total = docs.agg(F.sum(F.octet_length("text"))).first()[0] or 0
-            fraction = min(1.0, tcfg.sample_bytes / total) if total else 1.0
-            sample = {"fraction": fraction, "documents": 0, "bytes": 0}
-
-            def texts() -> Iterator[str]:
-                chosen = docs.filter(sample_filter(fraction)).select("text")
-                for row in chosen.toLocalIterator(prefetchPartitions=True):
-                    text = row[0] or ""
-                    sample["documents"] += 1
-                    sample["bytes"] += len(text.encode())
-                    yield text
-
-            tok = train_bpe(texts(), tcfg.vocab_size, tcfg.min_frequency)
-            kind = "byte-level BPE"
-            log.info(
-                "tokenize: trained on %d documents, %s of %s text bytes (fraction %.4f)",
-                sample["documents"],
-                f"{sample['bytes']:,}",
-                f"{total:,}",
-                fraction,
-            )
+        tok, kind, sample = _tokenizer_for(docs, tcfg)
         specials = special_ids(tok)
         eot_id = specials["eot"]
         tok = prepare(tok)
@@ -339,6 +314,77 @@ def run_tokenize_job(data_manifest_path: str | Path, out_dir: str | Path, cfg: C
         timings["total_s"],
     )
     return manifest
+
+
+def _tokenizer_for(docs, tcfg) -> tuple[Any, str, dict[str, Any]]:
+    """``(tokenizer, kind, sample)``: ``tokenizer.from_pretrained`` loaded, or a byte-level BPE trained on the
+    ``sample_bytes`` share of ``docs`` (a DataFrame with ``id``, ``text``) that ``in_sample`` picks."""
+    from pyspark.sql import functions as F
+
+    if tcfg.from_pretrained:
+        return (
+            load_pretrained(tcfg.from_pretrained),
+            f"pretrained ({tcfg.from_pretrained})",
+            {
+                "fraction": 0.0,
+                "documents": 0,
+                "bytes": 0,
+            },
+        )  # nothing trained
+    total = docs.agg(F.sum(F.octet_length("text"))).first()[0] or 0
+    fraction = min(1.0, tcfg.sample_bytes / total) if total else 1.0
+    sample = {"fraction": fraction, "documents": 0, "bytes": 0}
+
+    def texts() -> Iterator[str]:
+        chosen = docs.filter(sample_filter(fraction)).select("text")
+        for row in chosen.toLocalIterator(prefetchPartitions=True):  # streamed: the driver holds one partition
+            text = row[0] or ""
+            sample["documents"] += 1
+            sample["bytes"] += len(text.encode())
+            yield text
+
+    tok = train_bpe(texts(), tcfg.vocab_size, tcfg.min_frequency)
+    log.info(
+        "tokenize: trained on %d documents, %s of %s text bytes (fraction %.4f)",
+        sample["documents"],
+        f"{sample['bytes']:,}",
+        f"{total:,}",
+        fraction,
+    )
+    return tok, "byte-level BPE", sample
+
+
+def train_shared_tokenizer(data_manifests: list[str | Path], out_path: str | Path, cfg: Config) -> dict[str, Any]:
+    """Train one tokenizer on a sample of the union of the kept shards of several data manifests (the same sampling
+    as ``run_tokenize_job``) and save it to ``out_path`` (a ``tokenizer.json``); returns what it trained on. Runs
+    that tokenize with it (``tokenizer.from_pretrained``) get the same ids for the same text, so their losses
+    compare."""
+    from tokenmill.spark_jobs.session import spark_session
+
+    shards = [s["path"] for m in data_manifests for s in read_manifest(m, stage="data")["outputs"]["kept"]]
+    if not shards:
+        raise ValueError(f"{', '.join(map(str, data_manifests))} list no kept shards: nothing to train a tokenizer on")
+    spark = spark_session(
+        cfg.data.spark_master,
+        cfg.data.spark_driver_memory,
+        app_name="tokenmill-tokenizer",
+        shuffle_partitions=cfg.data.spark_shuffle_partitions,
+    )
+    # A document kept by several recipes counts once: the union, not the concatenation.
+    docs = spark.read.parquet(*shards).select("id", "text").dropDuplicates(["id"])
+    tok, kind, sample = _tokenizer_for(docs, dataclasses.replace(cfg.tokenizer, from_pretrained=None))
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tok.save(str(tmp))
+    os.replace(tmp, out_path)
+    return {
+        "path": str(out_path),
+        "sha256": sha256_file(out_path),
+        "kind": kind,
+        "sample": sample,
+        "shards": len(shards),
+    }
 
 
 def _publish(
