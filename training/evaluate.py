@@ -22,9 +22,14 @@ import torch
 from tokenmill.core.env import prepare_environment
 
 
-def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[str, Any]:
+def evaluate(
+    model_dir: str | Path, cfg, tokens_manifest: str | Path, heldout: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Validation metrics of the model in ``model_dir`` under the run config ``cfg``: the objective's
-    named losses, the token loss and the unigram baseline (nats/token), and perplexity for GPT."""
+    named losses, the token loss and the unigram baseline (nats/token), and perplexity for GPT.
+
+    ``heldout`` (``spark_jobs.heldout.heldout_split``): score that set's tokens instead of the validation split; the
+    baseline still counts the training tokens. Its tokenizer must be the one the model trained with."""
     from tokenmill.core.manifest import read_manifest
     from tokenmill.core.tokenizer import load_pretrained
     from tokenmill.training.data import open_split
@@ -39,7 +44,13 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
     tokenizer = load_pretrained(tokenizer_path)  # as the tokenize stage encoded
     specials = tokens["tokenizer"]["special_tokens"]
     vocab_size = tokens["tokenizer"]["vocab_size"]
-    train_tokens, val_tokens = open_split(tokens, "train"), open_split(tokens, "validation")
+    train_tokens = open_split(tokens, "train")
+    if heldout is not None and heldout["tokenizer"]["sha256"] != tokens["tokenizer"]["sha256"]:
+        raise ValueError(
+            f"the held-out set was encoded with {heldout['tokenizer']['path']}, the model trained on tokens of "
+            f"{tokens['tokenizer']['path']}: their losses do not compare"
+        )
+    val_tokens = open_split(heldout if heldout is not None else tokens, "validation")
     objective, source = objective_for_run(
         cfg, family, model.cfg.block_size, specials, vocab_size, tokenizer, train_tokens, val_tokens
     )
@@ -69,6 +80,29 @@ def evaluate(model_dir: str | Path, cfg, tokens_manifest: str | Path) -> dict[st
     if perplexity is not None:
         out["perplexity"] = perplexity
     return out
+
+
+def score_heldout(train_manifest: str | Path, cfg, heldout_manifest: str | Path) -> dict[str, dict[str, Any]]:
+    """Every set of a ``heldout`` manifest (``spark_jobs.heldout``) scored by the model a train manifest names:
+    per set, the token loss (nats/token), its unigram baseline, accuracy and the tokens scored. A set left empty by
+    decontamination is absent."""
+    from tokenmill.core.manifest import read_manifest
+    from tokenmill.spark_jobs.heldout import heldout_split
+
+    train = read_manifest(train_manifest, stage="train")
+    heldout = read_manifest(heldout_manifest, stage="heldout")
+    scores = {}
+    for name, entry in heldout["sets"].items():
+        if "split" not in entry:
+            continue
+        result = evaluate(train["model"]["folder"], cfg, train["tokens_manifest"]["path"], heldout_split(heldout, name))
+        scores[name] = {
+            "token_loss": result["token_loss"],
+            "unigram_baseline_loss": result["unigram_baseline_loss"],
+            "token_accuracy": result["token_accuracy"],
+            "validation_tokens": result["validation_tokens"],
+        }
+    return scores
 
 
 def main(argv: list[str] | None = None) -> int:
