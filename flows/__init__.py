@@ -1,4 +1,4 @@
-"""Prefect flows: data, tokenize, train, evaluate, pipeline, bakeoff (deployments in prefect.yaml).
+"""Prefect flows: data, tokenize, train, evaluate, pipeline, bakeoff, ablation (deployments in prefect.yaml).
 
 Importing the package prepares the process environment (Spark's Python, quiet telemetry, the local
 services' URLs), so flows behave the same under ``tokenmill``, ``tokenmill serve`` and a plain

@@ -23,8 +23,23 @@ def entries():
 def test_every_flow_has_a_deployment_named_flow_slash_variant(entries):
     names = [e["full_name"] for e in entries]
     assert len(set(names)) == len(names)
-    assert {n.split("/")[0] for n in names} == {"data", "tokenize", "train", "evaluate", "pipeline", "bakeoff"}
-    assert {"data/nightly", "pipeline/demo", "pipeline/tiny", "train/on-demand", "bakeoff/weekly"} <= set(names)
+    assert {n.split("/")[0] for n in names} == {
+        "data",
+        "tokenize",
+        "train",
+        "evaluate",
+        "pipeline",
+        "bakeoff",
+        "ablation",
+    }
+    assert {
+        "data/nightly",
+        "pipeline/demo",
+        "pipeline/tiny",
+        "train/on-demand",
+        "bakeoff/weekly",
+        "ablation/monthly",
+    } <= set(names)
 
 
 def test_parameters_validate_against_the_flows(entries):

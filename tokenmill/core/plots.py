@@ -60,6 +60,32 @@ def loss_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
     return path
 
 
+def ablation_chart(rows: list[dict[str, Any]], sets: list[str], path: str | Path) -> Path:
+    """Grouped bars: each held-out set's token loss per recipe (one bar per row), the seed-to-seed spread as an
+    error bar on the rows that trained with several seeds (``<set>_spread``)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(sets) * max(1, len(rows)) / 2), 4.2))
+    width = 0.8 / max(1, len(rows))
+    for i, row in enumerate(rows):
+        xs = [j - 0.4 + width * (i + 0.5) for j in range(len(sets))]
+        ys = [row.get(s) if row.get(s) is not None else 0.0 for s in sets]
+        spread = [row.get(f"{s}_spread") or 0.0 for s in sets]
+        ax.bar(xs, ys, width=width, label=row["recipe"], yerr=spread if any(spread) else None, capsize=3)
+    ax.set_xticks(range(len(sets)), sets)
+    ax.set_ylabel("held-out token loss, nats (lower is better)")
+    ax.set_title("data ablation: the same model trained on each recipe, scored on the same held-out text")
+    losses = [row[s] for row in rows for s in sets if row.get(s) is not None]
+    if losses:
+        ax.set_ylim(min(losses) - 0.3, max(losses) + 0.2)  # the differences, not the bars' common height
+    ax.legend(title="recipe")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def bakeoff_chart(rows: list[dict[str, Any]], histories: dict[str, list[dict]], path: str | Path) -> Path:
     """Three panels: training loss against tokens per family, validation token loss against each family's
     unigram baseline, and throughput."""
