@@ -20,6 +20,8 @@ import dataclasses
 import json
 import re
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tokenmill.core import tracking
-from tokenmill.core.config import Config, ConfigError
+from tokenmill.core.config import Config, ConfigError, dump_config
 from tokenmill.core.env import REPO_ROOT
 from tokenmill.core.manifest import read_manifest, sha256_file
 from tokenmill.flows.data import data_flow
@@ -38,6 +40,11 @@ from tokenmill.resolve import resolve_and_dump, resolve_config
 
 DEFAULT_PLAN = REPO_ROOT / "conf" / "ablation.yaml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def mlflow_key(name: str) -> str:
+    """``name`` as MLflow takes it in a param or metric key: a recipe's ``+`` becomes ``_`` (filtered_dedup)."""
+    return name.replace("+", "_")
 
 
 @dataclasses.dataclass
@@ -137,10 +144,28 @@ def heldout_sets(cfg: Config, plan: AblationPlan, data_manifests: dict[str, str]
 
 @task(name="score-heldout", retries=1, retry_delay_seconds=5)
 def score_model(cfg: Config, train_manifest: str, heldout_manifest: str) -> dict[str, dict[str, Any]]:
-    """``training.evaluate.score_heldout``: the model on every held-out set."""
-    from tokenmill.training.evaluate import score_heldout
-
-    return score_heldout(train_manifest, cfg, heldout_manifest)
+    """The model on every held-out set, in its own process (``training.evaluate --heldout-manifest``)."""
+    out = Path(train_manifest).parent / "heldout-scores.json"
+    config_file = Path(train_manifest).parent / "heldout-config.yaml"
+    dump_config(cfg, config_file)
+    cmd = [
+        sys.executable,
+        "-m",
+        "tokenmill.training.evaluate",
+        "--train-manifest",
+        train_manifest,
+        "--run-config",
+        str(config_file),
+        "--heldout-manifest",
+        heldout_manifest,
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO_ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"held-out scoring exited with code {proc.returncode}:\n{proc.stderr[-3000:]}")
+    get_run_logger().info(proc.stdout.strip())
+    return json.loads(out.read_text())
 
 
 @flow(name="ablation", log_prints=True)
@@ -194,7 +219,7 @@ def ablation_flow(
                 "ablation.noise_seeds": plan.noise_seeds,
                 "ablation.eval_docs": plan.eval_docs,
                 "ablation.clean_eval": plan.clean_eval or "",
-                **{f"ablation.{r.name}.steps": ",".join(r.steps) for r in plan.recipes},
+                **{f"ablation.{mlflow_key(r.name)}.steps": ",".join(r.steps) for r in plan.recipes},
             }
         )
         runs = []  # (recipe, seed) of every training
@@ -220,8 +245,8 @@ def ablation_flow(
             child.log_params({"recipe.name": recipe.name, "recipe.steps": ",".join(recipe.steps)})
             child.log_params({f"recipe.set.{i}": o for i, o in enumerate(recipe.overrides)})
             child.log_metrics(
-                {f"heldout/{s}/token_loss": v["token_loss"] for s, v in scores.items()}
-                | {f"heldout/{s}/tokens": v["validation_tokens"] for s, v in scores.items()}
+                {f"heldout/{mlflow_key(s)}/token_loss": v["token_loss"] for s, v in scores.items()}
+                | {f"heldout/{mlflow_key(s)}/tokens": v["validation_tokens"] for s, v in scores.items()}
                 | {"tokens_seen": train["tokens_seen"]},
                 step=train["steps"],
             )
@@ -284,7 +309,8 @@ def _publish(cfg: Config, parent: str, rows: list[dict], held: dict, out: Path) 
     mlf = tracking.MlflowLogger(cfg.tracking_uri, parent)
     for name in ("comparison.png", "comparison.json", "comparison.csv"):
         mlf.log_artifact(out / name, "ablation")
-    mlf.log_metrics({f"{r['recipe']}/{s}": r[s] for r in rows for s in sets if r[s] is not None}, step=0)
+    mlf.log_table({c: [r[c] for r in rows] for c in columns}, "ablation/comparison_table.json")  # MLflow's table view
+    mlf.log_metrics({mlflow_key(f"{r['recipe']}/{s}"): r[s] for r in rows for s in sets if r[s] is not None}, step=0)
     decon = [
         {
             "set": s,

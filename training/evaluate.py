@@ -2,11 +2,14 @@
 
     python -m tokenmill.training.evaluate --model <model folder> --run-config <config.yaml>
         --tokens-manifest <tokenize manifest.json> --out <evaluate manifest.json> [--mlflow-run-id <id>]
+    python -m tokenmill.training.evaluate --train-manifest <train manifest.json> --run-config <config.yaml>
+        --heldout-manifest <heldout manifest.json> --out <scores.json>
 
 Scores the same validation examples training scored (same objective, same seed), against the same
 unigram baseline, so a model folder that round-trips its weights reproduces the training-time
 validation metrics. Writes an ``evaluate`` manifest and, given a run id, logs ``eval/*`` metrics
-into that MLflow run.
+into that MLflow run. With ``--heldout-manifest`` (the data ablation) it scores the model of a train manifest on
+every held-out set instead and writes ``score_heldout``'s result as JSON.
 """
 
 from __future__ import annotations
@@ -108,18 +111,31 @@ def score_heldout(train_manifest: str | Path, cfg, heldout_manifest: str | Path)
 def main(argv: list[str] | None = None) -> int:
     prepare_environment()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="tokenmill model folder (a run's train/ folder)")
+    p.add_argument("--model", help="tokenmill model folder (a run's train/ folder)")
     p.add_argument("--run-config", required=True, help="the run's resolved config.yaml")
-    p.add_argument("--tokens-manifest", required=True)
+    p.add_argument("--tokens-manifest")
     p.add_argument("--out", required=True, help="where to write the evaluate manifest (JSON)")
     p.add_argument("--mlflow-run-id", default=None, help="log eval/* metrics into this run")
+    p.add_argument("--train-manifest", help="with --heldout-manifest: the model (and its tokens) to score")
+    p.add_argument("--heldout-manifest", help="score every held-out set of this manifest (spark_jobs.heldout)")
     args = p.parse_args(argv)
+
+    import json
 
     from tokenmill.core.config import load_config
     from tokenmill.core.manifest import sha256_file, write_manifest
 
     torch.manual_seed(0)
     cfg = load_config(args.run_config)
+    if args.heldout_manifest:
+        if not args.train_manifest:
+            p.error("--heldout-manifest needs --train-manifest")
+        scores = score_heldout(args.train_manifest, cfg, args.heldout_manifest)
+        Path(args.out).write_text(json.dumps(scores, indent=2))
+        print("evaluate: " + "  ".join(f"{s} {v['token_loss']:.4f}" for s, v in scores.items()))
+        return 0
+    if not (args.model and args.tokens_manifest):
+        p.error("--model and --tokens-manifest are required (or --train-manifest with --heldout-manifest)")
     result = evaluate(args.model, cfg, args.tokens_manifest)
     manifest = {
         "stage": "evaluate",

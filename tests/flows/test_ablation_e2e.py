@@ -30,7 +30,7 @@ def ablation(prefect_harness, tmp_path_factory):
             {
                 "recipes": {
                     "raw": {"steps": ["extract"]},
-                    "filtered": {"steps": ["extract", "langid", "gopher_quality", "c4"]},
+                    "filtered+c4": {"steps": ["extract", "langid", "gopher_quality", "c4"]},  # "+": not in MLflow keys
                 },
                 "clean_eval": str(clean),
                 "eval_docs": 16,
@@ -49,10 +49,10 @@ def ablation(prefect_harness, tmp_path_factory):
 
 def test_same_training_tokens_and_same_evaluation_tokens(ablation):
     runs = ablation["runs"]
-    assert [(r["recipe"], r["seed"]) for r in runs] == [("raw", 1234), ("filtered", 1234), ("raw", 1235)]
+    assert [(r["recipe"], r["seed"]) for r in runs] == [("raw", 1234), ("filtered+c4", 1234), ("raw", 1235)]
     assert len({r["tokens_seen"] for r in runs}) == 1 and runs[0]["tokens_seen"] > 0
     sets = set(runs[0]["scores"])
-    assert {"val-raw", "val-filtered"} <= sets
+    assert {"val-raw", "val-filtered+c4"} <= sets
     for name in sets:
         assert len({r["scores"][name]["validation_tokens"] for r in runs}) == 1, name
     # the recipes differ in what they kept, and their models in what they learned
@@ -67,10 +67,10 @@ def test_one_tokenizer_and_decontaminated_heldout(ablation):
         for p in Path(ablation["heldout_manifest"]).parents[1].glob("*/tokens/manifest.json")
     }
     assert tokenizers == {held["tokenizer"]["sha256"]}
-    raw, filtered = held["sets"]["val-raw"], held["sets"]["val-filtered"]
+    raw, filtered = held["sets"]["val-raw"], held["sets"]["val-filtered+c4"]
     assert 0 < raw["documents_before"] <= 16 and raw["documents"] + raw["removed"] == raw["documents_before"]
     assert 0 < filtered["documents_before"] <= raw["documents_before"]  # filtering keeps a subset
-    assert set(raw["removed_by_recipe"]) == {"raw", "filtered"}
+    assert set(raw["removed_by_recipe"]) == {"raw", "filtered+c4"}
     assert held["sets"]["clean"]["documents"] == 1 and held["sets"]["clean"]["removed"] == 0
 
 
@@ -84,11 +84,22 @@ def test_parent_children_and_comparison(ablation, tmp_path):
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    assert sorted(c.data.params["recipe.name"] for c in children) == ["filtered", "raw", "raw"]
+    assert sorted(c.data.params["recipe.name"] for c in children) == ["filtered+c4", "raw", "raw"]
     assert all(c.info.status == "FINISHED" for c in children)
-    assert all("heldout/val-raw/token_loss" in c.data.metrics for c in children)
+    assert all(
+        {"heldout/val-raw/token_loss", "heldout/val-filtered_c4/token_loss"} <= set(c.data.metrics) for c in children
+    )
+    assert (
+        parent.data.metrics["filtered_c4/val-raw"]
+        == next(r for r in ablation["rows"] if r["recipe"] != "raw")["val-raw"]
+    )
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "ablation")}
-    assert names == {"ablation/comparison.png", "ablation/comparison.json", "ablation/comparison.csv"}
+    assert names == {
+        "ablation/comparison.png",
+        "ablation/comparison.json",
+        "ablation/comparison.csv",
+        "ablation/comparison_table.json",
+    }
     logged = json.loads(
         Path(client.download_artifacts(parent.info.run_id, "ablation/comparison.json", str(tmp_path))).read_text()
     )
