@@ -222,9 +222,8 @@ def ablation_flow(
                 **{f"ablation.{mlflow_key(r.name)}.steps": ",".join(r.steps) for r in plan.recipes},
             }
         )
-        runs = []  # (recipe, seed) of every training
-        for recipe in plan.recipes:
-            runs.append((recipe, cfg.run.seed))
+        # (recipe, seed) of every training: each recipe once, then the first one with noise_seeds more seeds
+        runs = [(recipe, cfg.run.seed) for recipe in plan.recipes]
         runs += [(plan.recipes[0], cfg.run.seed + k) for k in range(1, plan.noise_seeds + 1)]
         trained = []
         for recipe, seed in runs:
@@ -288,7 +287,8 @@ def comparison_rows(trained: list[tuple], sets: list[str], seed: int) -> list[di
             row[s] = round(main[2][s]["token_loss"], 4) if s in main[2] else None
             row[f"{s}_spread"] = round(max(values) - min(values), 4) if len(values) > 1 else None
         row["seeds"] = len(mine)
-        row["mean_loss"] = round(statistics.mean(v for s in sets if (v := row[s]) is not None), 4)
+        scored = [v for s in sets if (v := row[s]) is not None]
+        row["mean_loss"] = round(statistics.mean(scored), 4) if scored else None
         row["mlflow_run_id"] = main[3]
         rows.append(row)
     return rows

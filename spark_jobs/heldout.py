@@ -1,6 +1,7 @@
 """Held-out evaluation sets for the data ablation: text no recipe trains on, tokenized with the shared tokenizer.
 
-Sets: ``clean`` (the shipped ``data/heldout/clean-eval.jsonl``, or any ``.jsonl``/``.txt`` given) and
+Sets: ``clean`` (the shipped ``data/heldout/clean-eval.jsonl``, or any ``.jsonl``/``.txt`` given; with documents
+of several ``"source"`` values, also ``clean-<source>`` for each) and
 ``val-<recipe>`` (up to ``max_docs`` of each recipe's validation documents, the ones with the smallest sha1 of
 their id: the tokenize stage's split, so no recipe trained on them). Then every evaluation text sharing a word
 ``ngram_size``-gram with the **training** documents of any recipe is removed (the normalisation and hashing of the
@@ -34,9 +35,10 @@ log = logging.getLogger("tokenmill.data")
 CLEAN = "clean"
 
 
-def read_texts(path: str | Path) -> list[tuple[str, str]]:
-    """``(id, text)`` of a ``.jsonl`` file (``"text"`` field; ``"id"`` or the line number) or of every ``.txt`` and
-    ``.jsonl`` file under a folder, in a stable order. A line that is not JSON with a text is an error."""
+def read_texts(path: str | Path) -> list[tuple[str, str, str | None]]:
+    """``(id, text, source)`` of a ``.jsonl`` file (``"text"`` field; ``"id"`` or the line number; ``"source"`` or
+    None) or of every ``.txt`` and ``.jsonl`` file under a folder, in a stable order. A line that is not JSON with a
+    text is an error."""
     path = Path(path)
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".txt", ".jsonl")) if path.is_dir() else [path]
     if not files:
@@ -44,7 +46,7 @@ def read_texts(path: str | Path) -> list[tuple[str, str]]:
     out = []
     for f in files:
         if f.suffix.lower() == ".txt":
-            out.append((f.name, f.read_text(encoding="utf-8")))
+            out.append((f.name, f.read_text(encoding="utf-8"), None))
             continue
         for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
@@ -55,7 +57,8 @@ def read_texts(path: str | Path) -> list[tuple[str, str]]:
                 raise ValueError(f"{f}:{n}: not JSON ({e.msg})") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
                 raise ValueError(f"{f}:{n}: no string field 'text'")
-            out.append((str(obj.get("id", f"{f.name}:{n}")), obj["text"]))
+            source = obj.get("source")
+            out.append((str(obj.get("id", f"{f.name}:{n}")), obj["text"], str(source) if source else None))
     return out
 
 
@@ -120,7 +123,12 @@ def build_heldout_sets(
     )
     sets: dict[str, list[tuple[str, str]]] = {}
     if clean is not None:
-        sets[CLEAN] = read_texts(clean)
+        texts = read_texts(clean)
+        sets[CLEAN] = [(i, t) for i, t, _ in texts]
+        sources = sorted({src for _, _, src in texts if src})
+        if len(sources) > 1:  # each source on its own too: one genre can carry the whole difference
+            for src in sources:
+                sets[f"{CLEAN}-{src}"] = [(i, t) for i, t, s in texts if s == src]
     for name, manifest in recipes.items():
         sets[f"val-{name}"] = _validation_docs(spark, manifest, fraction, max_docs)
 

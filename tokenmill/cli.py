@@ -276,10 +276,13 @@ def ablation_command(args) -> int:
         config_path=args.config, overrides=args.overrides, recipes_path=args.recipes_file, recipes=only
     )
     sets = [k for k in result["rows"][0] if k.startswith(("clean", "val-")) and not k.endswith("_spread")]
-    print("\n" + f"{'recipe':<18}{'tokens_seen':>12}" + "".join(f"{s:>18}" for s in sets) + f"{'seeds':>7}")
+    width = {s: max(17, len(s)) + 2 for s in sets}
+    print("\n" + f"{'recipe':<18}{'tokens_seen':>12}" + "".join(f"{s:>{width[s]}}" for s in sets) + f"{'seeds':>7}")
     for row in result["rows"]:
         cells = "".join(
-            f"{row[s]:>12.4f} ±{row[s + '_spread']:<4.3f}" if row[f"{s}_spread"] is not None else f"{row[s]!s:>18}"
+            f"{row[s]:.4f} ±{row[s + '_spread']:.3f}".rjust(width[s])
+            if row[f"{s}_spread"] is not None
+            else f"{row[s]!s:>{width[s]}}"
             for s in sets
         )
         print(f"{row['recipe']:<18}{row['tokens_seen']:>12}{cells}{row['seeds']:>7}")

@@ -26,12 +26,17 @@ from tokenmill.core.env import prepare_environment
 
 
 def evaluate(
-    model_dir: str | Path, cfg, tokens_manifest: str | Path, heldout: dict[str, Any] | None = None
+    model_dir: str | Path,
+    cfg,
+    tokens_manifest: str | Path,
+    heldout: dict[str, Any] | None = None,
+    max_blocks: int | None = None,
 ) -> dict[str, Any]:
     """Validation metrics of the model in ``model_dir`` under the run config ``cfg``: the objective's
     named losses, the token loss and the unigram baseline (nats/token), and perplexity for GPT.
 
-    ``heldout`` (``spark_jobs.heldout.heldout_split``): score that set's tokens instead of the validation split; the
+    ``heldout`` (``spark_jobs.heldout.heldout_split``): score that set's tokens instead of the validation split, every
+    window once (``max_blocks`` caps the examples; default ``train.eval_max_blocks`` for the validation split); the
     baseline still counts the training tokens. Its tokenizer must be the one the model trained with."""
     from tokenmill.core.manifest import read_manifest
     from tokenmill.core.tokenizer import load_pretrained
@@ -57,7 +62,12 @@ def evaluate(
     objective, source = objective_for_run(
         cfg, family, model.cfg.block_size, specials, vocab_size, tokenizer, train_tokens, val_tokens
     )
-    batches = objective.eval_batches(source, cfg.train.eval_max_blocks, batch_size=1)
+    if max_blocks is None:
+        # a held-out set is scored whole (each window once); the validation split as training scored it
+        max_blocks = (
+            max(1, len(val_tokens) // model.cfg.block_size) if heldout is not None else cfg.train.eval_max_blocks
+        )
+    batches = objective.eval_batches(source, max_blocks, batch_size=1)
     if not batches:
         raise ValueError(f"no validation examples from {len(val_tokens)} validation tokens")
     started = time.time()

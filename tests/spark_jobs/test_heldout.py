@@ -42,7 +42,12 @@ def test_sets_decontaminated_and_scoreable(spark, tmp_path):
     a = _recipe(tmp_path, "a", [(i, texts[i]) for i in ids])
     b = _recipe(tmp_path, "b", [(i, texts[i]) for i in train[:50]] + [("copy", "Intro. " + texts[copied])])
     clean = tmp_path / "clean.jsonl"
-    clean.write_text(json.dumps({"id": "c1", "text": _text(999)}) + "\n" + json.dumps({"text": texts[train[3]]}) + "\n")
+    clean.write_text(
+        json.dumps({"id": "c1", "text": _text(999), "source": "news"})
+        + "\n"
+        + json.dumps({"text": texts[train[3]], "source": "docs"})
+        + "\n"
+    )
     tok = train_bpe(iter(texts.values()), 400, 2)
     tok.save(str(tmp_path / "tokenizer.json"))
     cfg = Config()
@@ -56,6 +61,8 @@ def test_sets_decontaminated_and_scoreable(spark, tmp_path):
     assert va["removed_by_recipe"] == {"a": 0, "b": 1} and va["removed"] == 1  # the copy, not a's own validation
     assert m["sets"]["clean"]["removed_by_recipe"]["a"] == 1  # a trains on train[3]
     assert m["sets"]["clean"]["documents"] == 1
+    # two sources: each is a set of its own too
+    assert m["sets"]["clean-news"]["documents"] == 1 and m["sets"]["clean-docs"]["removed"] == 1
     assert m["sets"]["val-b"]["documents_before"] == 0  # b has no validation document
     split = open_split(heldout_split(m, "val-a"), "validation")
     assert split.num_documents == va["documents"] and len(split) == va["tokens"] > 0
