@@ -193,13 +193,3 @@ def build_heldout_sets(
         manifest["sets"][s] = entry
     write_manifest(out_dir / "manifest.json", manifest)
     return manifest
-
-
-def heldout_split(manifest: dict[str, Any], name: str) -> dict[str, Any]:
-    """The tokenize-manifest-shaped view of held-out set ``name`` (``splits.validation``), for ``open_split``."""
-    entry = manifest["sets"].get(name)
-    if entry is None:
-        raise KeyError(f"no held-out set {name!r}: the manifest has {', '.join(manifest['sets'])}")
-    if "split" not in entry:
-        raise ValueError(f"held-out set {name!r} has no document left after decontamination")
-    return {"format": manifest["format"], "tokenizer": manifest["tokenizer"], "splits": {"validation": entry["split"]}}

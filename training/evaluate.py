@@ -35,7 +35,7 @@ def evaluate(
     """Validation metrics of the model in ``model_dir`` under the run config ``cfg``: the objective's
     named losses, the token loss and the unigram baseline (nats/token), and perplexity for GPT.
 
-    ``heldout`` (``spark_jobs.heldout.heldout_split``): score that set's tokens instead of the validation split, every
+    ``heldout`` (``core.manifest.heldout_split``): score that set's tokens instead of the validation split, every
     window once (``max_blocks`` caps the examples; default ``train.eval_max_blocks`` for the validation split); the
     baseline still counts the training tokens. Its tokenizer must be the one the model trained with."""
     from tokenmill.core.manifest import read_manifest
@@ -99,8 +99,7 @@ def score_heldout(train_manifest: str | Path, cfg, heldout_manifest: str | Path)
     """Every set of a ``heldout`` manifest (``spark_jobs.heldout``) scored by the model a train manifest names:
     per set, the token loss (nats/token), its unigram baseline, accuracy and the tokens scored. A set left empty by
     decontamination is absent."""
-    from tokenmill.core.manifest import read_manifest
-    from tokenmill.spark_jobs.heldout import heldout_split
+    from tokenmill.core.manifest import heldout_split, read_manifest
 
     train = read_manifest(train_manifest, stage="train")
     heldout = read_manifest(heldout_manifest, stage="heldout")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from tokenmill.core.config import Config
-from tokenmill.core.manifest import read_manifest, write_manifest
+from tokenmill.core.manifest import heldout_split, read_manifest, write_manifest
 from tokenmill.core.tokenizer import split_of, train_bpe
-from tokenmill.spark_jobs.heldout import build_heldout_sets, heldout_split, read_texts
+from tokenmill.spark_jobs.heldout import build_heldout_sets, read_texts
 from tokenmill.training.data import open_split
 
 WORDS = "river bridge stone cloud winter summer garden market silver window paper candle forest harbor".split()

@@ -103,3 +103,14 @@ FUNNEL_COLUMNS = ("stage", "in", "dropped", "quarantined", "out")
 def funnel_rows(funnel: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The funnel's rows with their columns in reading order, for tables in the UIs."""
     return [{column: row[column] for column in FUNNEL_COLUMNS} for row in funnel]
+
+
+def heldout_split(manifest: dict[str, Any], name: str) -> dict[str, Any]:
+    """The tokenize-manifest-shaped view of held-out set ``name`` (``splits.validation``), for ``open_split``.
+    A ``heldout`` manifest is written by ``spark_jobs.heldout``; training reads it through this view."""
+    entry = manifest["sets"].get(name)
+    if entry is None:
+        raise KeyError(f"no held-out set {name!r}: the manifest has {', '.join(manifest['sets'])}")
+    if "split" not in entry:
+        raise ValueError(f"held-out set {name!r} has no document left after decontamination")
+    return {"format": manifest["format"], "tokenizer": manifest["tokenizer"], "splits": {"validation": entry["split"]}}
