@@ -357,7 +357,7 @@ def _write_outputs(docs, ledger, version_dir: Path, cfg: DataConfig, kept_bytes:
     meet their outcome (the one shuffle of the text, into ``ceil(kept text / data.shard_target_mb)``
     partitions by id), each task sorts its rows by id and writes and hashes one shard per output."""
     n_shards = max(1, math.ceil(kept_bytes / (cfg.shard_target_mb * 2**20)))
-    final = with_outcome(docs, ledger).sortWithinPartitions("id")
+    final = with_outcome(docs, ledger, partitions=n_shards).sortWithinPartitions("id")
     with outcome_partitions(docs.sparkSession, n_shards):
         return _write_shards(final, version_dir, cfg.row_group_mb * 2**20)
 

@@ -46,23 +46,27 @@ def ledger_of(docs: DataFrame, steps: list[DatasetStep]) -> DataFrame:
     return docs.select(*columns)
 
 
-def with_outcome(docs: DataFrame, ledger: DataFrame) -> DataFrame:
+def with_outcome(docs: DataFrame, ledger: DataFrame, partitions: int | None = None) -> DataFrame:
     """``docs`` (its columns in order, then the outcome columns it lacks) with the ledger's outcome: an inner
-    join on ``id`` (ids are unique, so every row stays). Under ``outcome_partitions(spark, n)``, the join is a
-    shuffle of both sides into exactly ``n`` hash partitions by id: the only shuffle of the text."""
+    join on ``id`` (ids are unique, so every row stays). With ``partitions``, and under
+    ``outcome_partitions(spark, partitions)``, the result is exactly ``partitions`` hash partitions by id, the
+    join's one shuffle of the text, whatever partitioning the sides had."""
     outcome = ledger.select("id", *OUTCOME_COLUMNS)
     rest = docs.drop(*[c for c in OUTCOME_COLUMNS if c in docs.columns])
+    if partitions is not None:
+        # Without these the planner keeps a side's partitioning when it already satisfies the join: a one-file
+        # job reads into one partition (which satisfies any clustering), and the join then stayed in one
+        # partition on some runs and was shuffled into ``partitions`` on others, depending on what the planner
+        # knew of the cached sides. Two sides hash-partitioned alike are co-partitioned: no further exchange.
+        rest, outcome = rest.repartition(partitions, "id"), outcome.repartition(partitions, "id")
     return rest.join(outcome, "id").select(*docs.columns, *[c for c in OUTCOME_COLUMNS if c not in docs.columns])
 
 
 @contextmanager
 def outcome_partitions(spark, partitions: int):
-    """While active, a join planned by an action (``with_outcome``'s) shuffles into exactly ``partitions``.
-
-    A ``repartition(n, "id")`` on both sides is not enough: when both join sides are shuffles, Spark plans the
-    join's exchange with ``spark.sql.shuffle.partitions`` partitions instead, and adaptive execution may then
-    coalesce them or broadcast a side. So the action runs with that setting at ``partitions``, partition
-    coalescing and automatic broadcasts off; the settings are restored after it."""
+    """While active, ``with_outcome(..., partitions)``'s join stays in exactly ``partitions``: the session's
+    shuffle partitions are set to it (a planner that re-plans the join's exchange uses that number), and
+    adaptive partition coalescing and automatic broadcasts are off; the settings are restored after it."""
     settings = {
         "spark.sql.shuffle.partitions": str(partitions),
         "spark.sql.adaptive.coalescePartitions.enabled": "false",

@@ -73,10 +73,28 @@ def test_the_outcome_meets_every_document_once_in_its_column_order(spark):
     spark.conf.set("spark.sql.shuffle.partitions", "16")  # what a job before may have left in the session
     try:
         with outcome_partitions(spark, 3):  # whatever the session's shuffle partitions and the sides' sizes
-            joined = with_outcome(docs, ledger_of(docs, []))
+            joined = with_outcome(docs, ledger_of(docs, []), partitions=3)
             assert joined.rdd.getNumPartitions() == 3
             sizes = joined.rdd.mapPartitions(lambda part: [sum(1 for _ in part)]).collect()
             assert len(sizes) == 3 and sum(sizes) == len(rows) and max(sizes) < len(rows)
         assert spark.conf.get("spark.sql.shuffle.partitions") == "16"  # restored
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", before)
+
+
+def test_the_outcome_is_cut_into_the_asked_partitions_even_when_both_sides_sit_in_one(spark):
+    # One input file reads into one partition, which satisfies any clustering: without an explicit shuffle the
+    # join kept that single partition, and a rerun of a one-file data job wrote one shard where it had written two.
+    rows = corpus(20)
+    docs = spark.createDataFrame(rows, DOC_SCHEMA).repartition(1).cache()
+    ledger = ledger_of(docs, [ExactDeduplicator()])
+    ledger = ExactDeduplicator().apply(ledger, docs).cache()
+    try:
+        ledger.count()
+        with outcome_partitions(spark, 3):
+            joined = with_outcome(docs, ledger, partitions=3)
+            sizes = joined.rdd.mapPartitions(lambda part: [sum(1 for _ in part)]).collect()
+        assert len(sizes) == 3 and sum(sizes) == len(rows) and max(sizes) < len(rows)
+    finally:
+        ledger.unpersist()
+        docs.unpersist()
