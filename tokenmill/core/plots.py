@@ -15,6 +15,16 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | Path, dpi: int = 110) -> Path:
+    """``fig`` laid out and written to ``path`` (its folder made), then closed; returns the path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def funnel_chart(funnel: list[dict[str, Any]], path: str | Path) -> Path:
     """Horizontal bars: documents remaining after each stage, with what each stage removed."""
     plt = _pyplot()
@@ -36,11 +46,7 @@ def funnel_chart(funnel: list[dict[str, Any]], path: str | Path) -> Path:
     ax.set_title("Data funnel")
     ax.set_xlim(0, max(row["in"] for row in funnel) * 1.3 or 1)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def loss_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
@@ -53,11 +59,7 @@ def loss_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
     ax.set_ylabel("loss (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=90)
 
 
 def ablation_chart(rows: list[dict[str, Any]], sets: list[str], path: str | Path) -> Path:
@@ -78,12 +80,7 @@ def ablation_chart(rows: list[dict[str, Any]], sets: list[str], path: str | Path
     if losses:
         ax.set_ylim(min(losses) - 0.3, max(losses) + 0.2)  # the differences, not the bars' common height
     ax.legend(title="recipe")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def bakeoff_chart(rows: list[dict[str, Any]], histories: dict[str, list[dict]], path: str | Path) -> Path:
@@ -116,9 +113,4 @@ def bakeoff_chart(rows: list[dict[str, Any]], histories: dict[str, list[dict]], 
     speed.bar(names, [r["tokens_per_s"] or 0 for r in rows], color="#e8833a")
     speed.set_ylabel("tokens / s in the training loop")
     speed.set_title("throughput")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
