@@ -205,14 +205,13 @@ def ablation_flow(
     heldout = heldout_sets(cfg, plan, data, str(tokenizer_path), str(out / "heldout"))
     held = read_manifest(heldout, stage="heldout")
 
-    parent = tracking.open_run(
+    with tracking.parent_run(
         cfg.tracking_uri,
         cfg.tracking.experiment,
         f"{cfg.run.name}-ablation",
         tags={"tokenmill.stage": "ablation", **prefect_lineage(), "tokenmill.ablation_recipes": ",".join(resolved)},
-    )
-    mlf = tracking.MlflowLogger(cfg.tracking_uri, parent)
-    try:
+    ) as parent:
+        mlf = tracking.MlflowLogger(cfg.tracking_uri, parent)
         mlf.log_params(
             {
                 "ablation.recipes": ",".join(resolved),
@@ -252,10 +251,6 @@ def ablation_flow(
             trained.append((recipe, seed, train, scores, result["mlflow_run_id"]))
         rows = comparison_rows(trained, list(held["sets"]), cfg.run.seed)
         chart = _publish(cfg, parent, rows, held, out)
-    except BaseException as e:
-        tracking.close_run(cfg.tracking_uri, parent, error=e)
-        raise
-    tracking.close_run(cfg.tracking_uri, parent)
     return {
         "parent_run_id": parent,
         "rows": rows,

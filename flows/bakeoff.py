@@ -138,7 +138,7 @@ def bakeoff_flow(
     out = cfg.run_dir.resolve() / "bakeoff"
     out.mkdir(parents=True, exist_ok=True)
 
-    parent = tracking.open_run(
+    with tracking.parent_run(
         cfg.tracking_uri,
         cfg.tracking.experiment,
         f"{cfg.run.name}-bakeoff",
@@ -148,9 +148,8 @@ def bakeoff_flow(
             "tokenmill.bakeoff_families": ",".join(families),
             **tracking.lineage_tags(Path(tokens_manifest)),
         },
-    )
-    mlf = tracking.MlflowLogger(cfg.tracking_uri, parent)
-    try:
+    ) as parent:
+        mlf = tracking.MlflowLogger(cfg.tracking_uri, parent)
         mlf.log_params(
             {
                 "bakeoff.families": ",".join(families),
@@ -179,10 +178,6 @@ def bakeoff_flow(
             rows.append(comparison_row(family, sizes[family], train, result["wall_seconds"], result["mlflow_run_id"]))
             histories[family] = train["history"]
         chart = _publish(cfg, parent, rows, histories, out)
-    except BaseException as e:
-        tracking.close_run(cfg.tracking_uri, parent, error=e)
-        raise
-    tracking.close_run(cfg.tracking_uri, parent)
     return {
         "parent_run_id": parent,
         "rows": rows,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenmill.core.tracking import EXPERIMENT_KIND, MODEL_TRAINING, MlflowLogger, open_run
+import pytest
+
+from tokenmill.core.tracking import EXPERIMENT_KIND, MODEL_TRAINING, MlflowLogger, open_run, parent_run
 
 
 def test_a_sqlite_store_keeps_artifacts_beside_it_and_opens_on_runs(tmp_path, monkeypatch):
@@ -41,3 +43,19 @@ def test_an_existing_experiment_gets_its_kind_once(tmp_path):
     client.set_experiment_tag(exp_id, EXPERIMENT_KIND, "genai_development")  # a person chose another kind
     open_run(uri, "old", "r2")
     assert client.get_experiment(exp_id).tags[EXPERIMENT_KIND] == "genai_development"
+
+
+def test_a_parent_run_ends_finished_or_failed_with_the_error_that_left_its_block(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    with parent_run(uri, "exp", "good", tags={"kind": "bakeoff"}) as good:
+        assert client.get_run(good).info.status == "RUNNING"
+    with pytest.raises(ValueError, match="no recipes"):
+        with parent_run(uri, "exp", "bad") as bad:
+            raise ValueError("no recipes")
+    assert client.get_run(good).info.status == "FINISHED"
+    assert client.get_run(good).data.tags["kind"] == "bakeoff"
+    assert client.get_run(bad).info.status == "FAILED"
+    assert client.get_run(bad).data.tags["error"] == "ValueError: no recipes"

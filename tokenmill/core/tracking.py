@@ -7,6 +7,8 @@ log into that run by id, so one run holds the data manifest, the metrics and the
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,19 @@ def open_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, 
     if (exp.tags.get(EXPERIMENT_KIND) if exp else None) is None:
         client.set_experiment_tag(exp_id, EXPERIMENT_KIND, MODEL_TRAINING)
     return client.create_run(exp_id, run_name=run_name, tags=tags or {}).info.run_id
+
+
+@contextmanager
+def parent_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
+    """A RUNNING MLflow run for the block (its id), ended FINISHED after it, or FAILED with the error that left it
+    (re-raised): the parent of a bake-off's or an ablation's child runs."""
+    run_id = open_run(tracking_uri, experiment, run_name, tags)
+    try:
+        yield run_id
+    except BaseException as e:
+        close_run(tracking_uri, run_id, error=e)
+        raise
+    close_run(tracking_uri, run_id)
 
 
 # MLflow 3 reads an experiment's kind where its UI has no view switch; with the switch (3.17) the URL decides
