@@ -140,8 +140,8 @@ class HFSide:
 
 
 def build_side(name: str, args):
-    """One side, built in its own process: tokenmill's through ``distributed.init_distributed`` (as a rank starts,
-    allocator settings included), the peer as a plain script would; both from the same seed-0 weights."""
+    """One side, built in its own process: tokenmill's through ``distributed.init_distributed`` (as a rank starts),
+    the peer as a plain script would; both from the same seed-0 weights."""
     from tokenmill.core.env import prepare_environment
 
     prepare_environment()
