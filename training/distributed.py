@@ -15,7 +15,49 @@ import torch
 from tokenmill.core.config import TrainConfig, check_offload
 from tokenmill.training.schedule import learning_rate
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def native_bf16(dev: torch.device | None = None) -> bool:
+    """True when ``dev`` (default: this rank's ``device()``) computes bf16 matmuls natively: a CUDA GPU of compute
+    capability 8.0 or later (Ampere, Hopper), or a CPU with AVX512-BF16 or AMX tiles. Elsewhere bf16 is emulated
+    and slower than fp32."""
+    dev = device() if dev is None else dev
+    if dev.type == "cuda":
+        return torch.cuda.get_device_capability(dev)[0] >= 8
+    if dev.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        return any(
+            bool(getattr(cpu, probe, lambda: False)())
+            for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        )
+    return False
+
+
+def resolve_precision(train: TrainConfig, agree: bool = True, checkpoint: str | None = None) -> TrainConfig:
+    """``train`` with ``precision: auto`` made concrete: bf16 when every rank's device has native bf16
+    (``native_bf16``), else fp32; other precisions are returned as they are.
+
+    With ``agree`` and a process group up, the ranks take the minimum of their answers (a collective), so a job
+    that spans unlike nodes runs one precision everywhere. ``checkpoint``, the precision of the checkpoint a run
+    resumes (``checkpoint_precision``), wins over auto: a run continues as it started, on whatever nodes it resumes;
+    a precision written out that contradicts it is a ``ValueError``."""
+    import dataclasses
+
+    if checkpoint is not None:
+        if train.precision not in ("auto", checkpoint):
+            raise ValueError(
+                f"the checkpoint this run resumes was trained in {checkpoint}, and train.precision is "
+                f"{train.precision}: set train.precision={checkpoint} (or auto) to resume it, or train into another "
+                "folder (--out) or with train.resume=false"
+            )
+        return dataclasses.replace(train, precision=checkpoint)
+    if train.precision != "auto":
+        return train
+    native = native_bf16()
+    if agree and torch.distributed.is_available() and torch.distributed.is_initialized():
+        (native,) = _all_reduce([float(native)], torch.distributed.ReduceOp.MIN)
+    return dataclasses.replace(train, precision="bf16" if native else "fp32")
 
 
 def batch_sizes(train: TrainConfig, world_size: int) -> tuple[int, int, int]:
@@ -53,6 +95,7 @@ def deepspeed_config(train: TrainConfig, world_size: int, base_path: str | Path 
     if train.precision not in PRECISIONS:
         raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
     check_offload(train)  # a ConfigError, which is a ValueError
+    train = resolve_precision(train, agree=False)  # training's setup() has made the ranks agree already
     if train.grad_clip < 0:
         raise ValueError(f"train.grad_clip must be >= 0 (0 disables clipping), got {train.grad_clip}")
     micro, accum, global_batch = batch_sizes(train, world_size)
@@ -103,6 +146,7 @@ def zero_stage(train: TrainConfig, world_size: int) -> int:
     bf16 and fp16 keep their ZeRO master weights, and stage 3 is left as configured.
     """
     stage = train.zero_stage
+    train = resolve_precision(train, agree=False)  # one rank: nothing to agree with
     if world_size == 1 and stage in (1, 2) and train.precision == "fp32" and not train.offload_optimizer:
         return 0
     return stage
@@ -347,9 +391,28 @@ def _use_safe_loading(engine) -> None:
     engine.checkpoint_engine = SafeCheckpointEngine(getattr(engine, "_config", None))
 
 
+def engine_precision(engine) -> str:
+    """The precision ``engine`` trains in: bf16, fp16 or fp32."""
+    return "bf16" if engine.bfloat16_enabled() else "fp16" if engine.fp16_enabled() else "fp32"
+
+
+def checkpoint_precision(directory: str | Path) -> str | None:
+    """The precision of the latest checkpoint in ``directory`` (``save_checkpoint`` writes it beside the weights), or
+    ``None`` without one. Rank 0 reads it and every rank gets its answer. Collective."""
+    directory = Path(directory)
+    code = -1.0
+    if torch.distributed.get_rank() == 0 and (directory / "latest").is_file():
+        marker = directory / (directory / "latest").read_text().strip() / "precision"
+        written = marker.read_text().strip() if marker.is_file() else None
+        code = float(PRECISIONS.index(written)) if written in PRECISIONS[1:] else -1.0
+    code = int(broadcast_value(code))
+    return PRECISIONS[code] if code > 0 else None
+
+
 def save_checkpoint(engine, directory: str | Path, step: int, client_state: dict[str, Any], keep: int = 2) -> Path:
     """Model, optimizer, LR schedule, loss scaler (DeepSpeed) plus ``client_state`` and every RNG state,
-    under ``directory/step-NNNNNNN``; older checkpoints beyond ``keep`` are removed. Collective."""
+    under ``directory/step-NNNNNNN``, and the engine's precision in its ``precision`` file; older checkpoints beyond
+    ``keep`` are removed. Collective."""
     import shutil
 
     directory = Path(directory)
@@ -365,6 +428,7 @@ def save_checkpoint(engine, directory: str | Path, step: int, client_state: dict
     engine.save_checkpoint(str(directory), tag=tag, client_state=state)
     torch.distributed.barrier()
     if torch.distributed.get_rank() == 0:
+        (directory / tag / "precision").write_text(engine_precision(engine) + "\n")
         for old in sorted(directory.glob("step-*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     torch.distributed.barrier()

@@ -150,8 +150,13 @@ def setup(args: argparse.Namespace) -> Run:
     from tokenmill.training.objectives import objective_for_run
 
     cfg = load_config(args.run_config)  # the dump the CLI or flow resolved: no step registry needed here
-    tcfg = cfg.train
     rank, world = distributed.init_distributed()
+    out_dir = Path(args.out_dir)
+    # precision auto is decided here, by the ranks' own devices (the CLI may run on a login node without a GPU), or
+    # by the checkpoint a run resumes.
+    saved = distributed.checkpoint_precision(out_dir / "checkpoints") if cfg.train.resume else None
+    cfg = dataclasses.replace(cfg, train=distributed.resolve_precision(cfg.train, checkpoint=saved))
+    tcfg = cfg.train
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"%(asctime)s [rank {rank}] %(message)s",
@@ -159,7 +164,6 @@ def setup(args: argparse.Namespace) -> Run:
         stream=sys.stdout,
     )
     torch.manual_seed(cfg.run.seed)
-    out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     tokens = read_manifest(args.tokens_manifest, stage="tokenize")
@@ -195,11 +199,12 @@ def setup(args: argparse.Namespace) -> Run:
                 "train.world_size": world,
                 "train.global_batch": ds_config["train_batch_size"],
                 "model.resolved_family": spec.name,
+                "train.resolved_precision": tcfg.precision,
                 **{f"model.arch.{k}": v for k, v in dataclasses.asdict(arch).items()},
             }
         )
         log.info(
-            "train: %s (%s) with %.2fM parameters, %d train / %d validation tokens, %d rank(s), ZeRO-%d",
+            "train: %s (%s) with %.2fM parameters, %d train / %d validation tokens, %d rank(s), ZeRO-%d, %s",
             spec.name,
             objective.name,
             n_params / 1e6,
@@ -207,6 +212,7 @@ def setup(args: argparse.Namespace) -> Run:
             len(val_tokens),
             world,
             ds_config["zero_optimization"]["stage"],  # distributed.zero_stage: 1 and 2 run as 0 on one fp32 rank
+            tcfg.precision,
         )
         if objective.windows_per_epoch:
             log.info(

@@ -16,7 +16,7 @@ def test_bad_values_exit_2_with_one_line_and_no_traceback(capsys, tmp_path):
     assert main(["config", "--set", "train.precision=fp8"]) == 2
     out = capsys.readouterr()
     assert out.out == ""
-    assert out.err == "tokenmill: config error: train.precision must be one of fp32, bf16, fp16, got 'fp8'\n"
+    assert out.err == "tokenmill: config error: train.precision must be one of auto, fp32, bf16, fp16, got 'fp8'\n"
     assert main(["train", "--dry-run", "--set", "train.micro_batch_size=0", "--set", f"run.output_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert err == "tokenmill: config error: train.micro_batch_size must be > 0, got 0\n"

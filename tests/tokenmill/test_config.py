@@ -305,7 +305,7 @@ BAD_VALUES = [
     ("model.norm=sandwich", "model.norm must be one of pre, post, got 'sandwich'"),
     ("train.launcher=mpirun", "train.launcher must be one of torchrun, deepspeed, slurm, got 'mpirun'"),
     ("train.zero_stage=4", "train.zero_stage must be one of 0, 1, 2, 3, got 4"),
-    ("train.precision=fp8", "train.precision must be one of fp32, bf16, fp16, got 'fp8'"),
+    ("train.precision=fp8", "train.precision must be one of auto, fp32, bf16, fp16, got 'fp8'"),
     ("train.schedule=step", "train.schedule must be one of cosine, linear, constant, got 'step'"),
     ("run.seed=-1", "run.seed must be >= 0, got -1"),
     ("train.poll_seconds=0", "train.poll_seconds must be > 0, got 0"),

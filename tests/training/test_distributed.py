@@ -46,9 +46,9 @@ def test_stage_and_clipping_come_from_train_config():
 def test_one_fp32_rank_runs_zero_1_and_2_as_stage_0(stage):
     """Stages 1 and 2 partition over data-parallel ranks: on one rank there is nothing to partition, so fp32 runs the
     plain optimizer (stage 0); offload, bf16/fp16 (ZeRO's master weights) and stage 3 keep the configured stage."""
-    one = deepspeed_config(TrainConfig(zero_stage=stage), 1)["zero_optimization"]["stage"]
+    one = deepspeed_config(TrainConfig(zero_stage=stage, precision="fp32"), 1)["zero_optimization"]["stage"]
     assert one == (0 if stage in (1, 2) else stage)
-    assert zero_stage(TrainConfig(zero_stage=stage), 2) == stage
+    assert zero_stage(TrainConfig(zero_stage=stage, precision="fp32"), 2) == stage
     for kept in (dict(precision="bf16"), dict(precision="fp16")):
         assert zero_stage(TrainConfig(zero_stage=stage, **kept), 1) == stage
     if stage:
@@ -116,6 +116,69 @@ def test_precision_switches_exactly_one_mode(precision):
     assert cfg["bf16"]["enabled"] == (precision == "bf16")
     assert cfg["fp16"]["enabled"] == (precision == "fp16")
     assert cfg["fp16"]["loss_scale"] == 0  # dynamic loss scaling whenever fp16 is on
+
+
+def test_auto_precision_is_bf16_exactly_where_the_device_has_native_bf16(monkeypatch):
+    from tokenmill.training import distributed
+
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(distributed, "native_bf16", lambda dev=None, native=native: native)
+        assert distributed.resolve_precision(TrainConfig(precision="auto")).precision == expected
+        cfg = deepspeed_config(TrainConfig(precision="auto", zero_stage=2), 1)
+        assert (cfg["bf16"]["enabled"], cfg["fp16"]["enabled"]) == (native, False)
+        assert cfg["zero_optimization"]["stage"] == (2 if native else 0)  # fp32 on one rank runs stage 0
+        for fixed in ("fp32", "bf16", "fp16"):  # a precision written out is kept as written
+            assert distributed.resolve_precision(TrainConfig(precision=fixed)).precision == fixed
+
+
+def test_a_resumed_run_keeps_its_checkpoint_precision(monkeypatch):
+    from tokenmill.training import distributed
+
+    monkeypatch.setattr(distributed, "native_bf16", lambda dev=None: True)
+    for saved in ("fp32", "bf16"):
+        for asked in ("auto", saved):
+            assert distributed.resolve_precision(TrainConfig(precision=asked), checkpoint=saved).precision == saved
+    with pytest.raises(ValueError, match="trained in bf16, and train.precision is fp32: set train.precision=bf16"):
+        distributed.resolve_precision(TrainConfig(precision="fp32"), checkpoint="bf16")
+
+
+def test_the_default_precision_is_auto_and_this_machine_answers_it():
+    import torch
+
+    from tokenmill.training.distributed import native_bf16, resolve_precision
+
+    assert TrainConfig().precision == "auto"
+    cpu = torch.cpu
+    expected = cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported()
+    assert native_bf16(torch.device("cpu")) == expected
+    assert resolve_precision(TrainConfig()).precision == ("bf16" if expected else "fp32")
+
+
+@pytest.mark.slow
+def test_the_ranks_agree_on_auto_precision_and_one_without_bf16_makes_it_fp32(tmp_path):
+    """A job over unlike nodes runs one precision: every rank takes the least capable rank's answer."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "rank.py"
+    script.write_text(
+        "import os, sys, torch.distributed as dist\n"
+        "from tokenmill.core.config import TrainConfig\n"
+        "from tokenmill.training import distributed\n"
+        "dist.init_process_group('gloo')\n"
+        "rank = dist.get_rank()\n"
+        "distributed.native_bf16 = lambda dev=None: rank != int(sys.argv[1])\n"
+        "precision = distributed.resolve_precision(TrainConfig()).precision\n"
+        f"open(f'{tmp_path}/rank{{rank}}-{{sys.argv[1]}}', 'w').write(precision)\n"
+        "dist.barrier()\n"
+        "dist.destroy_process_group()  # a rank that exits with the group up can abort in gloo's teardown\n"
+    )
+    for without in (-1, 1):  # -1: both ranks have bf16; 1: rank 1 does not
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script)]
+        done = subprocess.run([*cmd, str(without)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        answers = [(tmp_path / f"rank{r}-{without}").read_text() for r in (0, 1)]
+        assert answers == (["bf16", "bf16"] if without < 0 else ["fp32", "fp32"])
 
 
 def test_offload_settings_and_their_stage_requirements():

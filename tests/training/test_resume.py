@@ -217,3 +217,48 @@ def test_resume_refuses_a_checkpoint_holding_arbitrary_objects(pipeline_run, tmp
     assert done.returncode != 0
     assert "Weights only load failed" in done.stdout + done.stderr or "UnpicklingError" in done.stdout + done.stderr
     assert not marker.exists()
+
+
+def test_a_checkpoint_resumes_in_the_precision_it_was_trained_in(pipeline_run, tmp_path):
+    """precision auto keeps a resumed run's precision, though the nodes it resumes on answer auto otherwise (a rank
+    started here with ``native_bf16`` patched); a precision written out that contradicts the checkpoint is refused,
+    naming the fix. Ranks are started directly: the CLI starts over when the config changes."""
+    from tokenmill.core.config import dump_config, load_config
+
+    rank = tmp_path / "rank.py"
+    rank.write_text(
+        "import sys\n"
+        "from tokenmill.training import distributed, train\n"
+        "native = sys.argv.pop(1) == 'bf16'\n"
+        "distributed.native_bf16 = lambda dev=None: native\n"
+        "sys.exit(train.main(sys.argv[1:]))\n"
+    )
+    out = tmp_path / "train"
+    out.mkdir()
+
+    def train(device: str, steps: int, precision: str = "auto") -> subprocess.CompletedProcess:
+        cfg = load_config(
+            REPO_ROOT / "conf" / "tiny.yaml",
+            [f"train.max_steps={steps}", f"train.precision={precision}", "train.nproc=1", "train.eval_max_blocks=4"],
+        )
+        dump_config(cfg, out / "config.yaml")
+        args = ["--run-config", str(out / "config.yaml"), "--tokens-manifest", pipeline_run["tokens_manifest"]]
+        env = {**ENV, "MASTER_PORT": str(29400 + os.getpid() % 500)}
+        cmd = [sys.executable, str(rank), device, *args, "--out-dir", str(out)]
+        return subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+
+    def ran_bf16() -> bool:
+        return json.loads((out / "deepspeed_config.json").read_text())["bf16"]["enabled"]
+
+    first = train("bf16", steps=4)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert ran_bf16() and (out / "checkpoints" / "step-0000004" / "precision").read_text() == "bf16\n"
+
+    resumed = train("none", steps=6)  # auto would be fp32 on this "device"
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert read_manifest(out / "manifest.json", stage="train")["resumed_at_step"] == 4
+    assert ran_bf16() and "bf16" in (out / "checkpoints" / "step-0000006" / "precision").read_text()
+
+    refused = train("bf16", steps=8, precision="fp32")
+    assert refused.returncode != 0
+    assert "trained in bf16, and train.precision is fp32: set train.precision=bf16" in refused.stdout + refused.stderr

@@ -112,7 +112,9 @@ class TrainConfig:
     poll_seconds: float = 5.0  # launcher slurm: seconds between squeue/scontrol looks at the job
     zero_stage: int = 2
     deepspeed_config: str = "conf/deepspeed/base.json"
-    precision: str = "fp32"  # fp32, bf16, or fp16 (with dynamic loss scaling)
+    # auto: bf16 where every rank's device computes it natively (CUDA compute capability >= 8.0; a CPU with
+    # AVX512-BF16 or AMX), else fp32; or fp32, bf16, fp16 (with dynamic loss scaling) as written.
+    precision: str = "auto"
     offload_optimizer: bool = False  # optimizer states (and the step) on the CPU; ZeRO 1-3
     offload_params: bool = False  # parameters on the CPU between uses; ZeRO 3 only
     activation_checkpointing: bool = False  # recompute each block's activations in the backward pass
@@ -203,7 +205,7 @@ CHOICES: dict[str, tuple] = {
     "train.launcher": ("torchrun", "deepspeed", "slurm"),  # training.launch.LAUNCHERS
     "tokenizer.encoder": ("auto", "tokenizers"),  # core.tokenizer.ENCODERS
     "train.zero_stage": (0, 1, 2, 3),
-    "train.precision": ("fp32", "bf16", "fp16"),  # training.distributed.PRECISIONS
+    "train.precision": ("auto", "fp32", "bf16", "fp16"),  # training.distributed.PRECISIONS
     "train.schedule": ("cosine", "linear", "constant"),  # training.schedule.SCHEDULES
 }
 
