@@ -1,18 +1,23 @@
 """Tokens/s of a tokenmill GPT training step on CPU versus a plain Hugging Face GPT-2 loop, same run.
 
     .venv/bin/python bench/train_throughput.py [--layers 6 --width 384 --heads 6 --seq 256 --batch 8
-        --vocab 8192] [--warmup 2 --steps 2 --repeats 16] [--zero 2] [--threads N] [--compile]
+        --vocab 8192] [--warmup 2 --steps 2 --repeats 16] [--zero 2] [--precision auto] [--threads N] [--compile]
+        [--peer-autocast]
 
 tokenmill: what ``training/train.py`` does per step, single process: ``CausalLMObjective.batch``,
 ``objective.loss(engine, batch)`` (GPT's fused output layer and loss), ``engine.backward``, ``engine.step`` (torch's
 fused AdamW) on the DeepSpeed engine of ``tokenmill.training.distributed.initialize`` after
 ``distributed.init_distributed`` (AdamW, warmup + cosine, gradient clipping 1.0, ``train.zero_stage`` ``--zero``: by
-default the product's default, 2, which ``distributed.zero_stage`` runs as stage 0 on one fp32 rank).
+default the product's default, 2, which ``distributed.zero_stage`` runs as stage 0 on one fp32 rank) and
+``train.precision`` ``--precision`` (by default the product's default, ``auto``: bf16 where the device computes it
+natively, as ``distributed.resolve_precision`` decides at a rank's start; this machine's answer is printed). When
+that is not fp32, a third process runs tokenmill's loop in fp32 too, and its ratio is printed beside.
 Peer: transformers' ``GPT2LMHeadModel`` (its default SDPA attention) with
 the same initial weights and batches, ``torch.optim.AdamW`` with the same parameter groups and
-hyper-parameters, the same schedule, ``clip_grad_norm_(1.0)``, cross entropy on its logits. Both
-fp32, tied embeddings, biases, GELU-tanh, learned positions, no dropout, the same threads; the final
-losses of both are printed and agree (same weights, same batches, same math).
+hyper-parameters, the same schedule, ``clip_grad_norm_(1.0)``, cross entropy on its logits, in fp32 (the plain loop
+one writes without tokenmill; ``--peer-autocast`` runs its forward pass under ``torch.autocast`` bf16 instead).
+Tied embeddings, biases, GELU-tanh, learned positions, no dropout, the same threads on every side; the final losses
+are printed (same weights, same batches: equal in fp32, within bf16 rounding otherwise).
 
 Each side runs in its own spawned process, as each would in reality: sharing one process, the two models shared
 one heap, and the peer ran 7-9 % slower beside tokenmill's allocations than alone (2026-12-05), which flattered the
@@ -23,14 +28,16 @@ seconds apart, under the same load): the bench reports their median with the int
 second and per CPU-second (all threads of each side's process). A shared machine widens the spread; it does not bias
 the paired ratio much, but no verdict is given when the spread is wider than the effect.
 
-Goal (docs/benchmarks.md): tokenmill's tokens/s >= 1.2x the peer's. The last line says ``met`` (first quartile of
-the per-repeat ratios >= 1.2), ``not met`` (third quartile < 1.2), or ``undecided`` with the reason: the
-interquartile range straddles 1.2, or is wider than the median's distance from 1.
+Goal (docs/benchmarks.md): tokenmill's tokens/s, with the product's default precision, >= 1.2x the peer's. The last
+line says ``met`` (first quartile of the per-repeat ratios >= 1.2), ``not met`` (third quartile < 1.2), or
+``undecided`` with the reason: the interquartile range straddles 1.2, or is wider than the median's distance from 1;
+it quotes the fp32 side's ratio too.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import socket
 import statistics
@@ -66,9 +73,7 @@ def token_stream(n: int, vocab: int, seed: int = 0):
 class TokenmillSide:
     """The training loop of ``training/train.py``: objective batch → objective loss → engine backward/step."""
 
-    name = "tokenmill (DeepSpeed engine)"
-
-    def __init__(self, model, objective, train_cfg, zero: int):
+    def __init__(self, model, objective, train_cfg):
         from tokenmill.training import distributed
 
         ds_config = distributed.deepspeed_config(train_cfg, 1, REPO_ROOT / "conf" / "deepspeed" / "base.json")
@@ -90,9 +95,9 @@ class TokenmillSide:
 class HFSide:
     """A plain PyTorch loop around ``GPT2LMHeadModel``: what one would write without tokenmill."""
 
-    name = "HF GPT2LMHeadModel + AdamW"
+    def __init__(self, model, objective, train_cfg, autocast: bool = False):
+        import contextlib
 
-    def __init__(self, model, objective, train_cfg):
         import torch
 
         from tokenmill.training.schedule import learning_rate
@@ -117,6 +122,9 @@ class HFSide:
             ),
         )
         self.clip = train_cfg.grad_clip
+        self.forward_context = (
+            (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if autocast else contextlib.nullcontext
+        )
         self.objective, self.batch_size, self.step_no = objective, train_cfg.micro_batch_size, 0
         self.loss = float("nan")
 
@@ -126,8 +134,9 @@ class HFSide:
 
         batch = self.objective.batch(self.step_no, self.batch_size)
         x, y = batch["input_ids"], batch["labels"]
-        logits = self.model(input_ids=x).logits
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+        with self.forward_context():
+            logits = self.model(input_ids=x).logits
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), y.reshape(-1))
         loss.backward()
         if self.clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
@@ -140,8 +149,9 @@ class HFSide:
 
 
 def build_side(name: str, args):
-    """One side, built in its own process: tokenmill's through ``distributed.init_distributed`` (as a rank starts),
-    the peer as a plain script would; both from the same seed-0 weights."""
+    """One side, built in its own process: tokenmill's (``tokenmill`` at ``--precision``, ``tokenmill-fp32``) through
+    ``distributed.init_distributed`` and ``resolve_precision`` (as a rank starts), the peer (``HF``) as a plain script
+    would; all from the same seed-0 weights."""
     from tokenmill.core.env import prepare_environment
 
     prepare_environment()
@@ -179,17 +189,21 @@ def build_side(name: str, args):
     torch.manual_seed(0)
     ours = GPT(cfg)
     info = {"params": ours.num_params(), "threads": torch.get_num_threads(), "torch": torch.__version__}
-    if name == "tokenmill":
+    if name.startswith("tokenmill"):
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
         os.environ["MASTER_PORT"] = str(free_port())
         distributed.init_distributed()
-        side = TokenmillSide(torch.compile(ours) if args.compile else ours, objective, train_cfg, args.zero)
+        precision = "fp32" if name == "tokenmill-fp32" else args.precision
+        train_cfg = distributed.resolve_precision(dataclasses.replace(train_cfg, precision=precision))
+        side = TokenmillSide(torch.compile(ours) if args.compile else ours, objective, train_cfg)
         info["zero_runs_as"] = side.engine.zero_optimization_stage()
+        info["precision"] = train_cfg.precision
         return side, info
     hf = GPT2LMHeadModel(gpt2.hf_config(cfg, {"eot": 0, "pad": 1}))
     hf.load_state_dict(gpt2.to_hf_state(ours.state_dict(), cfg), strict=True)
     info["attention"] = hf.config._attn_implementation
-    return HFSide(hf, objective, train_cfg), info
+    info["precision"] = "fp32 weights, bf16 autocast forward" if args.peer_autocast else "fp32"
+    return HFSide(hf, objective, train_cfg, autocast=args.peer_autocast), info
 
 
 def serve(name: str, args, conn) -> None:
@@ -212,7 +226,7 @@ def serve(name: str, args, conn) -> None:
             cpu += time.process_time() - c0
         conn.send((tokens, seconds, cpu))
     conn.send(side.loss)
-    if name == "tokenmill":
+    if name.startswith("tokenmill"):
         import torch
 
         torch.distributed.destroy_process_group()
@@ -236,20 +250,37 @@ def main() -> None:
         choices=(0, 1, 2),
         help="train.zero_stage of tokenmill's side (default: the product's, TrainConfig.zero_stage)",
     )
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=("auto", "fp32", "bf16"),
+        help="train.precision of tokenmill's side (default: the product's, TrainConfig.precision)",
+    )
+    p.add_argument("--peer-autocast", action="store_true", help="run the peer's forward under torch.autocast bf16")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     p.add_argument("--compile", action="store_true", help="torch.compile tokenmill's model (compile time excluded)")
     args = p.parse_args()
     import multiprocessing as mp
 
     from tokenmill.core.config import TrainConfig
+    from tokenmill.training.distributed import resolve_precision
 
     if args.zero is None:
         args.zero = TrainConfig().zero_stage
-    names = ("tokenmill", "HF")
-    labels = {"tokenmill": TokenmillSide.name, "HF": HFSide.name}
-    spawn = mp.get_context("spawn")  # fresh interpreters: nothing of one side's set-up leaks into the other
+    if args.precision is None:
+        args.precision = TrainConfig().precision
+    resolved = resolve_precision(TrainConfig(precision=args.precision)).precision  # what a rank here decides
+    names = ("tokenmill", "HF") if resolved == "fp32" else ("tokenmill", "tokenmill-fp32", "HF")
+    labels = {
+        "tokenmill": f"tokenmill ({args.precision}: {resolved})"
+        if args.precision == "auto"
+        else f"tokenmill ({resolved})",
+        "tokenmill-fp32": "tokenmill (fp32)",
+        "HF": "HF GPT2 + AdamW" + (" (autocast)" if args.peer_autocast else " (fp32)"),
+    }
+    spawn = mp.get_context("spawn")  # fresh interpreters: nothing of one side's set-up leaks into another
     conns, procs, infos = {}, {}, {}
-    for name in names:  # one at a time, so neither warm-up competes with the other
+    for name in names:  # one at a time, so no warm-up competes with another
         conns[name], child = spawn.Pipe()
         procs[name] = spawn.Process(target=serve, args=(name, args, child), daemon=True)
         procs[name].start()
@@ -257,13 +288,14 @@ def main() -> None:
     ours, peer = infos["tokenmill"], infos["HF"]
     print(
         f"model: GPT-2-like, {args.layers} layers x {args.width} wide, {args.heads} heads, vocab {args.vocab}, "
-        f"{ours['params'] / 1e6:.1f}M parameters (tied), biases, GELU-tanh, fp32",
+        f"{ours['params'] / 1e6:.1f}M parameters (tied), biases, GELU-tanh",
         flush=True,
     )
     print(
         f"step: batch {args.batch} x seq {args.seq} = {args.batch * args.seq} tokens, AdamW (0.9, 0.95), clip 1.0; "
-        f"tokenmill train.zero_stage {args.zero} (runs as ZeRO-{ours['zero_runs_as']}), {ours['threads']} threads "
-        f"per side, torch {ours['torch']}, HF attention {peer['attention']}; each side in its own process",
+        f"tokenmill train.zero_stage {args.zero} (runs as ZeRO-{ours['zero_runs_as']}), train.precision "
+        f"{args.precision} (runs as {ours['precision']}), {ours['threads']} threads per side, torch {ours['torch']}; "
+        f"HF attention {peer['attention']}, {peer['precision']}; each side in its own process",
         flush=True,
     )
     if args.compile:
@@ -272,9 +304,10 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in names}
     cpu_rates: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.repeats):
-        for name in names if r % 2 == 0 else names[::-1]:  # who goes first alternates: fair under drifting load
+        order = names[r % len(names) :] + names[: r % len(names)]  # who goes first rotates: fair under drifting load
+        for name in order:
             conns[name].send(args.steps)
-            tokens, seconds, cpu = conns[name].recv()  # the other process waits meanwhile: one side runs at a time
+            tokens, seconds, cpu = conns[name].recv()  # the others wait meanwhile: one side runs at a time
             rates[name].append(tokens / seconds)
             cpu_rates[name].append(tokens / cpu)
         print(
@@ -288,29 +321,38 @@ def main() -> None:
         losses[name] = conns[name].recv()
         procs[name].join(timeout=60)
 
-    per_repeat = [a / b for a, b in zip(*rates.values())]
-    per_repeat_cpu = [a / b for a, b in zip(*cpu_rates.values())]
-    ours_rate, hf_rate = (statistics.median(rates[n]) for n in names)
-    q1, ratio, q3 = quartiles(per_repeat)
-    c1, cpu_ratio, c3 = quartiles(per_repeat_cpu)
-    print(f"\n{'':30}{'tokens/s':>10}{'q1':>8}{'q3':>8}{'tokens/CPU-s':>14}{'final loss':>12}")
+    print(f"\n{'':34}{'tokens/s':>10}{'q1':>8}{'q3':>8}{'tokens/CPU-s':>14}{'final loss':>12}")
     for name in names:
         lo, mid, hi = quartiles(rates[name])
         print(
-            f"{labels[name]:30}{mid:10,.0f}{lo:8,.0f}{hi:8,.0f}{statistics.median(cpu_rates[name]):14,.0f}"
+            f"{labels[name]:34}{mid:10,.0f}{lo:8,.0f}{hi:8,.0f}{statistics.median(cpu_rates[name]):14,.0f}"
             f"{losses[name]:12.4f}"
         )
-    print(
-        f"\nratio tokenmill / HF, tokens per second: median {ratio:.2f}x, IQR {q1:.2f}-{q3:.2f} "
-        f"(range {min(per_repeat):.2f}-{max(per_repeat):.2f}) over {args.repeats} paired repeats x {args.steps} steps; "
-        f"per CPU-second: median {cpu_ratio:.2f}x, IQR {c1:.2f}-{c3:.2f}"
-    )
+    summary = {}
+    for name in names[:-1]:
+        per_repeat = [a / b for a, b in zip(rates[name], rates["HF"], strict=True)]
+        per_repeat_cpu = [a / b for a, b in zip(cpu_rates[name], cpu_rates["HF"], strict=True)]
+        q1, ratio, q3 = quartiles(per_repeat)
+        c1, cpu_ratio, c3 = quartiles(per_repeat_cpu)
+        summary[name] = (per_repeat, q1, ratio, q3, c1, cpu_ratio, c3)
+        print(
+            f"\nratio {labels[name]} / HF, tokens per second: median {ratio:.2f}x, IQR {q1:.2f}-{q3:.2f} "
+            f"(range {min(per_repeat):.2f}-{max(per_repeat):.2f}) over {args.repeats} paired repeats x {args.steps} "
+            f"steps; per CPU-second: median {cpu_ratio:.2f}x, IQR {c1:.2f}-{c3:.2f}"
+        )
+    per_repeat, q1, ratio, q3, c1, cpu_ratio, c3 = summary["tokenmill"]
+    ours_rate, hf_rate = statistics.median(rates["tokenmill"]), statistics.median(rates["HF"])
+    fp32 = ""
+    if "tokenmill-fp32" in summary:
+        _, f1, f_ratio, f3, *_ = summary["tokenmill-fp32"]
+        fp32 = f"; in fp32 {f_ratio:.2f}x [IQR {f1:.2f}-{f3:.2f}]"
     verdict = iqr_verdict(per_repeat, GOAL_RATIO)
     print(
-        f"bench train_throughput: {ratio:.2f}x the HF peer's tokens/s [IQR {q1:.2f}-{q3:.2f}] ({ours_rate:,.0f} vs "
-        f"{hf_rate:,.0f} tokens/s, medians of {args.repeats} paired repeats x {args.steps} steps), {cpu_ratio:.2f}x "
-        f"per CPU-second [IQR {c1:.2f}-{c3:.2f}], {args.layers} layers x {args.width}, batch {args.batch} x "
-        f"{args.seq} | goal >= {GOAL_RATIO}x the peer's tokens/s: {verdict}"
+        f"bench train_throughput: {ratio:.2f}x the HF peer's tokens/s [IQR {q1:.2f}-{q3:.2f}] with train.precision "
+        f"{args.precision} ({ours['precision']}; {ours_rate:,.0f} vs {hf_rate:,.0f} tokens/s, medians of "
+        f"{args.repeats} paired repeats x {args.steps} steps), {cpu_ratio:.2f}x per CPU-second [IQR {c1:.2f}-{c3:.2f}]"
+        f"{fp32}; peer {peer['precision']}, {args.layers} layers x {args.width}, batch {args.batch} x {args.seq} | "
+        f"goal >= {GOAL_RATIO}x the peer's tokens/s with the default training path: {verdict}"
     )
 
 
