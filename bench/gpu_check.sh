@@ -7,8 +7,9 @@
 # What it runs on a GPU for the first time (2026-12-04; none of it has run on one yet): the per-step stop and
 # checkpoint agreement as an all-reduce of a tensor on the engine's device over nccl (training/distributed.py), the
 # chunked output layer + cross entropy of GPT (training/models/layers.py linear_cross_entropy, bf16 matmuls, float32
-# log-softmax) and torch's fused AdamW (its CUDA kernel). bf16 keeps the configured ZeRO-2 on one process (only fp32
-# on one rank runs as stage 0, distributed.zero_stage). The report's tokens/s and MFU are the figures to compare
+# log-softmax), torch's fused AdamW (its CUDA kernel), and train.precision auto (the default since 2026-12-05):
+# the device's bf16 answer (compute capability >= 8.0) and the ranks' all-reduce of it over nccl. bf16 keeps the
+# configured ZeRO-2 on one process (only fp32 on one rank runs as stage 0, distributed.zero_stage). The report's tokens/s and MFU are the figures to compare
 # with the unfused loss (train at an earlier commit) if the chunk loop turns out slower on a GPU than on a CPU.
 #
 #   bench/gpu_check.sh              run it (from anywhere; it works in the repo this file is in)
@@ -42,7 +43,7 @@
 #   the train manifest's history, else the log lines), peak GPU memory, validation loss, timings.
 #
 # Settings (environment): STEPS (300), MICRO_BATCH (16 sequences), BLOCK (1024), VOCAB (50304),
-# PRECISION (bf16), ZERO_STAGE (2), LOG_EVERY (10), TRAIN_TOKENS (8000000), WORK_DIR
+# PRECISION (auto: the product's default, bf16 on a GPU of compute capability >= 8.0), ZERO_STAGE (2), LOG_EVERY (10), TRAIN_TOKENS (8000000), WORK_DIR
 # (${TMPDIR:-/tmp}/tokenmill-gpu-check: tokens, config, model, checkpoint; about 2 GB),
 # RESULTS_DIR (default WORK_DIR: gpu_check.json, train.log and train_manifest.json are copied
 # there), PIP_EXTRA_ARGS (added to the pip install line).
@@ -71,7 +72,7 @@ if ((CPU_SMOKE)); then
     FLAVOR=${FLAVOR:-debug}; PRECISION=${PRECISION:-fp32}; STEPS=${STEPS:-20}; MICRO_BATCH=${MICRO_BATCH:-4}
     BLOCK=${BLOCK:-64}; VOCAB=${VOCAB:-1024}; TRAIN_TOKENS=${TRAIN_TOKENS:-200000}; LOG_EVERY=${LOG_EVERY:-5}
 else
-    FLAVOR=${FLAVOR:-gpt2-small}; PRECISION=${PRECISION:-bf16}; STEPS=${STEPS:-300}; MICRO_BATCH=${MICRO_BATCH:-16}
+    FLAVOR=${FLAVOR:-gpt2-small}; PRECISION=${PRECISION:-auto}; STEPS=${STEPS:-300}; MICRO_BATCH=${MICRO_BATCH:-16}
     BLOCK=${BLOCK:-1024}; VOCAB=${VOCAB:-50304}; TRAIN_TOKENS=${TRAIN_TOKENS:-8000000}; LOG_EVERY=${LOG_EVERY:-10}
 fi
 ZERO_STAGE=${ZERO_STAGE:-2}
@@ -420,11 +421,14 @@ result = {
     "peak_gpu_memory_gib": max((w["gpu_memory_gib"] or 0) for w in windows) or None,
     "num_params": manifest["model"]["num_params"] if manifest else None,
     "val_loss": manifest.get("val_loss") if manifest else None,
+    "precision": manifest.get("precision") if manifest else None,
 }
 Path(out_path).write_text(json.dumps(result, indent=2))
 tps, mfu = result["tokens_per_s"], result["mfu"]
 print(f"gpu_check: RESULT on {device}: {summary}")
 print(f"gpu_check:   software         {packages}")
+if result["precision"]:
+    print(f"gpu_check:   precision        {result['precision']} (what the ranks ran; train.precision auto resolves on them)")
 if result["num_params"]:
     print(f"gpu_check:   parameters       {result['num_params'] / 1e6:.1f}M")
 print(f"gpu_check:   tokens/s         median {tps['median']:,.0f}  max {tps['max']:,.0f}  "

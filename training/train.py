@@ -499,6 +499,7 @@ def finish(run: Run, progress: Progress) -> None:
         },
         "weights": {"path": str(weights.resolve()), "sha256": sha256_file(weights)},
         "world_size": run.world,
+        "precision": tcfg.precision,  # what ran: train.precision auto resolved by the ranks' devices
         "steps": tcfg.max_steps,
         "tokens_seen": progress.tokens_seen,
         "val_loss": val["loss"],

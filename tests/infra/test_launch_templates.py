@@ -403,7 +403,7 @@ def test_gpu_check_dry_run(tmp_path):
     out = result.stdout
     for needle in (
         "gpt2-small",
-        "bf16",
+        "auto",
         "ZeRO-2",
         "torch.distributed.run",
         "tokenmill.training.train",
@@ -421,7 +421,7 @@ def test_gpu_check_dry_run(tmp_path):
             pytest.fail(f"gpu_check.sh uses --set {item}: {e}")
     cfg = load_config(overrides=overrides)
     assert cfg.model.flavor == "gpt2-small" and cfg.model.block_size == 1024
-    assert cfg.train.precision == "bf16" and cfg.train.zero_stage == 2 and cfg.train.nproc == 1
+    assert cfg.train.precision == "auto" and cfg.train.zero_stage == 2 and cfg.train.nproc == 1
     assert cfg.train.max_steps >= 100 and cfg.train.micro_batch_size * cfg.model.block_size >= 16 * 1024
     assert cfg.tracking.register_model is False and cfg.train.resume is False
 
@@ -450,7 +450,8 @@ def test_gpu_check_cpu_smoke(tmp_path):
     summary = json.loads((results / "gpu_check.json").read_text())
     assert summary["tokens_per_s"]["median"] > 0 and summary["device"] == "cpu"
     manifest = read_manifest(results / "train_manifest.json", "train")
-    assert manifest["stage"] == "train" and manifest["steps"] == 20
+    assert manifest["stage"] == "train" and manifest["steps"] == 20 and manifest["precision"] == "fp32"
+    assert summary["precision"] == "fp32"  # the CPU smoke pins fp32
     tokens = read_manifest(tmp_path / "work" / "tokens" / "manifest.json", "tokenize")
     assert tokens["stage"] == "tokenize" and tokens["tokenizer"]["vocab_size"] == 1024
     assert set(tokens["splits"]) == {"train", "validation"}
