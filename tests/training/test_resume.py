@@ -93,7 +93,7 @@ def assert_same_run(resumed: dict, whole: dict, tracking_uri: str) -> None:
     from mlflow.tracking import MlflowClient
 
     losses = lambda m: [(h["step"], h["train/loss"]) for h in m["history"]]  # noqa: E731
-    # CPU fp32, gloo, the same data for each step and restored RNG/optimizer/schedule: identical floats.
+    # CPU (fp32 or bf16), gloo, the same data for each step and restored RNG/optimizer/schedule: identical floats.
     assert losses(resumed) == losses(whole)
     assert [h["train/lr"] for h in resumed["history"]] == [h["train/lr"] for h in whole["history"]]
     assert [h["train/tokens_seen"] for h in resumed["history"]] == [h["train/tokens_seen"] for h in whole["history"]]
