@@ -71,6 +71,7 @@ def test_the_check_catches_a_host_tensor_in_a_collective(tmp_path):
         "        dist.all_reduce(torch.tensor([1.0]))\n"
         "    except RuntimeError as e:\n"
         "        print('refused:', e)\n"
+        "dist.destroy_process_group()  # exiting with the group up can abort in gloo's teardown\n"
     )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1", str(script)]
     done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
