@@ -50,11 +50,12 @@ def train(tokens_manifest: str, out: Path, *overrides: str) -> dict:
 @pytest.fixture(scope="module")
 def trained(pipeline_run, tmp_path_factory):
     """family → (train manifest, output folder) for the three non-GPT families, trained once. BERT is the original
-    post-LN one, which has a Hugging Face equivalent (the default pre-LN BERT trains in the bake-off test)."""
+    post-LN one with learned positions, which has a Hugging Face equivalent (the default pre-LN RoPE BERT trains in
+    the bake-off test)."""
     root = tmp_path_factory.mktemp("families")
     out = {}
     for family in ("bert", "t5", "transformer"):
-        sets = [f"model.family={family}"] + (["model.norm=post"] if family == "bert" else [])
+        sets = [f"model.family={family}"] + (["model.norm=post", "model.position=learned"] if family == "bert" else [])
         out[family] = (train(pipeline_run["tokens_manifest"], root / family, *sets), root / family)
     return out
 

@@ -91,9 +91,9 @@ class ModelConfig:
     dropout: float | None = None
     bias: bool | None = None  # gpt: biases in linear layers and norms
     tie_embeddings: bool | None = None
-    position: str | None = None  # learned, sinusoidal, rope, alibi (gpt, bert); relative (t5)
+    position: str | None = None  # learned, sinusoidal, rope, alibi (gpt, bert; bert's default rope); relative (t5)
     activation: str | None = None  # gelu, gelu_tanh, relu, gated-gelu, gated-silu
-    norm: str | None = None  # bert: pre (its default) or post (the original BERT; exports to Hugging Face)
+    norm: str | None = None  # bert: pre (its default) or post (the original BERT; with learned positions: HF export)
     init_from: str | None = None  # a Hugging Face model folder to continue pretraining from
 
 

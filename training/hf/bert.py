@@ -1,8 +1,9 @@
 """Our BERT ↔ transformers' ``BertForPreTraining``: config and weights, both ways, exactly.
 
 Export covers learned positions and sinusoidal ones (the fixed table is written as the learned
-``position_embeddings``, which reproduces it exactly); RoPE and ALiBi have no BERT equivalent.
-Only post-LN BERT (``norm="post"``, the original) has an equivalent; the pre-LN default does not.
+``position_embeddings``, which reproduces it exactly); RoPE (the default) and ALiBi have no BERT equivalent.
+Only post-LN BERT (``norm="post"``, the original) has an equivalent; the pre-LN default does not. The original
+BERT is ``model.norm=post model.position=learned`` (the ``bert-base`` and ``bert-large`` flavours).
 ``bias=False`` exports zeros for every bias BERT has (a zero bias is no bias), so the HF model
 computes the same logits; importing it back gives ``bias=True`` with those zeros. The fused
 ``qkv`` projection is split into BERT's ``query``/``key``/``value``. HF's ``position_ids`` and
@@ -53,8 +54,12 @@ _QKV = ("query", "key", "value")
 
 
 def _check_exportable(cfg: BERTConfig) -> None:
+    """ValueError unless ``cfg`` is the original BERT's shape: post-LN blocks and absolute positions."""
     if cfg.position not in ("learned", "sinusoidal"):
-        raise ValueError(f"BertForPreTraining has absolute positions only; position={cfg.position!r} has no equivalent")
+        raise ValueError(
+            f"BertForPreTraining has absolute positions only; position={cfg.position!r} has no equivalent (train "
+            "with model.position=learned model.norm=post for an exact Hugging Face export)"
+        )
     if cfg.norm != "post":
         raise ValueError(
             f"BertForPreTraining has post-LN blocks; norm={cfg.norm!r} has no equivalent (train with model.norm=post "

@@ -1,16 +1,17 @@
 """BERT: a bidirectional Transformer encoder pretrained with masked-LM and next-sentence prediction.
 
-Token + position + segment (token type) embeddings (then LayerNorm), a stack of encoder blocks, a pooler
-(dense + tanh on the ``[CLS]`` position) feeding the NSP classifier, and the MLM head (dense + activation +
-LayerNorm, then a decoder tied to the word embeddings with its own output bias). Positions are learned (BERT),
-sinusoidal, RoPE or bidirectional ALiBi. Plain single-device PyTorch.
+Token + segment (token type) embeddings (then LayerNorm), a stack of encoder blocks, a pooler (dense + tanh on
+the ``[CLS]`` position) feeding the NSP classifier, and the MLM head (dense + activation + LayerNorm, then a
+decoder tied to the word embeddings with its own output bias). Plain single-device PyTorch.
 
-Blocks are pre-LN by default (``x = x + attn(LN(x))``, ``x = x + ffn(LN(x))``, a final LayerNorm before the
-heads): at small sizes and GPT-like learning rates the original post-LN blocks (``x = LN(x + attn(x))``,
-``x = LN(x + ffn(x))``) stall at token frequencies (demo size, lr 1e-3, 300 steps: post-LN MLM 6.878, accuracy
-0.075 against a unigram's 6.815 and 0.071; pre-LN 6.679 and 0.103; docs/models.md). ``norm="post"`` is the
-original BERT, for fidelity and for the exact Hugging Face ``BertForPreTraining`` export (the published flavours
-``bert-base`` and ``bert-large`` use it).
+The defaults are the modern recipe (as ModernBERT): pre-LN blocks (``x = x + attn(LN(x))``, ``x = x + ffn(LN(x))``,
+a final LayerNorm before the heads) and rotary positions. ``norm="post"`` with ``position="learned"`` is the
+original BERT (``x = LN(x + attn(x))``, a learned table added to the embeddings), for fidelity and for the exact
+Hugging Face ``BertForPreTraining`` export; the published flavours ``bert-base`` and ``bert-large`` use it.
+Why not the original by default: at small sizes and GPT-like learning rates post-LN blocks stall at token
+frequencies, and learned positions slow MLM down (demo size, lr 1e-3, 300 steps, docs/models.md: post-LN learned
+MLM 6.878, accuracy 0.075 against a unigram's 6.815 and 0.071; pre-LN learned 6.679 and 0.103; pre-LN RoPE 6.08
+and 0.19). Positions can also be sinusoidal or bidirectional ALiBi.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class BERTConfig(StackConfig):
     type_vocab_size: int = 2  # segments A and B
     norm_eps: float = 1e-12
     activation: str = "gelu"  # exact (erf) GELU, as BERT
-    position: str = "learned"  # learned, sinusoidal, rope, alibi
+    position: str = "rope"  # rope (ModernBERT), or learned (the original BERT), sinusoidal, alibi
     pad_id: int = 1  # its word-embedding row gets no gradient from lookups (HF's padding_idx)
     bias: bool = True  # False: no bias in any Linear or LayerNorm, nor on the MLM output
     norm: str = "pre"  # pre-LN blocks and a final LayerNorm; post: the original BERT's post-LN blocks

@@ -67,13 +67,31 @@ FLAVORS: dict[str, Flavor] = {
         Flavor(
             "bert-base",
             "bert",
-            dict(n_layer=12, n_embd=768, n_head=12, d_ff=3072, block_size=512, vocab_size=30522, norm="post"),
+            dict(
+                n_layer=12,
+                n_embd=768,
+                n_head=12,
+                d_ff=3072,
+                block_size=512,
+                vocab_size=30522,
+                norm="post",
+                position="learned",
+            ),
             "BERT paper, section 3",
         ),
         Flavor(
             "bert-large",
             "bert",
-            dict(n_layer=24, n_embd=1024, n_head=16, d_ff=4096, block_size=512, vocab_size=30522, norm="post"),
+            dict(
+                n_layer=24,
+                n_embd=1024,
+                n_head=16,
+                d_ff=4096,
+                block_size=512,
+                vocab_size=30522,
+                norm="post",
+                position="learned",
+            ),
             "BERT paper, section 3",
         ),
         Flavor(

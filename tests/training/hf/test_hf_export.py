@@ -120,7 +120,11 @@ def test_model_card_front_matter(gpt_folder):
 def test_model_card_defaults_and_other_families():
     card = model_card(tiny_gpt(400))
     assert "tokens seen: not recorded" in card and "Validation losses: not recorded" in card
-    bert = BERT(BERTConfig(vocab_size=400, block_size=CONTEXT, n_layer=1, n_head=2, n_embd=16, d_ff=32, norm="post"))
+    bert = BERT(
+        BERTConfig(
+            vocab_size=400, block_size=CONTEXT, n_layer=1, n_head=2, n_embd=16, d_ff=32, norm="post", position="learned"
+        )
+    )
     meta = yaml.safe_load(model_card(bert, {"license": "mit"}).split("---\n")[1])
     assert meta["pipeline_tag"] == "fill-mask" and meta["license"] == "mit" and "license_name" not in meta
     other = model_card(bert, {"data_input": "/crawl/*.warc.gz"})
@@ -149,7 +153,16 @@ def test_bert_export_fill_mask_with_a_spelled_mask(tokenizer_path, tmp_path):
     vocab = load_pretrained(tokenizer_path).get_vocab_size()
     torch.manual_seed(0)
     bert = BERT(
-        BERTConfig(vocab_size=vocab, block_size=CONTEXT, n_layer=1, n_head=2, n_embd=16, d_ff=32, norm="post")
+        BERTConfig(
+            vocab_size=vocab,
+            block_size=CONTEXT,
+            n_layer=1,
+            n_head=2,
+            n_embd=16,
+            d_ff=32,
+            norm="post",
+            position="learned",
+        )
     ).eval()
     folder = export(bert, tokenizer_path, tmp_path / "hf")
     assert json.loads((folder / "tokenizer_config.json").read_text())["truncation_side"] == "right"

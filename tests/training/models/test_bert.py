@@ -127,6 +127,9 @@ def test_bad_settings_are_refused():
 def test_pre_ln_is_the_default_and_post_ln_the_original():
     pre, post = tiny(), tiny(norm="post")
     assert pre.cfg.norm == "pre" and pre.ln_f is not None and post.ln_f is None
+    # positions: rotary by default (no table), the original's learned table on request
+    assert pre.cfg.position == "rope" and pre.rope is not None and not hasattr(pre, "wpe")
+    assert hasattr(tiny(position="learned"), "wpe")
     with torch.no_grad():  # weights far from the initial near-identity blocks, where the two differ visibly
         for p in pre.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
