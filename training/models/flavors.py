@@ -36,6 +36,8 @@ def _gpt2(name: str, n_layer: int, n_embd: int, n_head: int) -> Flavor:
     )
 
 
+# the original BERT: post-LN blocks and a learned position table (the family's defaults are pre-LN and RoPE)
+_BERT = dict(block_size=512, vocab_size=30522, norm="post", position="learned")
 _T5 = dict(vocab_size=32128, d_head=64, activation="relu", block_size=512)
 _TRANSFORMER = dict(vocab_size=37000, activation="relu", position="sinusoidal", block_size=512)
 
@@ -65,34 +67,10 @@ FLAVORS: dict[str, Flavor] = {
         _gpt3("gpt3-xl", 24, 2048, 16),
         _gpt3("gpt3-2.7b", 32, 2560, 32),
         Flavor(
-            "bert-base",
-            "bert",
-            dict(
-                n_layer=12,
-                n_embd=768,
-                n_head=12,
-                d_ff=3072,
-                block_size=512,
-                vocab_size=30522,
-                norm="post",
-                position="learned",
-            ),
-            "BERT paper, section 3",
+            "bert-base", "bert", dict(n_layer=12, n_embd=768, n_head=12, d_ff=3072, **_BERT), "BERT paper, section 3"
         ),
         Flavor(
-            "bert-large",
-            "bert",
-            dict(
-                n_layer=24,
-                n_embd=1024,
-                n_head=16,
-                d_ff=4096,
-                block_size=512,
-                vocab_size=30522,
-                norm="post",
-                position="learned",
-            ),
-            "BERT paper, section 3",
+            "bert-large", "bert", dict(n_layer=24, n_embd=1024, n_head=16, d_ff=4096, **_BERT), "BERT paper, section 3"
         ),
         Flavor(
             "t5-small",

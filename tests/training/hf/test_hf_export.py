@@ -21,6 +21,8 @@ TEXTS = [
     "It was the best of times, it was the worst of times, it was the age of wisdom.",
 ]
 CONTEXT = 16
+# a one-layer original BERT (post-LN, learned positions): the BERT that has a Hugging Face equivalent
+ORIGINAL_BERT = dict(n_layer=1, n_head=2, n_embd=16, d_ff=32, norm="post", position="learned")
 SPELLED = "a <|endoftext|> b [MASK] c <extra_id_0> d"
 
 
@@ -120,11 +122,7 @@ def test_model_card_front_matter(gpt_folder):
 def test_model_card_defaults_and_other_families():
     card = model_card(tiny_gpt(400))
     assert "tokens seen: not recorded" in card and "Validation losses: not recorded" in card
-    bert = BERT(
-        BERTConfig(
-            vocab_size=400, block_size=CONTEXT, n_layer=1, n_head=2, n_embd=16, d_ff=32, norm="post", position="learned"
-        )
-    )
+    bert = BERT(BERTConfig(vocab_size=400, block_size=CONTEXT, **ORIGINAL_BERT))
     meta = yaml.safe_load(model_card(bert, {"license": "mit"}).split("---\n")[1])
     assert meta["pipeline_tag"] == "fill-mask" and meta["license"] == "mit" and "license_name" not in meta
     other = model_card(bert, {"data_input": "/crawl/*.warc.gz"})
@@ -152,18 +150,7 @@ def test_bert_export_fill_mask_with_a_spelled_mask(tokenizer_path, tmp_path):
 
     vocab = load_pretrained(tokenizer_path).get_vocab_size()
     torch.manual_seed(0)
-    bert = BERT(
-        BERTConfig(
-            vocab_size=vocab,
-            block_size=CONTEXT,
-            n_layer=1,
-            n_head=2,
-            n_embd=16,
-            d_ff=32,
-            norm="post",
-            position="learned",
-        )
-    ).eval()
+    bert = BERT(BERTConfig(vocab_size=vocab, block_size=CONTEXT, **ORIGINAL_BERT)).eval()
     folder = export(bert, tokenizer_path, tmp_path / "hf")
     assert json.loads((folder / "tokenizer_config.json").read_text())["truncation_side"] == "right"
     assert front_matter(folder)["pipeline_tag"] == "fill-mask"
