@@ -55,15 +55,18 @@ _QKV = ("query", "key", "value")
 
 def _check_exportable(cfg: BERTConfig) -> None:
     """ValueError unless ``cfg`` is the original BERT's shape: post-LN blocks and absolute positions."""
+    fixes = {}  # key -> the value the original BERT has
     if cfg.position not in ("learned", "sinusoidal"):
-        raise ValueError(
-            f"BertForPreTraining has absolute positions only; position={cfg.position!r} has no equivalent (train "
-            "with model.position=learned model.norm=post for an exact Hugging Face export)"
-        )
+        fixes["position"] = "learned"
     if cfg.norm != "post":
+        fixes["norm"] = "post"
+    if fixes:
+        differs = ", ".join(f"{key}={getattr(cfg, key)!r}" for key in fixes)
+        verb = "have" if len(fixes) > 1 else "has"
+        keys = " ".join(f"model.{key}={value}" for key, value in fixes.items())
         raise ValueError(
-            f"BertForPreTraining has post-LN blocks; norm={cfg.norm!r} has no equivalent (train with model.norm=post "
-            "for an exact Hugging Face export)"
+            f"BertForPreTraining is the original BERT, post-LN blocks with absolute positions; {differs} {verb} no "
+            f"equivalent (train with {keys} for an exact Hugging Face export)"
         )
 
 

@@ -10,8 +10,8 @@ original BERT (``x = LN(x + attn(x))``, a learned table added to the embeddings)
 Hugging Face ``BertForPreTraining`` export; the published flavours ``bert-base`` and ``bert-large`` use it.
 Why not the original by default: at small sizes and GPT-like learning rates post-LN blocks stall at token
 frequencies, and learned positions slow MLM down (demo size, lr 1e-3, 300 steps, docs/models.md: post-LN learned
-MLM 6.878, accuracy 0.075 against a unigram's 6.815 and 0.071; pre-LN learned 6.679 and 0.103; pre-LN RoPE 6.08
-and 0.19). Positions can also be sinusoidal or bidirectional ALiBi.
+MLM 6.878, accuracy 0.075 against a unigram's 6.815 and 0.071; pre-LN learned 6.679 and 0.103; pre-LN RoPE
+6.086 and 0.185). Positions can also be sinusoidal or bidirectional ALiBi.
 """
 
 from __future__ import annotations
