@@ -303,6 +303,7 @@ BAD_VALUES = [
     ("model.position=absolute", "model.position must be one of learned, sinusoidal, rope, alibi, relative"),
     ("model.activation=swish", "model.activation must be one of gelu, gelu_tanh, relu, gated-gelu, gated-silu"),
     ("model.norm=sandwich", "model.norm must be one of pre, post, got 'sandwich'"),
+    ("model.nsp_pool=mean", "model.nsp_pool must be one of segments, cls, got 'mean'"),
     ("train.launcher=mpirun", "train.launcher must be one of torchrun, deepspeed, slurm, got 'mpirun'"),
     ("train.zero_stage=4", "train.zero_stage must be one of 0, 1, 2, 3, got 4"),
     ("train.precision=fp8", "train.precision must be one of auto, fp32, bf16, fp16, got 'fp8'"),
@@ -411,7 +412,7 @@ def test_choices_agree_with_the_stages_that_use_them():
     from tokenmill.spark_jobs.readers import READERS
     from tokenmill.training.distributed import PRECISIONS
     from tokenmill.training.launch import LAUNCHERS
-    from tokenmill.training.models.bert import BERT_NORMS
+    from tokenmill.training.models.bert import BERT_NORMS, BERT_NSP_POOLS
     from tokenmill.training.models.layers import ACTIVATIONS, POSITIONS
     from tokenmill.training.schedule import SCHEDULES
 
@@ -421,4 +422,5 @@ def test_choices_agree_with_the_stages_that_use_them():
     assert CHOICES["model.position"] == POSITIONS
     assert CHOICES["model.activation"] == ACTIVATIONS
     assert CHOICES["model.norm"] == BERT_NORMS
+    assert CHOICES["model.nsp_pool"] == BERT_NSP_POOLS
     assert CHOICES["train.launcher"] == LAUNCHERS

@@ -55,7 +55,9 @@ def trained(pipeline_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
     out = {}
     for family in ("bert", "t5", "transformer"):
-        sets = [f"model.family={family}"] + (["model.norm=post", "model.position=learned"] if family == "bert" else [])
+        sets = [f"model.family={family}"] + (
+            ["model.norm=post", "model.position=learned", "model.nsp_pool=cls"] if family == "bert" else []
+        )
         out[family] = (train(pipeline_run["tokens_manifest"], root / family, *sets), root / family)
     return out
 

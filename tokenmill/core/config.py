@@ -94,6 +94,7 @@ class ModelConfig:
     position: str | None = None  # learned, sinusoidal, rope, alibi (gpt, bert; bert's default rope); relative (t5)
     activation: str | None = None  # gelu, gelu_tanh, relu, gated-gelu, gated-silu
     norm: str | None = None  # bert: pre (its default) or post (the original BERT; with learned positions: HF export)
+    nsp_pool: str | None = None  # bert: segments (its default: NSP compares A's and B's mean states) or cls (original)
     init_from: str | None = None  # a Hugging Face model folder to continue pretraining from
 
 
@@ -202,6 +203,7 @@ CHOICES: dict[str, tuple] = {
     "model.position": ("learned", "sinusoidal", "rope", "alibi", "relative"),  # training.models.layers
     "model.activation": ("gelu", "gelu_tanh", "relu", "gated-gelu", "gated-silu"),  # training.models.layers
     "model.norm": ("pre", "post"),  # training.models.bert.BERT_NORMS
+    "model.nsp_pool": ("segments", "cls"),  # training.models.bert.BERT_NSP_POOLS
     "train.launcher": ("torchrun", "deepspeed", "slurm"),  # training.launch.LAUNCHERS
     "tokenizer.encoder": ("auto", "tokenizers"),  # core.tokenizer.ENCODERS
     "train.zero_stage": (0, 1, 2, 3),

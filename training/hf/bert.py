@@ -2,8 +2,9 @@
 
 Export covers learned positions and sinusoidal ones (the fixed table is written as the learned
 ``position_embeddings``, which reproduces it exactly); RoPE (the default) and ALiBi have no BERT equivalent.
-Only post-LN BERT (``norm="post"``, the original) has an equivalent; the pre-LN default does not. The original
-BERT is ``model.norm=post model.position=learned`` (the ``bert-base`` and ``bert-large`` flavours).
+Only post-LN BERT (``norm="post"``, the original) with NSP on the [CLS] state (``nsp_pool="cls"``) has an
+equivalent; the pre-LN default, which compares the segments, does not. The original BERT is
+``model.norm=post model.position=learned model.nsp_pool=cls`` (the ``bert-base`` and ``bert-large`` flavours).
 ``bias=False`` exports zeros for every bias BERT has (a zero bias is no bias), so the HF model
 computes the same logits; importing it back gives ``bias=True`` with those zeros. The fused
 ``qkv`` projection is split into BERT's ``query``/``key``/``value``. HF's ``position_ids`` and
@@ -54,18 +55,21 @@ _QKV = ("query", "key", "value")
 
 
 def _check_exportable(cfg: BERTConfig) -> None:
-    """ValueError unless ``cfg`` is the original BERT's shape: post-LN blocks and absolute positions."""
+    """ValueError unless ``cfg`` is the original BERT's shape: post-LN blocks, absolute positions, NSP on [CLS]."""
     fixes = {}  # key -> the value the original BERT has
     if cfg.position not in ("learned", "sinusoidal"):
         fixes["position"] = "learned"
     if cfg.norm != "post":
         fixes["norm"] = "post"
+    if cfg.nsp_pool != "cls":
+        fixes["nsp_pool"] = "cls"
     if fixes:
         differs = ", ".join(f"{key}={getattr(cfg, key)!r}" for key in fixes)
         verb = "have" if len(fixes) > 1 else "has"
         keys = " ".join(f"model.{key}={value}" for key, value in fixes.items())
         raise ValueError(
-            f"BertForPreTraining is the original BERT, post-LN blocks with absolute positions; {differs} {verb} no "
+            f"BertForPreTraining is the original BERT, post-LN blocks with absolute positions and NSP on [CLS]; "
+            f"{differs} {verb} no "
             f"equivalent (train with {keys} for an exact Hugging Face export)"
         )
 
@@ -148,6 +152,7 @@ def from_hf(
         activation=ACT_FROM_HF[c.hidden_act],
         position="learned",
         norm="post",
+        nsp_pool="cls",
         pad_id=c.pad_token_id if c.pad_token_id is not None else BERTConfig.pad_id,
         bias=True,
     )

@@ -91,5 +91,8 @@ def save_architecture(arch, path: str | Path) -> Path:
 
 
 def load_architecture(path: str | Path):
+    """The family config ``model.json`` holds; a key the file predates takes the value it meant then
+    (the config class's ``SAVED_WITHOUT``), not today's default."""
     spec = json.loads(Path(path).read_text())
-    return spec_for(spec["family"]).config_class()(**spec["config"])
+    config_cls = spec_for(spec["family"]).config_class()
+    return config_cls(**{**getattr(config_cls, "SAVED_WITHOUT", {}), **spec["config"]})

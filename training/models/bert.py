@@ -1,22 +1,28 @@
 """BERT: a bidirectional Transformer encoder pretrained with masked-LM and next-sentence prediction.
 
-Token + segment (token type) embeddings (then LayerNorm), a stack of encoder blocks, a pooler (dense + tanh on
-the ``[CLS]`` position) feeding the NSP classifier, and the MLM head (dense + activation + LayerNorm, then a
-decoder tied to the word embeddings with its own output bias). Plain single-device PyTorch.
+Token + segment (token type) embeddings (then LayerNorm), a stack of encoder blocks, a pooler (dense + tanh)
+feeding the NSP classifier, and the MLM head (dense + activation + LayerNorm, then a decoder tied to the word
+embeddings with its own output bias). Plain single-device PyTorch.
 
 The defaults are the modern recipe (as ModernBERT): pre-LN blocks (``x = x + attn(LN(x))``, ``x = x + ffn(LN(x))``,
-a final LayerNorm before the heads) and rotary positions. ``norm="post"`` with ``position="learned"`` is the
-original BERT (``x = LN(x + attn(x))``, a learned table added to the embeddings), for fidelity and for the exact
-Hugging Face ``BertForPreTraining`` export; the published flavours ``bert-base`` and ``bert-large`` use it.
-Why not the original by default: at small sizes and GPT-like learning rates post-LN blocks stall at token
-frequencies, and learned positions slow MLM down (demo size, lr 1e-3, 300 steps, docs/models.md: post-LN learned
-MLM 6.878, accuracy 0.075 against a unigram's 6.815 and 0.071; pre-LN learned 6.679 and 0.103; pre-LN RoPE
-6.086 and 0.185). Positions can also be sinusoidal or bidirectional ALiBi.
+a final LayerNorm before the heads) and rotary positions; and next-sentence prediction that compares the two
+segments, the pooler reading ``[u·v, |u−v|]`` of A's and B's mean final states (``nsp_pool="segments"``, the
+features of sentence-pair classifiers such as InferSent). ``norm="post"``, ``position="learned"`` and
+``nsp_pool="cls"`` are the original BERT (``x = LN(x + attn(x))``, a learned table added to the embeddings, the
+pooler on the ``[CLS]`` state), for fidelity and for the exact Hugging Face ``BertForPreTraining`` export; the
+published flavours ``bert-base`` and ``bert-large`` use it.
+Why not the original by default (demo size, lr 1e-3, 300 steps of 16 pairs, docs/models.md): post-LN blocks stall
+at token frequencies at small sizes and GPT-like learning rates, and learned positions slow MLM down (post-LN learned
+MLM 6.878, accuracy 0.075 against a unigram's 6.815 and 0.071; pre-LN learned 6.679 and 0.103; pre-LN RoPE 6.086
+and 0.185); NSP on the [CLS] state stays at chance for about 1,750 steps, while on the segments it leaves chance
+within 300 (0.671 and 0.609 over 1,024 validation pairs, two seeds, against 0.515 on [CLS]). Positions can also be
+sinusoidal or bidirectional ALiBi.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -27,6 +33,7 @@ from tokenmill.training.models.layers import Attention, FeedForward, SingleStack
 BERT_POSITIONS = ("learned", "sinusoidal", "rope", "alibi")
 BERT_ACTIVATIONS = ("gelu", "gelu_tanh", "relu")  # the MLM head applies it too, so no gated variants
 BERT_NORMS = ("pre", "post")  # where each block's LayerNorms sit (module docstring)
+BERT_NSP_POOLS = ("segments", "cls")  # what the NSP pooler reads (module docstring)
 
 
 @dataclass
@@ -40,6 +47,10 @@ class BERTConfig(StackConfig):
     pad_id: int = 1  # its word-embedding row gets no gradient from lookups (HF's padding_idx)
     bias: bool = True  # False: no bias in any Linear or LayerNorm, nor on the MLM output
     norm: str = "pre"  # pre-LN blocks and a final LayerNorm; post: the original BERT's post-LN blocks
+    nsp_pool: str = "segments"  # NSP reads A's and B's mean states compared; cls: the [CLS] state (the original)
+
+    # Keys a saved config may lack (written before they existed), with the value such a file meant.
+    SAVED_WITHOUT: ClassVar[dict[str, str]] = {"nsp_pool": "cls"}
 
 
 def _act(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -82,6 +93,8 @@ class BERT(SingleStack):
             raise ValueError(f"BERT activation must be one of {', '.join(BERT_ACTIVATIONS)}, got {cfg.activation!r}")
         if cfg.norm not in BERT_NORMS:
             raise ValueError(f"BERT norm must be one of {', '.join(BERT_NORMS)}, got {cfg.norm!r}")
+        if cfg.nsp_pool not in BERT_NSP_POOLS:
+            raise ValueError(f"BERT nsp_pool must be one of {', '.join(BERT_NSP_POOLS)}, got {cfg.nsp_pool!r}")
         self.cfg = cfg
         C = cfg.n_embd
         self.wte = nn.Embedding(cfg.vocab_size, C, padding_idx=cfg.pad_id)
@@ -92,8 +105,8 @@ class BERT(SingleStack):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         # pre-LN: the residual stream is never normalised inside the blocks, so once after them
         self.ln_f = nn.LayerNorm(C, eps=cfg.norm_eps, bias=cfg.bias) if cfg.norm == "pre" else None
-        # NSP: tanh(dense) of the [CLS] state, then a two-way classifier.
-        self.pooler = nn.Linear(C, C, bias=cfg.bias)
+        # NSP: tanh(dense) of the [CLS] state, or of the segments' comparison [u·v, |u−v|] (2C), then two ways.
+        self.pooler = nn.Linear(2 * C if cfg.nsp_pool == "segments" else C, C, bias=cfg.bias)
         self.nsp_head = nn.Linear(C, 2, bias=cfg.bias)
         # MLM: transform, then the decoder sharing the word embeddings (the bias is its own).
         self.mlm_dense = nn.Linear(C, C, bias=cfg.bias)
@@ -141,8 +154,22 @@ class BERT(SingleStack):
             attentions.append(weights)
         if self.ln_f is not None:
             x = self.ln_f(x)
-        pooled = torch.tanh(self.pooler(x[:, 0]))  # (B, C): the [CLS] position
+        pooled = torch.tanh(self.pooler(self._nsp_features(x, token_type_ids, attention_mask)))  # (B, C)
         nsp_logits = self.nsp_head(pooled)  # (B, 2)
         h = self.mlm_ln(_act(self.cfg.activation, self.mlm_dense(x)))  # (B, T, C)
         mlm_logits = self.lm_head(h)  # (B, T, vocab)
         return (mlm_logits, nsp_logits, attentions) if need_weights else (mlm_logits, nsp_logits)
+
+    def _nsp_features(
+        self, x: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """What the pooler reads: the [CLS] state ``(B, C)``, or for ``nsp_pool="segments"`` the elementwise
+        product and absolute difference of segment A's and B's mean states ``(B, 2C)`` (padding left out)."""
+        if self.cfg.nsp_pool == "cls":
+            return x[:, 0]
+        real = torch.ones_like(token_type_ids) if attention_mask is None else attention_mask
+        in_b = (token_type_ids == 1).to(x.dtype) * real.to(x.dtype)  # (B, T)
+        in_a = (token_type_ids == 0).to(x.dtype) * real.to(x.dtype)  # [CLS] A [SEP]
+        u = torch.einsum("bt,btc->bc", in_a, x) / in_a.sum(1, keepdim=True).clamp(min=1)  # (B, C)
+        v = torch.einsum("bt,btc->bc", in_b, x) / in_b.sum(1, keepdim=True).clamp(min=1)  # (B, C)
+        return torch.cat([u * v, (u - v).abs()], dim=-1)  # (B, 2C)

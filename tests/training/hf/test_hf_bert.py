@@ -28,7 +28,16 @@ def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 def ours(seed: int = 0, **kw) -> BERT:
     # post-LN, learned positions: the original BERT, the one with a BertForPreTraining equivalent
     cfg = dict(
-        vocab_size=V, block_size=T, n_layer=2, n_head=4, n_embd=32, d_ff=48, pad_id=PAD, norm="post", position="learned"
+        vocab_size=V,
+        block_size=T,
+        n_layer=2,
+        n_head=4,
+        n_embd=32,
+        d_ff=48,
+        pad_id=PAD,
+        norm="post",
+        position="learned",
+        nsp_pool="cls",
     )
     return randomised(BERT(BERTConfig(**{**cfg, **kw})), seed)
 
@@ -147,9 +156,15 @@ def test_export_refuses_relative_positions(position):
 
 def test_the_default_bert_is_refused_with_the_keys_of_the_original():
     model = BERT(BERTConfig(vocab_size=V, block_size=T, n_layer=1, n_head=2, n_embd=16, pad_id=PAD))
-    assert (model.cfg.norm, model.cfg.position) == ("pre", "rope")
-    with pytest.raises(ValueError, match="model.position=learned model.norm=post"):
+    assert (model.cfg.norm, model.cfg.position, model.cfg.nsp_pool) == ("pre", "rope", "segments")
+    with pytest.raises(ValueError, match="model.position=learned model.norm=post model.nsp_pool=cls"):
         hf_bert.hf_config(model.cfg, SPECIALS)
+
+
+def test_export_refuses_nsp_on_the_segments():
+    model = ours(nsp_pool="segments")
+    with pytest.raises(ValueError, match=r"nsp_pool='segments' has no equivalent \(train with model.nsp_pool=cls"):
+        hf_bert.to_hf_state(model.state_dict(), model.cfg)
 
 
 def test_export_refuses_pre_ln():

@@ -22,7 +22,7 @@ TEXTS = [
 ]
 CONTEXT = 16
 # a one-layer original BERT (post-LN, learned positions): the BERT that has a Hugging Face equivalent
-ORIGINAL_BERT = dict(n_layer=1, n_head=2, n_embd=16, d_ff=32, norm="post", position="learned")
+ORIGINAL_BERT = dict(n_layer=1, n_head=2, n_embd=16, d_ff=32, norm="post", position="learned", nsp_pool="cls")
 SPELLED = "a <|endoftext|> b [MASK] c <extra_id_0> d"
 
 

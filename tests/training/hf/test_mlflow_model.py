@@ -39,7 +39,7 @@ def tiny(family: str, tokenizer_path) -> torch.nn.Module:
     if family == "gpt":
         return GPT(GPTConfig(block_size=CONTEXT, **small))
     if family == "bert":
-        return BERT(BERTConfig(block_size=CONTEXT, norm="post", position="learned", **small))
+        return BERT(BERTConfig(block_size=CONTEXT, norm="post", position="learned", nsp_pool="cls", **small))
     if family == "t5":
         return T5(T5Config(n_decoder_layer=1, d_head=8, num_buckets=8, max_distance=16, pad_id=pad, **small))
     return Transformer(TransformerConfig(block_size=CONTEXT, n_decoder_layer=1, pad_id=pad, **small))

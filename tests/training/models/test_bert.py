@@ -1,4 +1,5 @@
-"""tokenmill.training.models.bert: shapes, padding, segments, bidirectionality, attention weights, positions, tying."""
+"""tokenmill.training.models.bert: shapes, padding, segments, NSP pooling, bidirectionality, attention weights,
+positions, tying."""
 
 from __future__ import annotations
 
@@ -122,6 +123,31 @@ def test_bad_settings_are_refused():
         tiny(activation="gated-gelu")
     with pytest.raises(ValueError, match="norm"):
         tiny(norm="sandwich")
+    with pytest.raises(ValueError, match="nsp_pool must be one of segments, cls"):
+        tiny(nsp_pool="mean")
+
+
+@pytest.mark.parametrize("nsp_pool", ["segments", "cls"])
+def test_nsp_reads_the_segments_mean_states_by_default_or_the_cls_state(nsp_pool):
+    model = tiny(nsp_pool=nsp_pool)
+    seen = {}
+    model.ln_f.register_forward_hook(lambda m, args, out: seen.update(states=out))
+    model.pooler.register_forward_pre_hook(lambda m, args: seen.update(pooled_input=args[0]))
+    idx, segments = tokens(2, T), torch.zeros(2, T, dtype=torch.long)
+    segments[0, 6:12], segments[1, 4:9] = 1, 1  # then padding (segment 0 again): 12 and 9 real tokens
+    mask = torch.zeros(2, T, dtype=torch.long)
+    mask[0, :12], mask[1, :9] = 1, 1
+    with torch.no_grad():
+        model(idx, segments, attention_mask=mask)
+    x = seen["states"]
+    if nsp_pool == "cls":
+        expected = x[:, 0]
+    else:
+        u = torch.stack([x[0, :6].mean(0), x[1, :4].mean(0)])  # A: [CLS] A [SEP], padding left out
+        v = torch.stack([x[0, 6:12].mean(0), x[1, 4:9].mean(0)])  # B: B [SEP]
+        expected = torch.cat([u * v, (u - v).abs()], dim=-1)
+    assert model.pooler.in_features == expected.shape[-1] == (64 if nsp_pool == "segments" else 32)
+    torch.testing.assert_close(seen["pooled_input"], expected, rtol=0, atol=1e-6)
 
 
 def test_pre_ln_is_the_default_and_post_ln_the_original():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -112,6 +113,17 @@ def test_every_family_builds_from_the_debug_flavor_and_round_trips_model_json(fa
     assert again == arch and dataclasses.asdict(again) == dataclasses.asdict(arch)
     model = build_model(arch)
     assert sum(p.numel() for p in model.parameters()) == count_parameters(arch)
+
+
+def test_a_bert_model_json_from_before_nsp_pool_loads_as_the_cls_pool_it_was(tmp_path):
+    arch = architecture(ModelConfig(family="bert", flavor="debug"), vocab_size=300, pad_id=1)
+    assert arch.nsp_pool == "segments"  # today's default
+    spec = json.loads(save_architecture(arch, tmp_path / "model.json").read_text())
+    del spec["config"]["nsp_pool"]  # what a model folder written before the key existed holds
+    (tmp_path / "model.json").write_text(json.dumps(spec))
+    old = load_architecture(tmp_path / "model.json")
+    assert old == dataclasses.replace(arch, nsp_pool="cls")
+    assert build_model(old).pooler.in_features == arch.n_embd
 
 
 def test_every_flavor_resolves_and_counts():
