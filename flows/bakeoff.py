@@ -89,6 +89,10 @@ def _family_config(cfg: Config, size: dict[str, Any]) -> Config:
     )
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
 def comparison_row(
     family: str, size: dict[str, Any], train: dict[str, Any], wall_seconds: float, run_id: str
 ) -> dict[str, Any]:
@@ -115,6 +119,10 @@ def comparison_row(
         "token_accuracy": round(train["token_accuracy"], 4),
         "unigram_accuracy": round(train["unigram_accuracy"], 4),  # predicting the most frequent token everywhere
         "beyond_frequencies": train["beyond_frequencies"],
+        # next-sentence prediction (BERT): accuracy against always answering the commoner label; None elsewhere
+        "nsp_accuracy": _rounded(train.get("nsp_accuracy")),
+        "nsp_majority": _rounded(train.get("nsp_majority")),
+        "nsp_beyond_chance": train.get("nsp_beyond_chance"),
         "mlflow_run_id": run_id,
     }
 
@@ -204,7 +212,17 @@ def _publish(cfg: Config, parent: str, rows: list[dict], histories: dict[str, li
         {
             f"{r['family']}/{k}": r[k]
             for r in rows
-            for k in ("token_loss", "unigram_baseline", "gain_over_baseline", "tokens_per_s", "wall_s", "parameters")
+            for k in (
+                "token_loss",
+                "unigram_baseline",
+                "gain_over_baseline",
+                "tokens_per_s",
+                "wall_s",
+                "parameters",
+                "nsp_accuracy",
+                "nsp_majority",
+            )
+            if r[k] is not None
         },
         step=0,
     )

@@ -263,6 +263,16 @@ def publish_training(cfg: Config, result: dict[str, Any]) -> dict[str, Any]:
                 "metric": "token accuracy vs the most frequent token's",
                 "value": f"{train['token_accuracy']:.4f} vs {train['unigram_accuracy']:.4f}",
             },
+            *(
+                [
+                    {
+                        "metric": "next-sentence accuracy vs the majority label's",
+                        "value": f"{train['nsp_accuracy']:.4f} vs {train['nsp_majority']:.4f}",
+                    }
+                ]
+                if "nsp_accuracy" in train
+                else []
+            ),
             {"metric": "model", "value": f"{train['model']['family']} ({train['model']['objective']})"},
             {"metric": "parameters", "value": train["model"]["num_params"]},
             {"metric": "tokens seen", "value": train["tokens_seen"]},

@@ -45,7 +45,13 @@ def evaluate(
     from tokenmill.core.tokenizer import load_pretrained
     from tokenmill.training.data import open_split
     from tokenmill.training.families import spec_of
-    from tokenmill.training.objectives import BASELINE_METRICS, accumulate, against_baseline, objective_for_run
+    from tokenmill.training.objectives import (
+        BASELINE_METRICS,
+        NSP_METRICS,
+        accumulate,
+        against_baseline,
+        objective_for_run,
+    )
     from tokenmill.training.weights import load_model
 
     tokens = read_manifest(tokens_manifest, stage="tokenize")
@@ -89,6 +95,7 @@ def evaluate(
         "metrics": metrics,
         **{k: scored[k] for k in BASELINE_METRICS},
         "beyond_frequencies": scored["beyond_frequencies"],
+        **{k: scored[k] for k in NSP_METRICS if k in scored},
         "examples": sum(b["input_ids"].size(0) for b in batches),
         "validation_tokens": scored["validation_tokens"],
         "seconds": time.time() - started,
@@ -169,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         logged.update({f"eval/{k}": result[k] for k in BASELINE_METRICS})
         if "perplexity" in result:
             logged["eval/perplexity"] = result["perplexity"]
+        if "nsp_majority" in result:
+            logged["eval/nsp_majority"] = result["nsp_majority"]
         MlflowLogger(cfg.tracking_uri, args.mlflow_run_id).log_metrics(logged, step=cfg.train.max_steps)
     print(
         "evaluate: "

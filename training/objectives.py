@@ -785,14 +785,43 @@ def token_accuracy_name(family: str, pairs: bool = False) -> str:
     return "accuracy" if pairs else spec_for(family).token_accuracy
 
 
+def clearly_above(rate: float, p: float, n: int) -> bool:
+    """Whether an accuracy ``rate`` over ``n`` trials exceeds ``p``, the rate of always giving one answer, by more
+    than two standard errors of a rate ``p`` over ``n`` trials."""
+    n = max(n, 1)
+    return rate > p + 2.0 * math.sqrt(max(p * (1.0 - p), 1.0 / n) / n)
+
+
 def beyond_frequencies(scored: dict[str, Any]) -> bool:
     """Whether a model learned more than token frequencies: its token loss is below the unigram baseline and its
     accuracy above the most frequent token's rate by more than two standard errors (of a rate over the validation
     tokens). A model that only learned frequencies predicts that token everywhere: equal accuracy, fails."""
     if scored["token_loss"] >= scored["unigram_baseline_loss"]:
         return False
-    p, n = scored["unigram_accuracy"], max(scored["validation_tokens"], 1)
-    return scored["token_accuracy"] > p + 2.0 * math.sqrt(max(p * (1.0 - p), 1.0 / n) / n)
+    return clearly_above(scored["token_accuracy"], scored["unigram_accuracy"], scored["validation_tokens"])
+
+
+# What against_baseline adds for an objective with next-sentence prediction (BERT's NSP).
+NSP_METRICS = ("nsp_accuracy", "nsp_majority", "nsp_pairs", "nsp_beyond_chance")
+
+
+def nsp_against_chance(metrics: dict[str, float], eval_batches: list[dict]) -> dict[str, Any]:
+    """Next-sentence prediction against chance, {} when the batches carry no ``next_sentence_label``:
+    ``nsp_accuracy``, ``nsp_majority`` (the share of the commoner label among the scored pairs: what always
+    answering it scores), ``nsp_pairs`` and ``nsp_beyond_chance`` (:func:`clearly_above` the majority share)."""
+    labels = [b["next_sentence_label"].reshape(-1) for b in eval_batches if "next_sentence_label" in b]
+    if not labels or "nsp_accuracy" not in metrics:
+        return {}
+    labels = torch.cat(labels)
+    n, is_next = int(labels.numel()), float((labels == 0).double().mean())
+    majority = max(is_next, 1.0 - is_next)
+    accuracy = metrics["nsp_accuracy"]
+    return {
+        "nsp_accuracy": accuracy,
+        "nsp_majority": majority,
+        "nsp_pairs": n,
+        "nsp_beyond_chance": clearly_above(accuracy, majority, n),
+    }
 
 
 def accumulate(into: dict[str, list[float]], metrics: dict[str, tuple[float, float]]) -> None:
@@ -848,7 +877,8 @@ def against_baseline(
     ``token_loss`` and ``unigram_baseline_loss`` (nats/token on the same labels, under :func:`label_counts`),
     ``token_accuracy`` and ``unigram_accuracy`` (the rate of the unigram's most frequent token among the
     labels: what a model that only learned frequencies scores), ``validation_tokens``, ``beyond_frequencies``
-    (:func:`beyond_frequencies`), and ``perplexity`` for a family that predicts the stream itself (else None)."""
+    (:func:`beyond_frequencies`), ``perplexity`` for a family that predicts the stream itself (else None), and for
+    next-sentence prediction :data:`NSP_METRICS` (:func:`nsp_against_chance`)."""
     labels = torch.cat([b["labels"].reshape(-1) for b in eval_batches])
     targets = labels[labels != IGNORE]
     counts = label_counts(objective, train_tokens, vocab_size, specials, pairs)
@@ -862,4 +892,5 @@ def against_baseline(
         "perplexity": math.exp(min(metrics["loss"], 50.0)) if stream else None,
     }
     scored["beyond_frequencies"] = beyond_frequencies(scored)
+    scored.update(nsp_against_chance(metrics, eval_batches))
     return scored

@@ -433,7 +433,7 @@ def finish(run: Run, progress: Progress) -> None:
     from tokenmill.core.manifest import sha256_file, write_manifest
     from tokenmill.core.plots import loss_curve
     from tokenmill.training.attention import attention_maps, save_attention_pngs, token_labels
-    from tokenmill.training.objectives import BASELINE_METRICS, against_baseline
+    from tokenmill.training.objectives import BASELINE_METRICS, NSP_METRICS, against_baseline
     from tokenmill.training.weights import save_model_folder
 
     cfg, tcfg, spec, out_dir, tracker = run.cfg, run.cfg.train, run.spec, run.out_dir, run.tracker
@@ -466,6 +466,8 @@ def finish(run: Run, progress: Progress) -> None:
     summary.update({f"val/{k}": scored[k] for k in BASELINE_METRICS})
     if scored["perplexity"] is not None:
         summary["val/perplexity"] = scored["perplexity"]
+    if "nsp_majority" in scored:
+        summary["val/nsp_majority"] = scored["nsp_majority"]
     tracker.log_metrics(summary, step=tcfg.max_steps)
     tracker.log_text(sample, "samples/final.txt")
     for png in pngs:
@@ -505,6 +507,7 @@ def finish(run: Run, progress: Progress) -> None:
         "val_loss": val["loss"],
         "val_metrics": val,
         **{k: scored[k] for k in (*BASELINE_METRICS, "validation_tokens", "beyond_frequencies")},
+        **{k: scored[k] for k in NSP_METRICS if k in scored},
         "history": progress.history,
         "sample": sample,
         "registered_model": registered,
@@ -524,6 +527,16 @@ def finish(run: Run, progress: Progress) -> None:
             "beat the unigram's (train longer, or check train.lr and train.warmup_steps)",
             spec.title,
         )
+    if "nsp_beyond_chance" in scored:
+        log.info(
+            "train: next-sentence accuracy %.4f vs %.4f (always the majority label) on %d validation pairs",
+            *(scored[k] for k in ("nsp_accuracy", "nsp_majority", "nsp_pairs")),
+        )
+        if not scored["nsp_beyond_chance"]:
+            log.warning(
+                "train: next-sentence prediction is at chance: its accuracy does not clearly beat the majority label's "
+                "(train longer; docs/models.md has how long it takes)"
+            )
     tracker.stop_system_metrics()
 
 

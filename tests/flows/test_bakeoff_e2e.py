@@ -52,6 +52,12 @@ def test_same_shards_same_budget_comparable_sizes(bakeoff, pipeline_run):
         assert train["tokens_manifest"]["path"] == pipeline_run["tokens_manifest"]
         assert row["token_loss"] == pytest.approx(train["token_loss"], abs=1e-4)
         assert row["tokens_per_s"] > 0 and row["wall_s"] > 0
+        if family == "bert":  # next-sentence prediction against always answering the majority label
+            assert row["nsp_accuracy"] == pytest.approx(train["nsp_accuracy"], abs=1e-4)
+            assert 0.5 <= row["nsp_majority"] == pytest.approx(train["nsp_majority"], abs=1e-4)
+            assert row["nsp_beyond_chance"] is train["nsp_beyond_chance"]
+        else:
+            assert row["nsp_accuracy"] is row["nsp_majority"] is row["nsp_beyond_chance"] is None
 
 
 def test_children_under_one_parent_with_the_comparison(bakeoff, tmp_path):
@@ -76,6 +82,9 @@ def test_children_under_one_parent_with_the_comparison(bakeoff, tmp_path):
     assert parent.data.metrics["t5/token_loss"] == pytest.approx(
         next(r for r in result["rows"] if r["family"] == "t5")["token_loss"]
     )
+    bert = next(r for r in result["rows"] if r["family"] == "bert")
+    assert parent.data.metrics["bert/nsp_accuracy"] == pytest.approx(bert["nsp_accuracy"])
+    assert "gpt/nsp_accuracy" not in parent.data.metrics
     assert Path(result["chart"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,6 +1,7 @@
 """The unigram baseline every family is scored against (tokenmill.training.objectives): one estimator for every
 family (the stream's frequencies, the objective's own special tokens at their sampled share), and the check that
-catches a model that learned token frequencies only (accuracy equal to the most frequent token's rate)."""
+catches a model that learned token frequencies only (accuracy equal to the most frequent token's rate); and
+next-sentence prediction against always answering the majority label."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import torch.nn as nn
 
 from tokenmill.training.data import as_stream
 from tokenmill.training.families import spec_for
-from tokenmill.training.objectives import IGNORE, accumulate, against_baseline, beyond_frequencies, label_counts
+from tokenmill.training.objectives import (
+    IGNORE,
+    NSP_METRICS,
+    accumulate,
+    against_baseline,
+    beyond_frequencies,
+    label_counts,
+    nsp_against_chance,
+)
 
 SPECIALS = {"eot": 0, "pad": 1, "cls": 2, "sep": 3, "mask": 4, **{f"sentinel_{i}": 5 + i for i in range(100)}}
 VOCAB = 400
@@ -90,6 +99,11 @@ def test_a_model_that_learned_only_frequencies_is_caught(family):
     assert scored["token_accuracy"] == pytest.approx(scored["unigram_accuracy"])
     assert 0.0 < scored["unigram_accuracy"] < 0.5
     assert scored["beyond_frequencies"] is False
+    if family == "bert":  # its constant NSP logits always answer IsNext: the majority label's share at best
+        assert scored["nsp_pairs"] == 64 and 0.5 <= scored["nsp_majority"] < 0.7
+        assert scored["nsp_accuracy"] <= scored["nsp_majority"] and scored["nsp_beyond_chance"] is False
+    else:
+        assert not set(NSP_METRICS) & set(scored)
 
 
 def test_a_model_that_learned_context_passes():
@@ -138,3 +152,22 @@ def test_paired_text_counts_its_own_targets():
     labels = torch.cat([objective.batch(s, 32)["labels"].reshape(-1) for s in range(64)])
     assert counts.sum() == int((labels != IGNORE).sum())
     assert as_stream(train).unigram_counts.sum() != counts.sum()
+
+
+def _nsp_batches(labels: list[int]) -> list[dict]:
+    return [{"next_sentence_label": torch.tensor(labels[i : i + 8])} for i in range(0, len(labels), 8)]
+
+
+def test_nsp_beyond_chance_needs_a_clear_margin_over_the_majority_label():
+    balanced = _nsp_batches([0, 1] * 200)  # 400 pairs, half IsNext: two standard errors are 0.05
+    assert nsp_against_chance({"nsp_accuracy": 0.60}, balanced) == {
+        "nsp_accuracy": 0.60,
+        "nsp_majority": 0.5,
+        "nsp_pairs": 400,
+        "nsp_beyond_chance": True,
+    }
+    assert nsp_against_chance({"nsp_accuracy": 0.54}, balanced)["nsp_beyond_chance"] is False
+    skewed = _nsp_batches([1] * 280 + [0] * 120)  # 70% NotNext: always answering NotNext scores 0.70
+    scored = nsp_against_chance({"nsp_accuracy": 0.72}, skewed)
+    assert scored["nsp_majority"] == pytest.approx(0.7) and scored["nsp_beyond_chance"] is False
+    assert nsp_against_chance({"nsp_accuracy": 0.9}, [{"labels": torch.zeros(4)}]) == {}  # no NSP in the batches
