@@ -14,9 +14,9 @@ published flavours ``bert-base`` and ``bert-large`` use it.
 Why not the original by default (demo size, lr 1e-3, 300 steps of 16 pairs, docs/models.md): post-LN blocks stall
 at token frequencies at small sizes and GPT-like learning rates, and learned positions slow MLM down (post-LN learned
 MLM 6.878, accuracy 0.075 against a unigram's 6.815 and 0.071; pre-LN learned 6.679 and 0.103; pre-LN RoPE 6.086
-and 0.185); NSP on the [CLS] state stays at chance for about 1,750 steps, while on the segments it leaves chance
-within 300 (0.671 and 0.609 over 1,024 validation pairs, two seeds, against 0.515 on [CLS]). Positions can also be
-sinusoidal or bidirectional ALiBi.
+and 0.185); NSP on the [CLS] state is still at chance after 300 steps with two seeds of six (the demo's among
+them; it then takes about 1,750 steps), while on the segments it is above chance with all six (0.609-0.671 over
+1,024 validation pairs) at the same MLM. Positions can also be sinusoidal or bidirectional ALiBi.
 """
 
 from __future__ import annotations
