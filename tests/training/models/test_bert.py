@@ -3,10 +3,12 @@ positions, tying."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from tokenmill.training.models.bert import BERT, BERTConfig
+from tokenmill.training.objectives import MaskedLMObjective, accumulate, nsp_against_chance
 
 V, T, PAD = 64, 16, 1
 
@@ -198,3 +200,36 @@ def test_dropout_only_in_training():
         torch.testing.assert_close(model(idx)[0], model(idx)[0])
         model.train()
         assert not torch.allclose(model(idx)[0], model(idx)[0])
+
+
+def _topic_stream(seed: int, docs: int) -> np.ndarray:
+    """Documents of 40-80 tokens, each drawn from one of 6 topics' own 8 token ids, then EOT: a NotNext B (another
+    document) is off A's topic 5 times in 6, the only signal, as in the demo corpus."""
+    rng = np.random.default_rng(seed)
+    out: list[int] = []
+    for _ in range(docs):
+        topic = int(rng.integers(6))
+        out.extend((5 + 8 * topic + rng.integers(8, size=int(rng.integers(40, 80)))).tolist() + [0])
+    return np.array(out, dtype=np.int64)
+
+
+def test_the_default_nsp_head_learns_whether_b_is_on_a_topic():
+    specials = {"eot": 0, "pad": PAD, "cls": 2, "sep": 3, "mask": 4}
+    objective = MaskedLMObjective(_topic_stream(1, 60), 32, specials, seed=3, vocab_size=V)
+    torch.manual_seed(0)
+    model = BERT(BERTConfig(vocab_size=V, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.0, pad_id=PAD))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(80):
+        loss, _ = objective.loss(model, objective.batch(step, 16))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    batches = objective.eval_batches(_topic_stream(2, 40), 256, 32)
+    totals: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for batch in batches:
+            accumulate(totals, objective.loss(model.eval(), batch)[1])
+    scored = nsp_against_chance({n: s / c for n, (s, c) in totals.items()}, batches)
+    # 0.83-0.89 over seeds 0-5; the ceiling is 11/12 (a NotNext B is on A's topic 1 time in 6). On these pairs the
+    # [CLS] head (nsp_pool="cls") is still at chance after 100 steps.
+    assert scored["nsp_beyond_chance"] and scored["nsp_accuracy"] > 0.75, scored
