@@ -26,19 +26,9 @@ def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def ours(seed: int = 0, **kw) -> BERT:
-    # post-LN, learned positions: the original BERT, the one with a BertForPreTraining equivalent
-    cfg = dict(
-        vocab_size=V,
-        block_size=T,
-        n_layer=2,
-        n_head=4,
-        n_embd=32,
-        d_ff=48,
-        pad_id=PAD,
-        norm="post",
-        position="learned",
-        nsp_pool="cls",
-    )
+    # post-LN, learned positions, NSP on [CLS]: the original BERT, the one with a BertForPreTraining equivalent
+    cfg = dict(vocab_size=V, block_size=T, n_layer=2, n_head=4, n_embd=32, d_ff=48, pad_id=PAD)
+    cfg.update(norm="post", position="learned", nsp_pool="cls")
     return randomised(BERT(BERTConfig(**{**cfg, **kw})), seed)
 
 
