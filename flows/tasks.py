@@ -248,6 +248,14 @@ def publish_training(cfg: Config, result: dict[str, Any]) -> dict[str, Any]:
             f"Sample: {train['sample']!r}"
         ),
     )
+    nsp = []  # BERT's next-sentence prediction, when the objective has it
+    if "nsp_accuracy" in train:
+        nsp.append(
+            {
+                "metric": "next-sentence accuracy vs the majority label's",
+                "value": f"{train['nsp_accuracy']:.4f} vs {train['nsp_majority']:.4f}",
+            }
+        )
     create_table_artifact(
         key="final-metrics",
         description="Validation metrics of the trained model",
@@ -263,16 +271,7 @@ def publish_training(cfg: Config, result: dict[str, Any]) -> dict[str, Any]:
                 "metric": "token accuracy vs the most frequent token's",
                 "value": f"{train['token_accuracy']:.4f} vs {train['unigram_accuracy']:.4f}",
             },
-            *(
-                [
-                    {
-                        "metric": "next-sentence accuracy vs the majority label's",
-                        "value": f"{train['nsp_accuracy']:.4f} vs {train['nsp_majority']:.4f}",
-                    }
-                ]
-                if "nsp_accuracy" in train
-                else []
-            ),
+            *nsp,
             {"metric": "model", "value": f"{train['model']['family']} ({train['model']['objective']})"},
             {"metric": "parameters", "value": train["model"]["num_params"]},
             {"metric": "tokens seen", "value": train["tokens_seen"]},

@@ -69,8 +69,7 @@ def _check_exportable(cfg: BERTConfig) -> None:
         keys = " ".join(f"model.{key}={value}" for key, value in fixes.items())
         raise ValueError(
             f"BertForPreTraining is the original BERT, post-LN blocks with absolute positions and NSP on [CLS]; "
-            f"{differs} {verb} no "
-            f"equivalent (train with {keys} for an exact Hugging Face export)"
+            f"{differs} {verb} no equivalent (train with {keys} for an exact Hugging Face export)"
         )
 
 

@@ -167,9 +167,9 @@ class BERT(SingleStack):
         product and absolute difference of segment A's and B's mean states ``(B, 2C)`` (padding left out)."""
         if self.cfg.nsp_pool == "cls":
             return x[:, 0]
-        real = torch.ones_like(token_type_ids) if attention_mask is None else attention_mask
-        in_b = (token_type_ids == 1).to(x.dtype) * real.to(x.dtype)  # (B, T)
-        in_a = (token_type_ids == 0).to(x.dtype) * real.to(x.dtype)  # [CLS] A [SEP]
+        real = (torch.ones_like(token_type_ids) if attention_mask is None else attention_mask).to(x.dtype)  # (B, T)
+        in_a = (token_type_ids == 0).to(x.dtype) * real  # [CLS] A [SEP]
+        in_b = (token_type_ids == 1).to(x.dtype) * real  # B [SEP]
         u = torch.einsum("bt,btc->bc", in_a, x) / in_a.sum(1, keepdim=True).clamp(min=1)  # (B, C)
         v = torch.einsum("bt,btc->bc", in_b, x) / in_b.sum(1, keepdim=True).clamp(min=1)  # (B, C)
         return torch.cat([u * v, (u - v).abs()], dim=-1)  # (B, 2C)

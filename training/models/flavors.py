@@ -36,7 +36,8 @@ def _gpt2(name: str, n_layer: int, n_embd: int, n_head: int) -> Flavor:
     )
 
 
-# the original BERT: post-LN blocks and a learned position table (the family's defaults are pre-LN and RoPE)
+# the original BERT: post-LN blocks, a learned position table, NSP on [CLS] (the family's defaults: pre-LN, RoPE,
+# NSP comparing the segments)
 _BERT = dict(block_size=512, vocab_size=30522, norm="post", position="learned", nsp_pool="cls")
 _T5 = dict(vocab_size=32128, d_head=64, activation="relu", block_size=512)
 _TRANSFORMER = dict(vocab_size=37000, activation="relu", position="sinusoidal", block_size=512)

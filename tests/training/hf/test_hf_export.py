@@ -21,7 +21,7 @@ TEXTS = [
     "It was the best of times, it was the worst of times, it was the age of wisdom.",
 ]
 CONTEXT = 16
-# a one-layer original BERT (post-LN, learned positions): the BERT that has a Hugging Face equivalent
+# a one-layer original BERT (post-LN, learned positions, NSP on [CLS]): the BERT that has a Hugging Face equivalent
 ORIGINAL_BERT = dict(n_layer=1, n_head=2, n_embd=16, d_ff=32, norm="post", position="learned", nsp_pool="cls")
 SPELLED = "a <|endoftext|> b [MASK] c <extra_id_0> d"
 
